@@ -1,0 +1,63 @@
+"""The ``proteinflow`` command line: ``proteinflow {train,sample,data} ...``.
+
+Each area owns its subcommands in a ``commands`` module exposing ``add_<name>_arguments(parser)`` and
+``run_<name>(args) -> int``. Those modules keep heavy imports (torch, lightning, biotite) inside the
+``run_*`` functions so that ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# (subcommand path, module, function suffix, help)
+_COMMANDS: list[tuple[tuple[str, ...], str, str, str]] = [
+    (("train",), "proteinflow.train.commands", "train", "train a flow from a YAML config"),
+    (("sample",), "proteinflow.train.commands", "sample", "sample from a trained checkpoint"),
+    (("data", "prepare"), "proteinflow.protein.commands", "prepare", "prepare a structure dataset"),
+    (("data", "fetch"), "proteinflow.protein.commands", "fetch", "download structures from the RCSB PDB"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with one sub-parser per command."""
+    parser = argparse.ArgumentParser(
+        prog="proteinflow", description="Riemannian flow matching on protein backbones and Euclidean data."
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    top = parser.add_subparsers(dest="command", metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for path, module_name, suffix, help_text in _COMMANDS:
+        module = importlib.import_module(module_name)
+        if len(path) == 1:
+            sub = top.add_parser(path[0], help=help_text, description=help_text)
+        else:
+            if path[0] not in groups:
+                group_parser = top.add_parser(path[0], help=f"{path[0]} commands")
+                groups[path[0]] = group_parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
+            sub = groups[path[0]].add_parser(path[1], help=help_text, description=help_text)
+        getattr(module, f"add_{suffix}_arguments")(sub)
+        sub.set_defaults(_run=getattr(module, f"run_{suffix}"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from proteinflow import __version__
+
+        print(__version__)
+        return 0
+    run = getattr(args, "_run", None)
+    if run is None:
+        parser.print_help()
+        return 2
+    return int(run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
