@@ -1,0 +1,74 @@
+"""The general flow matching core: schedulers, paths, time samplers, losses, couplings, solvers, guidance,
+likelihoods. Written against :class:`~proteinflow.geometry.manifolds.FlowManifold`; Euclidean flows use the
+flat manifold (or ``manifold=None``). Convention: ``t = 0`` noise, ``t = 1`` data."""
+
+from proteinflow.flow.couplings import (
+    CouplingResult,
+    IndependentCoupling,
+    MinibatchOTCoupling,
+    ReflowCoupling,
+    pairwise_sq_dist,
+)
+from proteinflow.flow.guidance import CFGVectorField, drop_condition
+from proteinflow.flow.likelihood import (
+    LikelihoodResult,
+    divergence_exact,
+    divergence_hutchinson,
+    log_likelihood,
+)
+from proteinflow.flow.losses import cfm_loss, masked_mean
+from proteinflow.flow.paths import AffinePath, GeodesicPath, PathSample
+from proteinflow.flow.schedulers import (
+    CondOTScheduler,
+    ConvexScheduler,
+    ExpRateScheduler,
+    PolynomialConvexScheduler,
+    Scheduler,
+    SchedulerOutput,
+    VPScheduler,
+)
+from proteinflow.flow.solvers import METHODS, SolveResult, VectorField, solve_ode
+from proteinflow.flow.time_samplers import (
+    ClippedTimeSampler,
+    LogitNormalTimeSampler,
+    ShiftedTimeSampler,
+    TimeSampler,
+    UniformTimeSampler,
+    shift_time,
+)
+
+__all__ = [
+    "AffinePath",
+    "CFGVectorField",
+    "ClippedTimeSampler",
+    "CondOTScheduler",
+    "ConvexScheduler",
+    "CouplingResult",
+    "ExpRateScheduler",
+    "GeodesicPath",
+    "IndependentCoupling",
+    "LikelihoodResult",
+    "LogitNormalTimeSampler",
+    "METHODS",
+    "MinibatchOTCoupling",
+    "PathSample",
+    "PolynomialConvexScheduler",
+    "ReflowCoupling",
+    "Scheduler",
+    "SchedulerOutput",
+    "ShiftedTimeSampler",
+    "SolveResult",
+    "TimeSampler",
+    "UniformTimeSampler",
+    "VPScheduler",
+    "VectorField",
+    "cfm_loss",
+    "divergence_exact",
+    "divergence_hutchinson",
+    "drop_condition",
+    "log_likelihood",
+    "masked_mean",
+    "pairwise_sq_dist",
+    "shift_time",
+    "solve_ode",
+]

@@ -1,0 +1,363 @@
+"""Frame flow: flow matching for residue frames on ``(SO(3) x R^3_0)^N`` with an IPA denoiser.
+
+State: ``{"rots": R [B, N, 3, 3], "trans": T [B, N, 3]}`` (Angstrom), mask ``[B, N]``, on the product
+manifold ``SO3 x ZeroCentreEuclidean`` (translations have zero masked centroid). ``t = 0`` is noise,
+``t = 1`` data. Per factor ``f`` the path is the geodesic
+
+    x_t^f = Exp_{x0^f}(kappa_f(t) Log_{x0^f}(x1^f)),
+
+with ``kappa_trans(t) = t`` and ``kappa_rots`` either linear or the exponential-rate schedule
+``kappa(t) = (1 - exp(-r t)) / (1 - exp(-r))`` (FrameFlow's "exp rate 10"), *trained and sampled the
+same*. The network predicts ``x1_hat``; the velocity is
+
+    v^f(x_t, t) = d_kappa_f(t) / max(1 - kappa_f(t), velocity_floor) * Log_{x_t^f}(x1_hat^f),
+
+i.e. :meth:`GeodesicPath.x1_to_velocity` with a documented floor so that the field stays bounded at
+``t -> 1``. At ``t = 1`` itself this x1-parametrised field is 0/0 (the prediction has been reached), so
+solvers whose stages evaluate at ``t = 1`` (RK4, Dormand-Prince) would see a zero velocity there; sampling
+therefore integrates ``[0, 1 - final_gap]`` with the chosen solver and finishes with one Euler step of
+size ``final_gap`` (one more NFE), which is exact when the prediction is exact. FrameFlow's inference-only variant (train linear, sample rotations with
+``v = r Log_{R_t}(R1_hat)``) is available as ``sampling_rot_rate`` for comparison: it integrates an ODE
+that was not trained.
+
+Priors: translations ``T0 = length_unit * P(z)``, ``z ~ N(0, I)``, ``P`` the masked centring
+projection; rotations Haar-uniform or IGSO(3)(sigma) around the identity — the same prior in training
+and sampling (FrameFlow trains from IGSO(3) noise centred on the data but samples from uniform).
+
+Loss (per factor, averaged over unmasked residues, then over the batch):
+
+    L_f = mean_i || w_f(t) (Log_{x_t}(x1_hat) - Log_{x_t}(x1)) ||^2,
+    w_f(t) = d_kappa_f(t) / max(1 - kappa_f(t), c) / d_kappa_f(0),
+
+which is the velocity-matching loss with its ``1/(1 - kappa)`` factor capped (``c = loss_norm_floor``,
+FrameFlow's "time normalisation") and divided by the schedule's initial speed, so that a fast rotation
+schedule (speed ~r) does not make the rotation term r^2 times larger than with the linear schedule. Translation errors are measured in ``length_unit`` (default 10 A = 1
+nm, the only place the loss rescales lengths). An optional auxiliary loss compares ideal backbone atoms
+(N, CA, C) built from predicted and true frames for ``t >= aux_loss_t_min``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from proteinflow.flow.paths import GeodesicPath
+from proteinflow.flow.schedulers import CondOTScheduler, ConvexScheduler, ExpRateScheduler
+from proteinflow.flow.solvers import SolveResult, solve_ode
+from proteinflow.geometry import rigid, so3
+from proteinflow.geometry.igso3 import IGSO3Sampler
+from proteinflow.geometry.manifolds import ProductManifold, SO3, ZeroCentreEuclidean
+from proteinflow.geometry.manifolds.zero_centre import masked_centre
+from proteinflow.models.ipa import FrameDenoiser, IPAConfig
+
+ROT_PRIORS = ("uniform", "igso3")
+ROT_SCHEDULES = ("linear", "exp")
+
+
+@dataclass(frozen=True)
+class FrameFlowConfig:
+    """Path, prior and loss settings of :class:`FrameFlow`.
+
+    Attributes:
+        rot_prior: ``"uniform"`` (Haar) or ``"igso3"`` (IGSO(3)(``igso3_sigma``) around the identity).
+        igso3_sigma: sigma of the IGSO(3) prior.
+        rot_schedule: ``"linear"`` (kappa = t) or ``"exp"`` (exponential rate ``rot_rate``, trained).
+        rot_rate: rate r of the ``"exp"`` schedule.
+        sampling_rot_rate: if set, sampling replaces the rotation velocity by ``r Log_{R_t}(R1_hat)``
+            (FrameFlow's inference-only speed-up; the solved ODE then differs from the trained one).
+        length_unit: Angstrom per unit: the translation prior's standard deviation per coordinate and
+            the unit in which translation losses are measured.
+        t_min: training times are drawn uniformly from ``[t_min, 1]``.
+        loss_norm_floor: ``c`` in the loss weight ``d_kappa / max(1 - kappa, c) / d_kappa(0)``.
+        velocity_floor: floor of ``1 - kappa`` in the sampling velocity.
+        final_gap: sampling integrates ``[0, 1 - final_gap]``, then takes one Euler step to ``t = 1``.
+        rot_loss_weight, trans_loss_weight, aux_loss_weight: weights of the three loss terms.
+        aux_loss_t_min: the auxiliary backbone loss applies to samples with ``t >= aux_loss_t_min``.
+        self_condition_prob: probability that a training batch uses self-conditioning.
+    """
+
+    rot_prior: str = "uniform"
+    igso3_sigma: float = 1.5
+    rot_schedule: str = "exp"
+    rot_rate: float = 10.0
+    sampling_rot_rate: float | None = None
+    length_unit: float = 10.0
+    t_min: float = 0.01
+    loss_norm_floor: float = 0.1
+    velocity_floor: float = 1e-6
+    final_gap: float = 1e-3
+    rot_loss_weight: float = 0.5
+    trans_loss_weight: float = 1.0
+    aux_loss_weight: float = 0.25
+    aux_loss_t_min: float = 0.5
+    self_condition_prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.rot_prior not in ROT_PRIORS:
+            raise ValueError(f"FrameFlowConfig.rot_prior must be one of {ROT_PRIORS}, got {self.rot_prior!r}")
+        if self.rot_schedule not in ROT_SCHEDULES:
+            raise ValueError(
+                f"FrameFlowConfig.rot_schedule must be one of {ROT_SCHEDULES}, got {self.rot_schedule!r}"
+            )
+        for name in ("igso3_sigma", "rot_rate", "length_unit", "loss_norm_floor", "velocity_floor"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"FrameFlowConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.sampling_rot_rate is not None and not self.sampling_rot_rate > 0:
+            raise ValueError(f"FrameFlowConfig.sampling_rot_rate must be None or > 0, got {self.sampling_rot_rate}")
+        if not 0.0 < self.final_gap < 0.5:
+            raise ValueError(f"FrameFlowConfig.final_gap must be in (0, 0.5), got {self.final_gap!r}")
+        for name in ("t_min", "aux_loss_t_min", "self_condition_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"FrameFlowConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.t_min >= 1.0:
+            raise ValueError(f"FrameFlowConfig.t_min must be < 1, got {self.t_min}")
+        for name in ("rot_loss_weight", "trans_loss_weight", "aux_loss_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"FrameFlowConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+
+
+@dataclass
+class FrameFlowLoss:
+    """Training losses (scalars). ``total = w_r rot + w_t trans + w_a aux``."""
+
+    total: Tensor
+    rot: Tensor
+    trans: Tensor
+    aux: Tensor
+
+
+@dataclass
+class FrameSamples:
+    """Sampled frames.
+
+    Attributes:
+        rots: ``[B, N, 3, 3]``; trans: ``[B, N, 3]`` Angstrom (zero centroid); mask: ``[B, N]`` bool.
+        nfe: network evaluations used by the solver.
+        times: ``[T]`` times of the trajectory.
+        trajectory: ``{"rots": [T, B, N, 3, 3], "trans": [T, B, N, 3]}``.
+    """
+
+    rots: Tensor
+    trans: Tensor
+    mask: Tensor
+    nfe: int
+    times: Tensor
+    trajectory: dict[str, Tensor] = field(repr=False)
+
+
+def _masked_residue_mean(sq: Tensor, mask: Tensor) -> Tensor:
+    """``sq`` ``[B, N]`` -> mean over unmasked residues per sample, then over the batch (scalar)."""
+    m = mask.to(sq.dtype)
+    return ((sq * m).sum(1) / m.sum(1).clamp_min(1.0)).mean()
+
+
+class FrameFlow(nn.Module):
+    """Flow matching on residue frames with a :class:`FrameDenoiser` (see the module docstring).
+
+    Args:
+        cfg: path / prior / loss settings.
+        net_cfg: the IPA network's configuration.
+    """
+
+    def __init__(self, cfg: FrameFlowConfig | None = None, net_cfg: IPAConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg if cfg is not None else FrameFlowConfig()
+        self.net = FrameDenoiser(net_cfg if net_cfg is not None else IPAConfig())
+        self.manifold = ProductManifold({"rots": SO3(), "trans": ZeroCentreEuclidean()})
+        rot_sched: ConvexScheduler = (
+            ExpRateScheduler(self.cfg.rot_rate) if self.cfg.rot_schedule == "exp" else CondOTScheduler()
+        )
+        self.schedulers: dict[str, ConvexScheduler] = {"rots": rot_sched, "trans": CondOTScheduler()}
+        self.path = GeodesicPath(self.manifold, self.schedulers)
+        self._igso3 = IGSO3Sampler() if self.cfg.rot_prior == "igso3" else None
+
+    # -- prior ------------------------------------------------------------------------------------------
+    def sample_prior(self, mask: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Noise frames for a mask ``[B, N]``: ``{"rots": [B, N, 3, 3], "trans": [B, N, 3]}``.
+
+        Padded positions get the identity rotation and zero translation.
+        """
+        if mask.dim() != 2:
+            raise ValueError(f"mask must have shape [B, N], got {tuple(mask.shape)}")
+        bsz, n = mask.shape
+        device = mask.device
+        dtype = next(self.net.parameters()).dtype
+        if self._igso3 is not None:
+            sigma = torch.full((bsz, n), self.cfg.igso3_sigma, dtype=dtype, device=device)
+            rots = self._igso3.sample(sigma, generator=generator)
+        else:
+            rots = so3.random_uniform((bsz, n), generator=generator, device=device, dtype=dtype)
+        valid = mask.to(torch.bool)
+        eye = torch.eye(3, dtype=dtype, device=device).expand(bsz, n, 3, 3)
+        rots = torch.where(valid[..., None, None], rots, eye)
+        z = torch.randn(bsz, n, 3, generator=generator, device=device, dtype=dtype)
+        trans = masked_centre(z, mask) * self.cfg.length_unit
+        return {"rots": rots, "trans": trans}
+
+    # -- network ----------------------------------------------------------------------------------------
+    def predict(
+        self,
+        x_t: dict[str, Tensor],
+        t: Tensor,
+        mask: Tensor,
+        self_cond_trans: Tensor | None = None,
+        res_idx: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """Predicted clean frames ``x1_hat`` (translations re-centred on the masked centroid)."""
+        out = self.net(x_t["rots"], x_t["trans"], t, mask, self_cond_trans=self_cond_trans, res_idx=res_idx)
+        return {"rots": out.pred_rots, "trans": masked_centre(out.pred_trans, mask)}
+
+    def velocity(self, x_t: dict[str, Tensor], x1_hat: dict[str, Tensor], t: Tensor, mask: Tensor) -> dict:
+        """``v^f = d_kappa_f / max(1 - kappa_f, velocity_floor) * Log_{x_t}(x1_hat)`` per factor."""
+        out: dict[str, Tensor] = {}
+        for key, man in self.manifold.factors.items():
+            sched = self.schedulers[key]
+            u = man.logmap(x_t[key], x1_hat[key])
+            tt = t.reshape(-1, *([1] * (u.dim() - 1)))
+            scale = sched.d_kappa(tt) / (1.0 - sched.kappa(tt)).clamp_min(self.cfg.velocity_floor)
+            if key == "rots" and self.cfg.sampling_rot_rate is not None:
+                scale = torch.full_like(scale, self.cfg.sampling_rot_rate)
+            out[key] = man.proju(x_t[key], scale * u, mask=mask)
+        return out
+
+    # -- training ---------------------------------------------------------------------------------------
+    def loss(
+        self,
+        coords: Tensor,
+        mask: Tensor,
+        res_idx: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> FrameFlowLoss:
+        """Flow-matching loss of a batch of backbones.
+
+        Args:
+            coords: ``[B, N, A >= 3, 3]`` atoms (N, CA, C first) in Angstrom.
+            mask: ``[B, N]`` residues present.
+            res_idx: ``[B, N]`` integer residue indices (default ``0..N-1``).
+            generator: randomness for times, noise and the self-conditioning coin.
+        """
+        if coords.dim() != 4 or coords.shape[-1] != 3 or coords.shape[-2] < 3:
+            raise ValueError(f"coords must have shape [B, N, A>=3, 3], got {tuple(coords.shape)}")
+        if mask.shape != coords.shape[:2]:
+            raise ValueError(f"mask must have shape {tuple(coords.shape[:2])}, got {tuple(mask.shape)}")
+        bsz = coords.shape[0]
+        dtype, device = coords.dtype, coords.device
+        valid = mask.to(torch.bool)
+        rots1, trans1 = rigid.frames_from_backbone(coords[..., 0, :], coords[..., 1, :], coords[..., 2, :])
+        eye = torch.eye(3, dtype=dtype, device=device).expand_as(rots1)
+        rots1 = torch.where(valid[..., None, None], rots1, eye)
+        x1 = {"rots": rots1, "trans": masked_centre(trans1, mask)}
+        x0 = self.sample_prior(mask, generator=generator)
+        u = torch.rand(bsz, generator=generator, device=device, dtype=dtype)
+        t = self.cfg.t_min + (1.0 - self.cfg.t_min) * u
+        x_t = self.path.sample(x0, x1, t, mask=mask).x_t
+
+        self_cond = None
+        if self.net.cfg.self_condition:
+            coin = torch.rand((), generator=generator, device=device)
+            if coin.item() < self.cfg.self_condition_prob:
+                with torch.no_grad():
+                    self_cond = self.predict(x_t, t, mask, None, res_idx)["trans"].detach()
+        x1_hat = self.predict(x_t, t, mask, self_cond, res_idx)
+
+        terms: dict[str, Tensor] = {}
+        for key, man in self.manifold.factors.items():
+            sched = self.schedulers[key]
+            err = man.logmap(x_t[key], x1_hat[key]) - man.logmap(x_t[key], x1[key])
+            tt = t.reshape(-1, *([1] * (err.dim() - 1)))
+            w = sched.d_kappa(tt) / (1.0 - sched.kappa(tt)).clamp_min(self.cfg.loss_norm_floor)
+            w = w / sched.d_kappa(torch.zeros_like(tt))
+            if key == "trans":
+                w = w / self.cfg.length_unit
+            terms[key] = _masked_residue_mean(((w * err) ** 2).sum(-1), mask)
+
+        aux = torch.zeros((), dtype=dtype, device=device)
+        if self.cfg.aux_loss_weight > 0:
+            pred_atoms = torch.stack(rigid.ideal_backbone_from_frames(x1_hat["rots"], x1_hat["trans"]), -2)
+            true_atoms = torch.stack(rigid.ideal_backbone_from_frames(x1["rots"], x1["trans"]), -2)
+            sq = ((pred_atoms - true_atoms) / self.cfg.length_unit).pow(2).sum(-1).mean(-1)  # [B, N]
+            gate = (t >= self.cfg.aux_loss_t_min).to(dtype)[:, None]
+            aux = _masked_residue_mean(sq * gate, mask)
+        total = (
+            self.cfg.rot_loss_weight * terms["rots"]
+            + self.cfg.trans_loss_weight * terms["trans"]
+            + self.cfg.aux_loss_weight * aux
+        )
+        return FrameFlowLoss(total=total, rot=terms["rots"], trans=terms["trans"], aux=aux)
+
+    # -- sampling ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        mask: Tensor,
+        *,
+        method: str = "euler",
+        steps: int | None = 100,
+        rtol: float | None = None,
+        atol: float | None = None,
+        generator: torch.Generator | None = None,
+        x_init: dict[str, Tensor] | None = None,
+        return_times: Sequence[float] | Tensor | None = None,
+        res_idx: Tensor | None = None,
+    ) -> FrameSamples:
+        """Integrate the learned ODE from the prior (``t = 0``) to data (``t = 1``).
+
+        The solver runs on ``[0, 1 - final_gap]``; one Euler step of size ``final_gap`` finishes at
+        ``t = 1`` (see the module docstring). Self-conditioning uses the previous network evaluation's
+        translation prediction (``None`` at the first one), so every evaluation counts as one NFE.
+
+        Args:
+            mask: ``[B, N]`` residues to generate (padding allowed for mixed lengths).
+            method, steps, rtol, atol: as :func:`proteinflow.flow.solvers.solve_ode`.
+            generator: randomness of the prior draw.
+            x_init: start from these noise frames instead of drawing them (e.g. to compare solvers on
+                the same noise).
+            return_times: times in ``[0, 1 - final_gap]`` at which to record the trajectory; the final
+                state at ``t = 1`` is always appended. Default: only ``t = 0`` and ``t = 1``.
+            res_idx: ``[B, N]`` residue indices (default ``0..N-1``).
+        """
+        t_last = 1.0 - self.cfg.final_gap
+        times = [0.0, t_last] if return_times is None else [float(v) for v in return_times]
+        if times and times[-1] >= 1.0:
+            times = times[:-1]
+        if any(v > t_last for v in times):
+            raise ValueError(f"return_times must lie in [0, {t_last}] (1 - final_gap) or be 1.0, got {times}")
+        x0 = self.sample_prior(mask, generator=generator) if x_init is None else x_init
+        state: dict[str, Tensor | None] = {"sc": None}
+
+        def field(t: Tensor, x: dict[str, Tensor]) -> dict[str, Tensor]:
+            sc = state["sc"] if self.net.cfg.self_condition else None
+            x1_hat = self.predict(x, t, mask, sc, res_idx)
+            state["sc"] = x1_hat["trans"]
+            return self.velocity(x, x1_hat, t, mask)
+
+        result: SolveResult = solve_ode(
+            field,
+            x0,
+            t_start=0.0,
+            t_end=t_last,
+            method=method,
+            steps=steps if method != "dopri5" else None,
+            rtol=rtol,
+            atol=atol,
+            manifold=self.manifold,
+            return_times=times or None,
+        )
+        x = result.final
+        assert isinstance(x, dict) and isinstance(result.trajectory, dict)
+        t = torch.full((mask.shape[0],), t_last, dtype=x["trans"].dtype, device=mask.device)
+        v = field(t, x)
+        final = self.manifold.expmap(x, {k: self.cfg.final_gap * v[k] for k in v})
+        final["trans"] = masked_centre(final["trans"], mask)
+        trajectory = {k: torch.cat([result.trajectory[k], final[k][None]]) for k in final}
+        return FrameSamples(
+            rots=final["rots"],
+            trans=final["trans"],
+            mask=mask.to(torch.bool),
+            nfe=result.nfe + 1,
+            times=torch.cat([result.times, result.times.new_ones(1)]),
+            trajectory=trajectory,
+        )

@@ -1,0 +1,167 @@
+"""``proteinflow data prepare`` and ``proteinflow data fetch``.
+
+Heavy imports (numpy, biotite, torch, matplotlib) happen inside the ``run_*`` functions so that
+``proteinflow --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+#: Documented prefactor used by ``--max-rg-factor`` without a value (kept equal to
+#: :data:`proteinflow.protein.filters.DEFAULT_RG_FACTOR`; a test checks this).
+_DEFAULT_RG_FACTOR = 3.0
+
+
+def _optional_int(text: str) -> int | None:
+    if text.lower() in ("none", "off"):
+        return None
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer or 'off', got {text!r}")
+    return value
+
+
+def _optional_fraction(text: str) -> float | None:
+    if text.lower() in ("none", "off"):
+        return None
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1] or 'off', got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``proteinflow data prepare``."""
+    parser.add_argument(
+        "source",
+        help="directory walked recursively for .pdb/.ent/.cif/.mmcif/.bcif files (plain or .gz), "
+        "or a text file listing structure paths, one per line",
+    )
+    parser.add_argument("--out", required=True, help="output folder (dataset.npz, report.json/.md, cache)")
+    parser.add_argument("--min-len", type=_optional_int, default=40, help="minimum residues ('off': none)")
+    parser.add_argument("--max-len", type=_optional_int, default=256, help="maximum residues ('off': none)")
+    parser.add_argument(
+        "--max-breaks", type=_optional_int, default=0, help="maximum chain breaks, C(i)-N(i+1) > 2 A ('off')"
+    )
+    parser.add_argument(
+        "--max-numbering-gaps",
+        type=_optional_int,
+        default=None,
+        help="maximum residue-numbering gaps, res_id(i+1) != res_id(i)+1 (default off)",
+    )
+    parser.add_argument(
+        "--max-missing-frac",
+        type=_optional_fraction,
+        default=None,
+        help="maximum fraction of residues dropped for a missing N/CA/C (default off)",
+    )
+    parser.add_argument(
+        "--require-oxygen", action="store_true", help="reject structures with a residue lacking its O atom"
+    )
+    parser.add_argument(
+        "--max-nonstandard",
+        type=_optional_int,
+        default=None,
+        help="maximum residues outside the 20 standard amino acids (UNK, ASX, GLX, ...; default off)",
+    )
+    parser.add_argument(
+        "--max-coil-frac",
+        type=_optional_fraction,
+        default=None,
+        help="maximum P-SEA coil fraction (default off)",
+    )
+    parser.add_argument(
+        "--max-rg-factor",
+        type=float,
+        nargs="?",
+        const=_DEFAULT_RG_FACTOR,
+        default=None,
+        metavar="A",
+        help=f"reject Rg > A * L^0.4 (CA radius of gyration, A); the flag alone uses A={_DEFAULT_RG_FACTOR}"
+        " (default off)",
+    )
+    parser.add_argument(
+        "--workers", type=_positive_int, default=None, help="worker processes (default: CPU count)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    """Run ``proteinflow data prepare``; returns 0 on success (dropped files are not an error)."""
+    from proteinflow.protein.filters import FilterConfig
+    from proteinflow.protein.prepare import REPORT_MD, prepare_dataset
+
+    if not os.path.exists(args.source):
+        print(f"error: source {args.source!r} does not exist", file=sys.stderr)
+        return 1
+    try:
+        config = FilterConfig(
+            min_len=args.min_len,
+            max_len=args.max_len,
+            max_breaks=args.max_breaks,
+            max_numbering_gaps=args.max_numbering_gaps,
+            max_missing_frac=args.max_missing_frac,
+            require_oxygen=args.require_oxygen,
+            max_nonstandard=args.max_nonstandard,
+            max_coil_frac=args.max_coil_frac,
+            max_rg_factor=args.max_rg_factor,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = prepare_dataset(
+        args.source, args.out, config, workers=args.workers, progress=not args.no_progress
+    )
+    print(
+        f"{result.n_inputs} files ({result.n_parsed} read, {result.n_cached} from cache) in "
+        f"{result.wall_seconds:.1f} s: kept {result.kept}, dropped {len(result.dropped)}"
+    )
+    for code, count in result.reason_counts.items():
+        print(f"  dropped {count:6d}  {code}")
+    print(f"dataset: {result.dataset_path}\nreport:  {result.out_dir / REPORT_MD}")
+    return 0
+
+
+def add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``proteinflow data fetch``."""
+    ids = parser.add_mutually_exclusive_group(required=True)
+    ids.add_argument("--ids", nargs="+", metavar="ID", help="PDB ids, e.g. 1ABC 2XYZ")
+    ids.add_argument("--ids-file", help="text file of PDB ids (whitespace/comma separated, # comments)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--format", choices=("cif", "pdb", "bcif"), default="cif", help="file format")
+    parser.add_argument("--overwrite", action="store_true", help="download files that already exist again")
+    parser.add_argument("--timeout", type=float, default=3.0, help="seconds for the connectivity check")
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    """Run ``proteinflow data fetch``; returns 0 if every id is present afterwards, else 1 (2: bad input)."""
+    from proteinflow.protein.fetch import FetchError, fetch_structures, read_id_file, validate_pdb_ids
+
+    try:
+        raw_ids = list(args.ids) if args.ids is not None else read_id_file(args.ids_file)
+        ids = validate_pdb_ids(raw_ids)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = fetch_structures(ids, args.out, args.format, overwrite=args.overwrite, timeout=args.timeout)
+    except FetchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"downloaded {len(result.downloaded)}, already present {len(result.skipped)}, "
+        f"failed {len(result.failed)}"
+    )
+    for pdb_id, reason in result.failed.items():
+        print(f"  failed {pdb_id}: {reason}", file=sys.stderr)
+    return 0 if not result.failed else 1

@@ -1,0 +1,425 @@
+"""Load a prepared dataset (``proteinflow data prepare``) for training: items, crops, padding, batching.
+
+- :func:`load_prepared` reads ``dataset.npz`` (layout in :mod:`proteinflow.protein.prepare`).
+- :class:`PreparedDataset` gives one :class:`BackboneItem` per structure, optionally a random contiguous
+  crop of ``crop_len`` residues, deterministic in ``(seed, epoch, index)``.
+- :func:`collate_backbones` pads items to the longest one and returns a :class:`BackboneBatch` with a
+  residue mask ``[B, N]``.
+- :class:`LengthBudgetBatchSampler` groups structures of similar length so that every batch satisfies
+  ``batch_size * max_len^2 <= max_residues_sq`` (IPA holds ``N x N`` pair tensors, so memory scales with
+  ``B N^2``), deterministic for a seed and epoch, and splits batches between DDP ranks so that every rank
+  gets a disjoint set and the same number of batches.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+__all__ = [
+    "BackboneBatch",
+    "BackboneItem",
+    "LengthBudgetBatchSampler",
+    "PreparedArrays",
+    "PreparedDataset",
+    "collate_backbones",
+    "load_prepared",
+]
+
+_SUPPORTED_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class PreparedArrays:
+    """The arrays of a prepared dataset (S structures, T residues in total).
+
+    Attributes:
+        coords: ``[T, 4, 3]`` float32 N, CA, C, O in Angstrom (O may be NaN).
+        offsets: ``[S + 1]`` int64; structure ``i`` is rows ``offsets[i]:offsets[i+1]``.
+        chain_breaks: ``[T]`` bool, True at ``j`` if the bond ``j -> j+1`` is broken.
+        res_ids: ``[T]`` int32 residue numbers from the source files.
+        sequence: ``[T]`` uint8 ASCII one-letter codes.
+        names: ``[S]`` str structure names.
+        sources: ``[S]`` str source paths.
+    """
+
+    coords: np.ndarray
+    offsets: np.ndarray
+    chain_breaks: np.ndarray
+    res_ids: np.ndarray
+    sequence: np.ndarray
+    names: np.ndarray
+    sources: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.offsets.shape[0] - 1)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """``[S]`` int64 number of residues per structure."""
+        return np.diff(self.offsets)
+
+    def sequence_of(self, index: int) -> str:
+        """One-letter sequence of structure ``index``."""
+        start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
+        return self.sequence[start:stop].tobytes().decode("ascii")
+
+
+def load_prepared(path: str | os.PathLike[str]) -> PreparedArrays:
+    """Read a prepared dataset.
+
+    Args:
+        path: the ``dataset.npz`` file or the output folder of ``proteinflow data prepare``.
+
+    Raises:
+        FileNotFoundError: no dataset at ``path``.
+        ValueError: the file has another format version or inconsistent arrays.
+    """
+    file = Path(path)
+    if file.is_dir():
+        file = file / "dataset.npz"
+    if not file.is_file():
+        raise FileNotFoundError(f"path: no prepared dataset at {file} (run `proteinflow data prepare`)")
+    with np.load(file, allow_pickle=False) as data:
+        version = int(data["format_version"])
+        if version != _SUPPORTED_FORMAT:
+            raise ValueError(f"{file}: prepared format version {version}, expected {_SUPPORTED_FORMAT}")
+        arrays = PreparedArrays(
+            coords=data["coords"],
+            offsets=data["offsets"],
+            chain_breaks=data["chain_breaks"],
+            res_ids=data["res_ids"],
+            sequence=data["sequence"],
+            names=data["names"],
+            sources=data["sources"],
+        )
+    total = arrays.coords.shape[0]
+    if arrays.offsets[0] != 0 or arrays.offsets[-1] != total or np.any(np.diff(arrays.offsets) < 0):
+        raise ValueError(f"{file}: offsets do not partition the {total} residues")
+    for name in ("chain_breaks", "res_ids", "sequence"):
+        if getattr(arrays, name).shape[0] != total:
+            raise ValueError(f"{file}: {name} has {getattr(arrays, name).shape[0]} entries, expected {total}")
+    return arrays
+
+
+@dataclass
+class BackboneItem:
+    """One (possibly cropped) structure.
+
+    Attributes:
+        coords: ``[L, 4, 3]`` float32 N, CA, C, O (missing O set to 0, see ``atom_mask``); centred so that
+            the mean CA is 0 when the dataset centres.
+        atom_mask: ``[L, 4]`` bool, False for missing atoms (only O can be missing).
+        residue_index: ``[L]`` int64 position of each residue in the full structure (0-based; a crop
+            starting at residue s gives ``s, s+1, ...``).
+        res_ids: ``[L]`` int64 residue numbers from the source file.
+        chain_breaks: ``[L]`` bool break flags (a break into the cropped-away part is kept as is).
+        index: position of the structure in the dataset.
+        name: structure name.
+    """
+
+    coords: torch.Tensor
+    atom_mask: torch.Tensor
+    residue_index: torch.Tensor
+    res_ids: torch.Tensor
+    chain_breaks: torch.Tensor
+    index: int
+    name: str
+
+    def __len__(self) -> int:
+        return int(self.coords.shape[0])
+
+
+@dataclass
+class BackboneBatch:
+    """A padded batch of B structures, N = longest length in the batch.
+
+    Attributes:
+        coords: ``[B, N, 4, 3]`` float32 (0 at padding and at missing atoms).
+        mask: ``[B, N]`` bool residue mask (True at real residues).
+        atom_mask: ``[B, N, 4]`` bool.
+        residue_index: ``[B, N]`` int64 (0 at padding).
+        res_ids: ``[B, N]`` int64 (0 at padding).
+        chain_breaks: ``[B, N]`` bool (False at padding).
+        lengths: ``[B]`` int64 real lengths.
+        indices: ``[B]`` int64 dataset indices.
+        names: B structure names.
+    """
+
+    coords: torch.Tensor
+    mask: torch.Tensor
+    atom_mask: torch.Tensor
+    residue_index: torch.Tensor
+    res_ids: torch.Tensor
+    chain_breaks: torch.Tensor
+    lengths: torch.Tensor
+    indices: torch.Tensor
+    names: list[str]
+
+    def __len__(self) -> int:
+        return int(self.coords.shape[0])
+
+    def to(self, device: torch.device | str) -> BackboneBatch:
+        """The batch with every tensor moved to ``device``."""
+        return BackboneBatch(
+            coords=self.coords.to(device),
+            mask=self.mask.to(device),
+            atom_mask=self.atom_mask.to(device),
+            residue_index=self.residue_index.to(device),
+            res_ids=self.res_ids.to(device),
+            chain_breaks=self.chain_breaks.to(device),
+            lengths=self.lengths.to(device),
+            indices=self.indices.to(device),
+            names=list(self.names),
+        )
+
+
+class PreparedDataset(Dataset[BackboneItem]):
+    """Map-style dataset over a prepared ``dataset.npz``.
+
+    Args:
+        path: ``dataset.npz`` or the folder holding it.
+        crop_len: if set, structures longer than this are cut to a random contiguous window of
+            ``crop_len`` residues; the window start is drawn from ``numpy.random.default_rng((seed, epoch,
+            index))``, so it is reproducible and changes with :meth:`set_epoch`.
+        seed: seed of the crops.
+        center: subtract the mean CA position of the (cropped) item from all its atoms.
+
+    Note:
+        With ``DataLoader(num_workers > 0, persistent_workers=True)`` the workers hold copies of the dataset
+        and do not see :meth:`set_epoch`; use non-persistent workers when crops must change per epoch.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], crop_len: int | None = None, seed: int = 0, center: bool = True
+    ) -> None:
+        if crop_len is not None and (not isinstance(crop_len, int) or crop_len < 1):
+            raise ValueError(f"crop_len must be a positive int or None, got {crop_len!r}")
+        self.arrays = load_prepared(path)
+        self.crop_len = crop_len
+        self.seed = int(seed)
+        self.center = bool(center)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """``[S]`` int64 item lengths after cropping (what a batch sampler should budget for)."""
+        lengths = self.arrays.lengths
+        return np.minimum(lengths, self.crop_len) if self.crop_len is not None else lengths
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose crops :meth:`__getitem__` returns."""
+        self.epoch = int(epoch)
+
+    def crop_start(self, index: int) -> int:
+        """First residue of the crop of structure ``index`` in the current epoch (0 if not cropped)."""
+        length = int(self.arrays.offsets[index + 1] - self.arrays.offsets[index])
+        if self.crop_len is None or length <= self.crop_len:
+            return 0
+        rng = np.random.default_rng((self.seed, self.epoch, int(index)))
+        return int(rng.integers(0, length - self.crop_len + 1))
+
+    def __getitem__(self, index: int) -> BackboneItem:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} structures")
+        index = int(index) % len(self)
+        begin = int(self.arrays.offsets[index])
+        length = int(self.arrays.offsets[index + 1]) - begin
+        start = self.crop_start(index)
+        stop = length if self.crop_len is None else min(length, start + self.crop_len)
+        rows = slice(begin + start, begin + stop)
+        coords = np.array(self.arrays.coords[rows], dtype=np.float32)
+        atom_mask = np.isfinite(coords).all(axis=-1)
+        coords[~atom_mask] = 0.0
+        if self.center:
+            coords[atom_mask] -= coords[:, 1].mean(axis=0)
+        return BackboneItem(
+            coords=torch.from_numpy(coords),
+            atom_mask=torch.from_numpy(atom_mask),
+            residue_index=torch.arange(start, stop, dtype=torch.int64),
+            res_ids=torch.from_numpy(self.arrays.res_ids[rows].astype(np.int64)),
+            chain_breaks=torch.from_numpy(np.array(self.arrays.chain_breaks[rows], dtype=bool)),
+            index=index,
+            name=str(self.arrays.names[index]),
+        )
+
+
+def collate_backbones(items: Sequence[BackboneItem]) -> BackboneBatch:
+    """Pad items to the longest one; padding is 0 / False and ``mask[b, i]`` is True for ``i < L_b``."""
+    if len(items) == 0:
+        raise ValueError("items: expected at least one item to collate")
+    lengths = torch.tensor([len(it) for it in items], dtype=torch.int64)
+    b, n = len(items), int(lengths.max())
+    coords = torch.zeros(b, n, 4, 3, dtype=items[0].coords.dtype)
+    mask = torch.zeros(b, n, dtype=torch.bool)
+    atom_mask = torch.zeros(b, n, 4, dtype=torch.bool)
+    residue_index = torch.zeros(b, n, dtype=torch.int64)
+    res_ids = torch.zeros(b, n, dtype=torch.int64)
+    chain_breaks = torch.zeros(b, n, dtype=torch.bool)
+    for k, it in enumerate(items):
+        length = len(it)
+        coords[k, :length] = it.coords
+        mask[k, :length] = True
+        atom_mask[k, :length] = it.atom_mask
+        residue_index[k, :length] = it.residue_index
+        res_ids[k, :length] = it.res_ids
+        chain_breaks[k, :length] = it.chain_breaks
+    return BackboneBatch(
+        coords=coords,
+        mask=mask,
+        atom_mask=atom_mask,
+        residue_index=residue_index,
+        res_ids=res_ids,
+        chain_breaks=chain_breaks,
+        lengths=lengths,
+        indices=torch.tensor([it.index for it in items], dtype=torch.int64),
+        names=[it.name for it in items],
+    )
+
+
+class LengthBudgetBatchSampler(Sampler[list[int]]):
+    """Batches of dataset indices with ``len(batch) * max(lengths[batch])^2 <= max_residues_sq``.
+
+    Per epoch (seeded by ``numpy.random.default_rng((seed, epoch))``):
+
+    1. indices are sorted by length (ties broken at random when ``shuffle``, by index otherwise);
+    2. they are packed greedily in that order: a batch is closed when adding the next index would break
+       the budget (or ``max_batch_size``);
+    3. so that every rank gets the same number of batches, the batch count is made a multiple of
+       ``num_replicas``: with ``drop_last`` the surplus batches are dropped (after shuffling); otherwise the
+       batch with the most items is split in two halves (still within budget) until the count divides,
+       so every index still appears exactly once. Only when no batch has two items left are batches
+       repeated cyclically (then a few indices appear twice);
+    4. the batch order is shuffled (when ``shuffle``) and rank ``r`` takes batches ``r, r + R, ...``.
+
+    Every rank computes the same batch list from the same seed, so ranks are disjoint and need no
+    communication. Call :meth:`set_epoch` before each epoch.
+
+    Args:
+        lengths: ``[S]`` item lengths (after cropping, e.g. :attr:`PreparedDataset.lengths`).
+        max_residues_sq: the budget; must be at least ``max(lengths)^2``.
+        shuffle: randomise ties and the batch order.
+        seed: base seed (the same on all ranks).
+        num_replicas: number of DDP ranks (default: the world size if torch.distributed is initialised,
+            else 1).
+        rank: this rank (default: the distributed rank, else 0).
+        drop_last: drop surplus batches instead of splitting batches (see 3).
+        max_batch_size: optional cap on the number of items per batch.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int] | np.ndarray,
+        max_residues_sq: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        drop_last: bool = False,
+        max_batch_size: int | None = None,
+    ) -> None:
+        lengths_arr = np.asarray(lengths)
+        if lengths_arr.ndim != 1 or lengths_arr.size == 0 or not np.issubdtype(lengths_arr.dtype, np.integer):
+            raise ValueError(
+                f"lengths must be a non-empty 1-D sequence of ints, got shape {lengths_arr.shape}"
+            )
+        if np.any(lengths_arr < 1):
+            raise ValueError("lengths must all be >= 1")
+        longest = int(lengths_arr.max())
+        if max_residues_sq < longest**2:
+            raise ValueError(
+                f"max_residues_sq={max_residues_sq} is smaller than the longest item squared "
+                f"({longest}^2 = {longest**2}); raise the budget or crop the structures"
+            )
+        if max_batch_size is not None and max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1 or None, got {max_batch_size}")
+        if num_replicas is None or rank is None:
+            dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
+            if num_replicas is None:
+                num_replicas = torch.distributed.get_world_size() if dist_on else 1
+            if rank is None:
+                rank = torch.distributed.get_rank() if dist_on else 0
+        if num_replicas < 1:
+            raise ValueError(f"num_replicas must be >= 1, got {num_replicas}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
+        self.lengths = lengths_arr.astype(np.int64)
+        self.max_residues_sq = int(max_residues_sq)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
+        self.drop_last = bool(drop_last)
+        self.max_batch_size = max_batch_size
+        self.epoch = 0
+        self._num_batches = len(self._rank_batches(0))
+        if self._num_batches == 0:
+            raise ValueError(
+                f"no batch for rank {self.rank}: {len(self.lengths)} items over {self.num_replicas} replicas "
+                "with drop_last=True"
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch (changes ties, split choice and batch order when shuffling)."""
+        self.epoch = int(epoch)
+
+    def _pack(self, rng: np.random.Generator) -> list[list[int]]:
+        n = len(self.lengths)
+        if self.shuffle:
+            order = np.lexsort((rng.permutation(n), self.lengths))
+        else:
+            order = np.argsort(self.lengths, kind="stable")
+        batches: list[list[int]] = []
+        current: list[int] = []
+        for index in order.tolist():
+            length = int(self.lengths[index])  # ascending order: the newest item is the longest
+            full = self.max_batch_size is not None and len(current) >= self.max_batch_size
+            if current and (full or (len(current) + 1) * length * length > self.max_residues_sq):
+                batches.append(current)
+                current = []
+            current.append(index)
+        if current:
+            batches.append(current)
+        return batches
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The batches of all ranks for ``epoch``, in the order they are dealt (rank r gets ``[r::R]``)."""
+        rng = np.random.default_rng((self.seed, int(epoch)))
+        batches = self._pack(rng)
+        replicas = self.num_replicas
+        if self.drop_last:
+            if self.shuffle:
+                batches = [batches[i] for i in rng.permutation(len(batches))]
+            return batches[: len(batches) - len(batches) % replicas]
+        while len(batches) % replicas:
+            sizes = [len(b) for b in batches]
+            largest = int(np.argmax(sizes))
+            if sizes[largest] < 2:
+                break
+            big = batches[largest]
+            half = len(big) // 2
+            batches[largest : largest + 1] = [big[:half], big[half:]]
+        base = len(batches)
+        while len(batches) % replicas:
+            batches.append(batches[(len(batches) - base) % base])
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def _rank_batches(self, epoch: int) -> list[list[int]]:
+        return self.epoch_batches(epoch)[self.rank :: self.num_replicas]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self._rank_batches(self.epoch)
+
+    def __len__(self) -> int:
+        return self._num_batches

@@ -1,0 +1,378 @@
+"""Read protein backbones (N, CA, C, O) from PDB, mmCIF or BinaryCIF files, plain or gzip-compressed.
+
+One function, :func:`read_structure`, turns a file into a :class:`BackboneStructure`; every problem with
+the file is reported as a :class:`StructureError` naming the file and the reason, never as a raw parser
+traceback, so a data pipeline can filter and count bad files instead of crashing on them.
+
+Rules applied while reading (in this order):
+
+1. **Format** is detected from the content, with the file name as a hint: a gzip stream is decompressed
+   first (``.gz`` or not); a MessagePack map is BinaryCIF; text whose first data line starts with
+   ``data_`` is mmCIF; text with ``ATOM``/``HETATM`` records is PDB. Anything else is rejected
+   (empty file, binary content, wrong format).
+2. **Model**: only the first model is read.
+3. **Alternate locations**: per residue, the altloc with the highest occupancy is kept (biotite
+   ``altloc="occupancy"``; ties go to the first altloc).
+4. **Residues kept**: amino-acid residues by the PDB Chemical Component Dictionary (biotite's
+   ``filter_amino_acids``), which includes modified residues recorded as ``HETATM`` such as
+   selenomethionine (``MSE``, read as ``MET``: sequence letter ``M``). Waters, ions and ligands are
+   ignored. mmCIF chain ids are the author chain ids (``auth_asym_id``), as in PDB files.
+5. **Chains**: by default all chains that contain amino-acid residues, in file order; ``chains=`` picks
+   some of them (in file order, each must exist).
+6. **Incomplete residues**: an amino-acid residue lacking N, CA or C is dropped and counted in
+   ``n_dropped_residues``; a missing O is kept as NaN.
+7. **Chain breaks**: ``chain_breaks[i]`` is True when residue ``i + 1`` exists and either belongs to
+   another chain or its N lies more than 2.0 Å from C of residue ``i`` (so gaps left by dropped or
+   unmodelled residues are breaks too). The last residue is never marked.
+8. **Sanity checks** (each a :class:`StructureError`): non-finite or absurd coordinates
+   (``|x| > 9999`` Å) on a protein atom, and duplicated atoms (the same chain, residue number,
+   insertion code and atom name twice after altloc resolution).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import warnings
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "BACKBONE_ATOMS",
+    "CHAIN_BREAK_DISTANCE",
+    "MAX_ABS_COORD",
+    "BackboneStructure",
+    "StructureError",
+    "read_structure",
+]
+
+#: Atom order along axis 1 of :attr:`BackboneStructure.coords`.
+BACKBONE_ATOMS: tuple[str, str, str, str] = ("N", "CA", "C", "O")
+#: A peptide bond C(i)-N(i+1) longer than this (Å) is a chain break.
+CHAIN_BREAK_DISTANCE: float = 2.0
+#: Coordinates with an absolute value above this (Å) are rejected as absurd.
+MAX_ABS_COORD: float = 9999.0
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".bcif")
+
+
+class StructureError(ValueError):
+    """A structure file that cannot be turned into a backbone.
+
+    Attributes:
+        path: the file that was read (as given).
+        reason: a one-line human-readable reason, e.g. ``"empty file"``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self) -> tuple[type[StructureError], tuple[str, str]]:
+        # keep pickling (multiprocessing workers) working with the two-argument constructor
+        return (type(self), (self.path, self.reason))
+
+
+@dataclass
+class BackboneStructure:
+    """Backbone atoms of the protein chains of one structure file.
+
+    Attributes:
+        name: file name without structure/compression suffixes (``1abcA00.pdb.gz`` -> ``1abcA00``).
+        coords: ``[L, 4, 3]`` float32 coordinates in Å of N, CA, C, O (see :data:`BACKBONE_ATOMS`);
+            N, CA and C are always finite, O is NaN where the file has none.
+        sequence: ``L`` one-letter codes (modified residues map to their parent, e.g. MSE -> M;
+            unknown -> ``X``).
+        chain_ids: ``[L]`` str chain id of every residue.
+        res_ids: ``[L]`` int residue number from the file (insertion codes are not kept).
+        chain_breaks: ``[L]`` bool, True at ``i`` if residue ``i + 1`` is in another chain or
+            ``|C(i) - N(i+1)| > 2.0`` Å; always False at the last residue.
+        n_dropped_residues: amino-acid residues dropped because N, CA or C was missing.
+        source: the path that was read.
+    """
+
+    name: str
+    coords: np.ndarray
+    sequence: str
+    chain_ids: np.ndarray
+    res_ids: np.ndarray
+    chain_breaks: np.ndarray
+    n_dropped_residues: int
+    source: str
+
+    def __len__(self) -> int:
+        return int(self.coords.shape[0])
+
+    @property
+    def n_chain_breaks(self) -> int:
+        """Number of True entries of :attr:`chain_breaks`."""
+        return int(np.count_nonzero(self.chain_breaks))
+
+
+def read_structure(
+    path: str | os.PathLike[str], chains: str | Sequence[str] | None = None
+) -> BackboneStructure:
+    """Read the backbone of the protein chains of a PDB, mmCIF or BinaryCIF file (plain or gzip).
+
+    Args:
+        path: the file to read.
+        chains: chain id or ids to keep (author chain ids); ``None`` keeps every chain that contains
+            amino-acid residues.
+
+    Returns:
+        A :class:`BackboneStructure`; see the module docstring for the rules applied.
+
+    Raises:
+        StructureError: the file is missing, empty, truncated, of an unknown format, binary garbage,
+            has no protein chain (or none of the requested chains), non-finite or absurd coordinates,
+            or duplicated atoms.
+        TypeError: ``chains`` is not a str, a sequence of str or None.
+    """
+    wanted = _normalise_chains(chains)
+    path_str = str(path)
+    raw = _read_bytes(path_str)
+    kind, payload = _detect_format(path_str, raw)
+    atoms = _parse(path_str, kind, payload)
+    return _extract_backbone(path_str, atoms, wanted)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _normalise_chains(chains: str | Sequence[str] | None) -> list[str] | None:
+    if chains is None:
+        return None
+    if isinstance(chains, str):
+        return [chains]
+    if isinstance(chains, Sequence) and all(isinstance(c, str) for c in chains):
+        if len(chains) == 0:
+            raise ValueError("chains: expected None, a chain id or a non-empty sequence of chain ids, got []")
+        return list(chains)
+    raise TypeError(f"chains: expected None, a str or a sequence of str, got {type(chains).__name__}")
+
+
+def _structure_name(path: str) -> str:
+    name = Path(path).name
+    if name.lower().endswith(".gz"):
+        name = name[:-3]
+    for suffix in _STRUCTURE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem if "." in name else name
+
+
+def _read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        raise StructureError(path, "file not found") from None
+    except IsADirectoryError:
+        raise StructureError(path, "is a directory, not a structure file") from None
+    except OSError as exc:
+        raise StructureError(path, f"cannot read file: {exc.strerror or exc}") from None
+    if len(raw) == 0:
+        raise StructureError(path, "empty file (0 bytes)")
+    if raw[:2] == _GZIP_MAGIC:
+        try:
+            raw = gzip.decompress(raw)
+        except EOFError:
+            reason = "truncated gzip stream (file ends before the end-of-stream marker)"
+            raise StructureError(path, reason) from None
+        except (OSError, zlib.error) as exc:
+            raise StructureError(path, f"corrupt gzip stream: {exc}") from None
+        if len(raw) == 0:
+            raise StructureError(path, "empty file (gzip stream holds 0 bytes)")
+    elif path.lower().endswith(".gz"):
+        raise StructureError(path, "file name ends in .gz but the content is not gzip-compressed")
+    return raw
+
+
+def _looks_like_msgpack_map(raw: bytes) -> bool:
+    first = raw[0]
+    return 0x80 <= first <= 0x8F or first in (0xDE, 0xDF)
+
+
+def _detect_format(path: str, raw: bytes) -> tuple[str, bytes | str]:
+    """Return ``("bcif", bytes)``, ``("cif", text)`` or ``("pdb", text)``."""
+    lower = path.lower()
+    lower = lower[:-3] if lower.endswith(".gz") else lower
+    if lower.endswith(".bcif") or (_looks_like_msgpack_map(raw) and b"dataBlocks" in raw[:4096]):
+        if not _looks_like_msgpack_map(raw):
+            reason = "wrong format: name says BinaryCIF but content is not a MessagePack map"
+            raise StructureError(path, reason)
+        return "bcif", raw
+    if b"\x00" in raw:
+        raise StructureError(path, "binary content (NUL bytes): not a PDB, mmCIF or BinaryCIF file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+        printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text[:65536])
+        if printable < 0.95 * min(len(text), 65536):
+            raise StructureError(path, "binary content: not a PDB, mmCIF or BinaryCIF file") from None
+    if not text.strip():
+        raise StructureError(path, "empty file (only whitespace)")
+    first_line = next(
+        (ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")), ""
+    )
+    is_cif = first_line.startswith("data_")
+    is_pdb_named = lower.endswith((".pdb", ".ent"))
+    is_cif_named = lower.endswith((".cif", ".mmcif"))
+    if is_cif:
+        if is_pdb_named:
+            raise StructureError(path, "wrong format: name says PDB but content is mmCIF (starts with data_)")
+        return "cif", text
+    if is_cif_named:
+        reason = "wrong format: name says mmCIF but content does not start with a data_ block"
+        raise StructureError(path, reason)
+    has_records = any(ln.startswith(("ATOM  ", "HETATM")) for ln in text.splitlines())
+    if not has_records:
+        raise StructureError(
+            path, "no ATOM/HETATM records: not a PDB file (and not mmCIF/BinaryCIF), or a file with no atoms"
+        )
+    return "pdb", text
+
+
+def _check_pdb_records(path: str, text: str) -> None:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.startswith(("ATOM  ", "HETATM")) and len(line.rstrip("\r\n")) < 54:
+            raise StructureError(
+                path,
+                f"truncated or malformed ATOM/HETATM record at line {number} ({len(line)} characters < 54)",
+            )
+
+
+def _parse(path: str, kind: str, payload: bytes | str):  # -> biotite AtomArray
+    import biotite.structure.io.pdb as pdb
+    import biotite.structure.io.pdbx as pdbx
+
+    with warnings.catch_warnings():
+        # CATH-style files have no element column; biotite guesses it from the atom name and warns
+        warnings.filterwarnings(
+            "ignore",
+            message=".*(elements were guessed|Could not infer element|Missing 'occupancy').*",
+            category=UserWarning,
+        )
+        try:
+            if kind == "pdb":
+                assert isinstance(payload, str)
+                _check_pdb_records(path, payload)
+                pdb_file = pdb.PDBFile.read(io.StringIO(payload))
+                atoms = pdb.get_structure(pdb_file, model=1, altloc="occupancy", extra_fields=["occupancy"])
+            elif kind == "cif":
+                assert isinstance(payload, str)
+                cif_file = pdbx.CIFFile.read(io.StringIO(payload))
+                atoms = pdbx.get_structure(cif_file, model=1, altloc="occupancy", extra_fields=["occupancy"])
+            else:
+                assert isinstance(payload, bytes)
+                bcif_file = pdbx.BinaryCIFFile.read(io.BytesIO(payload))
+                atoms = pdbx.get_structure(bcif_file, model=1, altloc="occupancy", extra_fields=["occupancy"])
+        except StructureError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any parser failure becomes a clear StructureError
+            label = {"pdb": "PDB", "cif": "mmCIF", "bcif": "BinaryCIF"}[kind]
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            reason = f"could not parse as {label}: {type(exc).__name__}: {message}"[:300]
+            raise StructureError(path, reason) from None
+    if atoms.array_length() == 0:
+        raise StructureError(path, "no atoms in the first model")
+    return atoms
+
+
+def _extract_backbone(path: str, atoms, wanted: list[str] | None) -> BackboneStructure:  # noqa: ANN001
+    import biotite.structure as struc
+    import biotite.structure.info as info
+
+    is_aa = struc.filter_amino_acids(atoms)
+    if not np.any(is_aa):
+        others = sorted(set(atoms.res_name.tolist()))
+        shown = ", ".join(others[:8]) + (", ..." if len(others) > 8 else "")
+        raise StructureError(path, f"no protein chain: no amino-acid residues (residue names found: {shown})")
+    protein = atoms[is_aa]
+    protein_chains = list(dict.fromkeys(protein.chain_id.tolist()))
+    if wanted is not None:
+        missing = [c for c in wanted if c not in protein_chains]
+        if missing:
+            raise StructureError(
+                path,
+                f"requested chain(s) {', '.join(map(repr, missing))} not found among protein chains "
+                f"{', '.join(map(repr, protein_chains))}",
+            )
+        protein = protein[np.isin(protein.chain_id, wanted)]
+
+    coord = np.asarray(protein.coord, dtype=np.float64)
+    if not np.all(np.isfinite(coord)):
+        bad = int(np.flatnonzero(~np.all(np.isfinite(coord), axis=1))[0])
+        raise StructureError(
+            path,
+            f"non-finite coordinates (NaN/inf) at atom {protein.atom_name[bad]} of residue "
+            f"{protein.res_name[bad]} {protein.chain_id[bad]}{protein.res_id[bad]}",
+        )
+    if np.any(np.abs(coord) > MAX_ABS_COORD):
+        bad = int(np.flatnonzero(np.any(np.abs(coord) > MAX_ABS_COORD, axis=1))[0])
+        raise StructureError(
+            path,
+            f"absurd coordinates (|x| > {MAX_ABS_COORD:g} A) at atom {protein.atom_name[bad]} of residue "
+            f"{protein.res_name[bad]} {protein.chain_id[bad]}{protein.res_id[bad]}: {coord[bad].tolist()}",
+        )
+
+    # duplicated atoms: same (chain, residue number, insertion code, atom name)
+    keys = np.char.add(
+        np.char.add(np.char.add(protein.chain_id.astype(str), "|"), protein.res_id.astype(str)),
+        np.char.add(np.char.add(protein.ins_code.astype(str), "|"), protein.atom_name.astype(str)),
+    )
+    unique_keys, counts = np.unique(keys, return_counts=True)
+    if np.any(counts > 1):
+        dup = unique_keys[counts > 1][0].split("|")
+        raise StructureError(
+            path,
+            f"duplicated atom {dup[2]} in residue {dup[0]}{dup[1]} ({int(np.sum(counts > 1))} duplicated "
+            "atom name(s) after altloc resolution)",
+        )
+
+    starts = struc.get_residue_starts(protein)
+    n_res = len(starts)
+    res_index = np.searchsorted(starts, np.arange(protein.array_length()), side="right") - 1
+    backbone = np.full((n_res, 4, 3), np.nan, dtype=np.float64)
+    for k, atom_name in enumerate(BACKBONE_ATOMS):
+        sel = protein.atom_name == atom_name
+        backbone[res_index[sel], k] = coord[sel]
+    complete = np.all(np.isfinite(backbone[:, :3]), axis=(1, 2))
+    n_dropped = int(n_res - np.count_nonzero(complete))
+    if not np.any(complete):
+        reason = f"no residue with a complete N, CA, C backbone ({n_res} amino-acid residues)"
+        raise StructureError(path, reason)
+
+    kept = starts[complete]
+    backbone = backbone[complete]
+    res_names = protein.res_name[kept]
+    letters = []
+    for name in res_names.tolist():
+        code = info.one_letter_code(name)
+        letters.append(code if code is not None and len(code) == 1 else "X")
+    chain_ids = protein.chain_id[kept].astype(str)
+    res_ids = protein.res_id[kept].astype(np.int64)
+
+    breaks = np.zeros(len(kept), dtype=bool)
+    if len(kept) > 1:
+        peptide = np.linalg.norm(backbone[1:, 0] - backbone[:-1, 2], axis=-1)
+        breaks[:-1] = (peptide > CHAIN_BREAK_DISTANCE) | (chain_ids[1:] != chain_ids[:-1])
+
+    return BackboneStructure(
+        name=_structure_name(path),
+        coords=backbone.astype(np.float32),
+        sequence="".join(letters),
+        chain_ids=chain_ids,
+        res_ids=res_ids,
+        chain_breaks=breaks,
+        n_dropped_residues=n_dropped,
+        source=path,
+    )

@@ -1,0 +1,173 @@
+"""Configuration of frame-flow (protein backbone) experiments, loaded from YAML, unknown keys rejected.
+
+A file has ``kind: frames``, ``name``, ``seed`` and the sections
+
+* ``data``  -> :class:`FrameDataConfig` (prepared dataset, crops, the N^2 batch budget);
+* ``model`` -> :class:`proteinflow.models.ipa.IPAConfig` (network sizes);
+* ``flow``  -> :class:`proteinflow.models.frame_flow.FrameFlowConfig` (prior, schedules, losses);
+* ``train`` -> :class:`FrameTrainConfig` (optimiser, EMA, checkpoints, devices).
+
+Errors name the file, the section and the key (``unknown key 'c_ss' in section 'model' of x.yaml``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from proteinflow.train.config import ConfigError, build_section, check_type
+
+
+@dataclass
+class FrameDataConfig:
+    """Training data.
+
+    Attributes:
+        path: prepared dataset (folder or ``dataset.npz``, from ``proteinflow data prepare``).
+        val_path: prepared dataset used for validation metrics (optional; validation samples anyway).
+        crop_len: random contiguous crops of at most this many residues (None = whole chains).
+        max_residues_sq: batch budget ``batch_size * N_max^2`` (IPA memory grows with N^2).
+        max_batch_size: optional cap on structures per batch.
+        num_workers: DataLoader workers.
+    """
+
+    path: str = "data/prepared/cath_train"
+    val_path: str | None = None
+    crop_len: int | None = 128
+    max_residues_sq: int = 65536
+    max_batch_size: int | None = None
+    num_workers: int = 0
+
+
+@dataclass
+class FrameTrainConfig:
+    """Optimisation and run settings.
+
+    Attributes:
+        max_steps: optimiser steps.
+        lr, weight_decay: AdamW settings.
+        grad_clip: gradient-norm clip (0 = off).
+        ema_decay: exponential moving average of the weights used for sampling (0 = off).
+        precision: Lightning precision (``"32-true"``; ``"bf16-mixed"`` on a GPU).
+        accelerator, devices, num_nodes, strategy: Lightning Trainer settings (``strategy: ddp`` for
+            multi-GPU / multi-node, also 2-process CPU).
+        checkpoint_every: save ``last.ckpt`` every this many steps (the most a killed run can lose).
+        val_every: validate (sample backbones, log geometry metrics) every this many steps (0 = never).
+        val_samples, val_length, val_steps: validation samples, their length and Euler steps.
+        log_every: log losses every this many steps.
+    """
+
+    max_steps: int = 2000
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    precision: str = "32-true"
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    checkpoint_every: int = 200
+    val_every: int = 500
+    val_samples: int = 2
+    val_length: int = 64
+    val_steps: int = 50
+    log_every: int = 10
+
+
+@dataclass
+class FrameExperimentConfig:
+    """A frame-flow experiment (see the module docstring)."""
+
+    name: str = "frames"
+    seed: int = 0
+    kind: str = "frames"
+    data: FrameDataConfig = field(default_factory=FrameDataConfig)
+    model: dict[str, Any] = field(default_factory=dict)
+    flow: dict[str, Any] = field(default_factory=dict)
+    train: FrameTrainConfig = field(default_factory=FrameTrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict of builtins (safe for ``torch.load(weights_only=True)``)."""
+        return dataclasses.asdict(self)
+
+
+def _frame_sections() -> dict[str, type]:
+    from proteinflow.models.frame_flow import FrameFlowConfig
+    from proteinflow.models.ipa import IPAConfig
+
+    return {"data": FrameDataConfig, "model": IPAConfig, "flow": FrameFlowConfig, "train": FrameTrainConfig}
+
+
+def frame_config_from_dict(raw: Any, source: str = "<dict>") -> FrameExperimentConfig:
+    """Build and validate a :class:`FrameExperimentConfig`; errors name ``source`` and the key."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must contain a mapping at the top level, got {type(raw).__name__}")
+    sections = _frame_sections()
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in sections:
+            try:
+                built = build_section(sections[key], value, key, source)
+            except (ValueError, TypeError) as err:
+                if isinstance(err, ConfigError):
+                    raise
+                raise ConfigError(f"section '{key}' of {source}: {err}") from err
+            kwargs[key] = dataclasses.asdict(built) if key in ("model", "flow") else built
+        elif key in ("name", "seed", "kind"):
+            kwargs[key] = check_type(value, "int" if key == "seed" else "str", f"key '{key}' in {source}")
+        else:
+            allowed = ", ".join(["kind", "name", "seed", *sections])
+            raise ConfigError(f"unknown key '{key}' at the top level of {source}; allowed: {allowed}")
+    cfg = FrameExperimentConfig(**kwargs)
+    if cfg.kind != "frames":
+        raise ConfigError(f"key 'kind' in {source}: expected 'frames', got {cfg.kind!r}")
+    checks = [
+        (cfg.data.max_residues_sq >= 1, "data.max_residues_sq must be >= 1"),
+        (cfg.data.crop_len is None or cfg.data.crop_len >= 1, "data.crop_len must be >= 1 or null"),
+        (
+            cfg.data.crop_len is None or cfg.data.crop_len**2 <= cfg.data.max_residues_sq,
+            "data.crop_len^2 must fit in data.max_residues_sq",
+        ),
+        (cfg.data.num_workers >= 0, "data.num_workers must be >= 0"),
+        (cfg.train.max_steps >= 1, "train.max_steps must be >= 1"),
+        (cfg.train.lr > 0, "train.lr must be > 0"),
+        (0.0 <= cfg.train.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
+        (cfg.train.grad_clip >= 0, "train.grad_clip must be >= 0"),
+        (cfg.train.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
+        (cfg.train.val_every >= 0, "train.val_every must be >= 0"),
+        (cfg.train.val_samples >= 1 and cfg.train.val_length >= 2, "train.val_samples/val_length too small"),
+        (cfg.train.val_steps >= 1 and cfg.train.log_every >= 1, "train.val_steps/log_every must be >= 1"),
+        (cfg.train.devices >= 1 and cfg.train.num_nodes >= 1, "train.devices/num_nodes must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{message} ({source})")
+    return cfg
+
+
+def is_frame_config(path: str | Path) -> bool:
+    """True if the YAML file declares ``kind: frames``."""
+    raw = _read_yaml(Path(path))
+    return isinstance(raw, dict) and raw.get("kind") == "frames"
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+
+
+def load_frame_config(path: str | Path) -> FrameExperimentConfig:
+    """Read and validate a frame-flow YAML config."""
+    path = Path(path)
+    return frame_config_from_dict(_read_yaml(path), str(path))

@@ -1,0 +1,192 @@
+"""Lightning wiring of the frame flow: :class:`FrameFlowModule` and :class:`FrameDataModule`.
+
+Training batches come from a prepared dataset (``proteinflow data prepare``) through
+:class:`~proteinflow.protein.dataset.LengthBudgetBatchSampler`, which packs structures under a budget
+of ``batch_size * N_max^2`` residues squared and splits batches between DDP ranks itself (Lightning's
+own distributed sampler is switched off: ``use_distributed_sampler=False``).
+
+Checkpoints hold only tensors and builtins (the config is stored as a plain dict), so they load with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
+
+from proteinflow.models.frame_flow import FrameFlow, FrameFlowConfig
+from proteinflow.models.ipa import IPAConfig
+from proteinflow.protein.dataset import (
+    BackboneBatch,
+    LengthBudgetBatchSampler,
+    PreparedDataset,
+    collate_backbones,
+)
+from proteinflow.train.frame_config import FrameExperimentConfig, frame_config_from_dict
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when a training loss is NaN or infinite; the message names the step."""
+
+
+def build_frame_flow(cfg: FrameExperimentConfig) -> FrameFlow:
+    """The :class:`FrameFlow` described by an experiment config."""
+    return FrameFlow(FrameFlowConfig(**cfg.flow), IPAConfig(**cfg.model))
+
+
+def ca_geometry(coords: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """Quick geometry of generated backbones ``coords [B, N, A, 3]`` (CA at index 1), mask ``[B, N]``.
+
+    Returns the mean and median consecutive CA-CA distance (A), the fraction outside [3.6, 4.0] A and
+    the fraction of non-adjacent CA pairs (``|i - j| >= 3``) closer than 3.0 A.
+    """
+    ca = coords[:, :, 1]
+    m = mask.to(torch.bool)
+    pair = m[:, 1:] & m[:, :-1]
+    d = (ca[:, 1:] - ca[:, :-1]).norm(dim=-1)[pair]
+    n = ca.shape[1]
+    idx = torch.arange(n, device=ca.device)
+    far = (idx[:, None] - idx[None, :]).abs() >= 3
+    pm = m[:, :, None] & m[:, None, :] & far
+    dist = torch.cdist(ca, ca)[pm]
+    if d.numel() == 0:
+        return {}
+    return {
+        "ca_ca_mean": float(d.mean()),
+        "ca_ca_median": float(d.median()),
+        "ca_ca_outside": float(((d < 3.6) | (d > 4.0)).float().mean()),
+        "clash_rate": float((dist < 3.0).float().mean()) if dist.numel() else 0.0,
+    }
+
+
+class FrameFlowModule(L.LightningModule):
+    """Trains a :class:`FrameFlow` on backbone batches; keeps an EMA copy used for sampling.
+
+    Args:
+        config: the experiment config as a plain dict (``FrameExperimentConfig.to_dict()``); stored in the
+            checkpoint's ``hyper_parameters``.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": config})
+        self.cfg = frame_config_from_dict(config, "<checkpoint config>")
+        self.flow = build_frame_flow(self.cfg)
+        decay = self.cfg.train.ema_decay
+        self.ema = (
+            AveragedModel(self.flow, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+            if decay > 0
+            else None
+        )
+
+    def sampling_flow(self) -> FrameFlow:
+        """The EMA weights if kept, else the trained weights."""
+        return self.ema.module if self.ema is not None else self.flow  # type: ignore[return-value]
+
+    def training_step(self, batch: BackboneBatch, batch_idx: int) -> torch.Tensor:
+        losses = self.flow.loss(batch.coords, batch.mask, batch.residue_index)
+        if not torch.isfinite(losses.total):
+            raise NonFiniteLossError(
+                f"non-finite training loss at step {self.global_step} (batch {batch_idx}): "
+                f"total={losses.total.item()}, rot={losses.rot.item()}, trans={losses.trans.item()}, "
+                f"aux={losses.aux.item()}; structures {batch.names[:4]}"
+            )
+        bsz = len(batch)
+        self.log("train/loss", losses.total, prog_bar=True, batch_size=bsz)
+        self.log("train/rot", losses.rot, batch_size=bsz)
+        self.log("train/trans", losses.trans, batch_size=bsz)
+        self.log("train/aux", losses.aux, batch_size=bsz)
+        self.log("train/residues", batch.mask.sum().to(torch.float32), batch_size=bsz)
+        return losses.total
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.flow)
+
+    def on_train_epoch_start(self) -> None:
+        loader = self.trainer.train_dataloader
+        sampler = getattr(loader, "batch_sampler", None)
+        if isinstance(sampler, LengthBudgetBatchSampler):
+            sampler.set_epoch(self.current_epoch)
+        dataset = getattr(loader, "dataset", None)
+        if isinstance(dataset, PreparedDataset):
+            dataset.set_epoch(self.current_epoch)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Sample ``val_samples`` backbones of ``val_length`` residues and log their CA geometry."""
+        from proteinflow.protein.backbone import atoms_from_frames
+
+        t = self.cfg.train
+        mask = torch.ones(t.val_samples, t.val_length, dtype=torch.bool, device=self.device)
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 1)
+        samples = self.sampling_flow().sample(mask, method="euler", steps=t.val_steps, generator=gen)
+        coords = atoms_from_frames(samples.rots, samples.trans)
+        for key, value in ca_geometry(coords, mask).items():
+            self.log(f"val/{key}", value, batch_size=t.val_samples, sync_dist=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.flow.parameters(), lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay
+        )
+
+
+class _ValidationTrigger(torch.utils.data.Dataset):
+    """One dummy item per validation run: validation samples from noise, it needs no data."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+class FrameDataModule(L.LightningDataModule):
+    """Prepared-dataset loaders with the length-budget batch sampler (DDP-aware).
+
+    Args:
+        cfg: the experiment config.
+    """
+
+    def __init__(self, cfg: FrameExperimentConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.train_set: PreparedDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        d = self.cfg.data
+        if self.train_set is None:
+            self.train_set = PreparedDataset(d.path, crop_len=d.crop_len, seed=self.cfg.seed)
+        longest = int(self.train_set.lengths.max())
+        if longest**2 > d.max_residues_sq:
+            raise ValueError(
+                f"data.max_residues_sq={d.max_residues_sq} is smaller than the longest (cropped) structure "
+                f"squared ({longest}^2 = {longest**2}); raise it or set data.crop_len"
+            )
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup() first"
+        trainer = self.trainer
+        world = trainer.world_size if trainer is not None else 1
+        rank = trainer.global_rank if trainer is not None else 0
+        sampler = LengthBudgetBatchSampler(
+            self.train_set.lengths,
+            max_residues_sq=self.cfg.data.max_residues_sq,
+            shuffle=True,
+            seed=self.cfg.seed,
+            num_replicas=world,
+            rank=rank,
+            max_batch_size=self.cfg.data.max_batch_size,
+        )
+        return DataLoader(
+            self.train_set,
+            batch_sampler=sampler,
+            collate_fn=collate_backbones,
+            num_workers=self.cfg.data.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(_ValidationTrigger(), batch_size=1)

@@ -1,0 +1,272 @@
+"""Lightning module that trains any (path, time sampler, coupling, network) combination by flow matching.
+
+One optimisation step on a batch ``(x0, x1, cond)``:
+
+1. couple the batch: ``(x0, x1, cond) <- coupling(x0, x1, cond)`` (independent, minibatch OT or reflow);
+2. draw ``t ~ time_sampler`` ``[B]`` and ``x_t, dx_t`` from the path (``x_t = alpha_t x1 + sigma_t x0``);
+3. with probability ``cond_dropout`` replace each label by the null class (classifier-free guidance);
+4. minimise ``cfm_loss(v_theta(t, x_t, cond), dx_t)``.
+
+Also here: :func:`build_network`, :func:`build_flow` (path, time sampler, coupling from a config),
+:func:`save_checkpoint` / :func:`load_checkpoint` (a plain dict ``{"config", "state_dict", "step"}`` that
+``torch.load(weights_only=True)`` reads) and :func:`generate` (integrate the learned ODE from ``t=0`` to 1,
+optionally with classifier-free guidance).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning
+import torch
+from torch import Tensor, nn
+
+from proteinflow.flow.losses import cfm_loss
+from proteinflow.flow.paths import AffinePath
+from proteinflow.flow.schedulers import CondOTScheduler, PolynomialConvexScheduler, Scheduler, VPScheduler
+from proteinflow.flow.time_samplers import LogitNormalTimeSampler, TimeSampler, UniformTimeSampler
+from proteinflow.models.mlp import TimeMLP
+from proteinflow.models.unet import SmallUNet
+from proteinflow.train.config import ExperimentConfig, config_from_dict
+
+CHECKPOINT_FORMAT = "proteinflow-flow-v1"
+
+
+def build_network(cfg: ExperimentConfig, event_shape: tuple[int, ...], num_classes: int | None) -> nn.Module:
+    """The velocity network of ``cfg.model`` for data of ``event_shape`` (classes only if conditional)."""
+    classes = num_classes if cfg.data.conditional else None
+    m = cfg.model
+    if m.kind == "mlp":
+        if len(event_shape) != 1:
+            raise ValueError(f"model.kind 'mlp' needs vector data, got event shape {event_shape}")
+        return TimeMLP(
+            event_shape[0],
+            hidden=m.hidden,
+            depth=m.depth,
+            cond_classes=classes,
+            time_embedding=m.time_embedding,
+            activation=m.activation,
+            cond_dim=m.cond_dim,
+        )
+    if len(event_shape) != 3:
+        raise ValueError(f"model.kind 'unet' needs image data [C, H, W], got event shape {event_shape}")
+    return SmallUNet(event_shape[0], base=m.base, cond_classes=classes, emb_dim=m.emb_dim)
+
+
+def build_scheduler(cfg: ExperimentConfig) -> Scheduler:
+    """The path scheduler named by ``cfg.flow.scheduler``."""
+    name = cfg.flow.scheduler
+    if name == "cond_ot":
+        return CondOTScheduler()
+    if name == "polynomial":
+        return PolynomialConvexScheduler(cfg.flow.scheduler_n)
+    if name == "vp":
+        return VPScheduler()
+    raise ValueError(f"unknown flow.scheduler {name!r}")
+
+
+def build_time_sampler(cfg: ExperimentConfig) -> TimeSampler:
+    """The time sampler named by ``cfg.flow.time_sampler``."""
+    if cfg.flow.time_sampler == "uniform":
+        return UniformTimeSampler()
+    if cfg.flow.time_sampler == "logit_normal":
+        return LogitNormalTimeSampler(cfg.flow.time_mean, cfg.flow.time_std)
+    raise ValueError(f"unknown flow.time_sampler {cfg.flow.time_sampler!r}")
+
+
+def build_coupling(cfg: ExperimentConfig) -> Any:
+    """The coupling named by ``cfg.flow.coupling`` (reflow loads its teacher from ``flow.reflow_ckpt``)."""
+    from proteinflow.flow import couplings
+
+    if cfg.flow.coupling == "independent":
+        return couplings.IndependentCoupling()
+    if cfg.flow.coupling == "ot":
+        return couplings.MinibatchOTCoupling()
+    if cfg.flow.coupling == "reflow":
+        if cfg.flow.reflow_ckpt is None:
+            raise ValueError("flow.coupling 'reflow' needs flow.reflow_ckpt")
+        teacher_cfg, teacher = load_checkpoint(cfg.flow.reflow_ckpt)
+        steps = cfg.flow.reflow_steps
+
+        def sampler(x0: Tensor, cond: Tensor | None = None) -> Tensor:
+            return generate(teacher, x0, cond=cond, method="euler", steps=steps).final
+
+        return couplings.ReflowCoupling(sampler)
+    raise ValueError(f"unknown flow.coupling {cfg.flow.coupling!r}")
+
+
+@dataclass
+class GenerateResult:
+    """Samples ``final [K, *event]`` at ``t = 1``, ``trajectory [T, K, *event]`` at ``times [T]`` (or
+    ``None``), and the number of network evaluations ``nfe`` (a CFG call counts once, batched 2K)."""
+
+    final: Tensor
+    trajectory: Tensor | None
+    times: Tensor | None
+    nfe: int
+
+
+@torch.no_grad()
+def generate(
+    network: nn.Module,
+    x0: Tensor,
+    *,
+    cond: Tensor | None = None,
+    guidance: float | None = None,
+    method: str = "euler",
+    steps: int | None = 20,
+    rtol: float | None = None,
+    atol: float | None = None,
+    return_times: Tensor | list[float] | None = None,
+) -> GenerateResult:
+    """Integrate ``dx/dt = v_theta(t, x, cond)`` from ``x0 [K, *event]`` at ``t=0`` to ``t=1``.
+
+    ``guidance=w`` (needs ``cond`` and a conditional network) uses ``v = v_u + w (v_c - v_u)``.
+    Fixed-step ``method`` (euler | midpoint | rk4) takes ``steps``; ``dopri5`` takes ``rtol``/``atol``.
+    """
+    from proteinflow.flow.solvers import solve_ode
+
+    was_training = network.training
+    network.eval()
+    if guidance is not None:
+        from proteinflow.flow.guidance import CFGVectorField
+
+        null = getattr(network, "null_class", None)
+        if null is None or cond is None:
+            raise ValueError("guidance needs a class-conditional network and cond")
+        vector_field = CFGVectorField(network, guidance, null, cond)
+    else:
+        vector_field = lambda t, x: network(t, x, cond)  # noqa: E731
+    if method == "dopri5":
+        steps = None
+    else:
+        rtol = atol = None
+    try:
+        result = solve_ode(
+            vector_field, x0, method=method, steps=steps, rtol=rtol, atol=atol, return_times=return_times
+        )
+    finally:
+        network.train(was_training)
+    traj = result.trajectory
+    return GenerateResult(
+        result.final, traj if isinstance(traj, Tensor) else None, result.times, int(result.nfe)
+    )
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, cfg: ExperimentConfig, network: nn.Module, step: int) -> None:
+    """Atomically write ``{"format", "config", "state_dict", "step"}`` to ``path`` (temp + os.replace)."""
+    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    _atomic_torch_save(
+        {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "state_dict": state, "step": int(step)},
+        Path(path),
+    )
+
+
+def load_checkpoint(path: str | Path) -> tuple[ExperimentConfig, nn.Module]:
+    """Read a checkpoint with ``torch.load(weights_only=True)``; returns the config and the network (eval)."""
+    from proteinflow.train.data.toy import make_distribution
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a proteinflow flow checkpoint (expected format {CHECKPOINT_FORMAT})")
+    cfg = config_from_dict(blob["config"], str(path))
+    target = make_distribution(cfg.data.target)
+    network = build_network(cfg, target.event_shape, target.num_classes)
+    network.load_state_dict(blob["state_dict"])
+    network.eval()
+    return cfg, network
+
+
+class FlowMatchingModule(lightning.LightningModule):
+    """Flow-matching training of ``network`` along an affine path (see the module docstring).
+
+    Args:
+        cfg: the experiment config (or its dict form).
+        event_shape: shape of one data point, e.g. ``(2,)`` or ``(1, 8, 8)``.
+        num_classes: number of data classes (used only if ``cfg.data.conditional``).
+        network: optional prebuilt network; default :func:`build_network`.
+        coupling: optional prebuilt coupling; default :func:`build_coupling`.
+    """
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig | dict,
+        event_shape: tuple[int, ...],
+        num_classes: int | None = None,
+        network: nn.Module | None = None,
+        coupling: Any = None,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg if isinstance(cfg, ExperimentConfig) else config_from_dict(cfg)
+        self.event_shape = tuple(event_shape)
+        self.network = (
+            network if network is not None else build_network(self.cfg, self.event_shape, num_classes)
+        )
+        self.path = AffinePath(build_scheduler(self.cfg))
+        self.time_sampler = build_time_sampler(self.cfg)
+        self.coupling = coupling if coupling is not None else build_coupling(self.cfg)
+        self.null_class: int | None = getattr(self.network, "null_class", None)
+        self._generator = torch.Generator().manual_seed(self.cfg.seed + 1)
+
+    def forward(self, t: Tensor, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Velocity ``v_theta(t [B], x [B, *event], cond [B]) -> [B, *event]``."""
+        return self.network(t, x, cond)
+
+    def loss(self, x0: Tensor, x1: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Flow-matching loss (scalar) on one batch ``x0, x1 [B, *event]``, ``cond [B]`` or ``None``."""
+        coupled = self.coupling(x0, x1, cond)
+        x0, x1, cond = coupled.x0, coupled.x1, coupled.cond
+        t = self.time_sampler.sample(x0.shape[0], generator=self._generator, dtype=x0.dtype).to(x0.device)
+        ps = self.path.sample(x0, x1, t)
+        if cond is not None and self.cfg.flow.cond_dropout > 0:
+            from proteinflow.flow.guidance import drop_condition
+
+            cond = drop_condition(cond, self.cfg.flow.cond_dropout, self.null_class, self._generator)
+        return cfm_loss(self.network(ps.t, ps.x_t, cond), ps.dx_t)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self.loss(batch["x0"], batch["x1"], batch.get("cond"))
+        self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=batch["x0"].shape[0])
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(
+            self.network.parameters(), lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay
+        )
+
+
+class SaveFlowCheckpoint(lightning.Callback):
+    """Writes ``<out>/last.ckpt`` (plain dict, atomic) every ``every`` steps and at the end of training."""
+
+    def __init__(self, out: str | Path, every: int = 0) -> None:
+        self.path = Path(out) / "last.ckpt"
+        self.every = every
+
+    def _save(self, trainer: lightning.Trainer, module: FlowMatchingModule) -> None:
+        save_checkpoint(self.path, module.cfg, module.network, trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if self.every > 0 and trainer.global_step % self.every == 0:
+            self._save(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self._save(trainer, pl_module)

@@ -1,0 +1,199 @@
+"""The ``proteinflow`` command line: help for every subcommand, train -> sample round trips, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from proteinflow import cli
+
+
+def _all_subcommands() -> list[list[str]]:
+    return [list(path) for path, *_ in cli._COMMANDS]
+
+
+@pytest.mark.parametrize("path", _all_subcommands(), ids=lambda p: " ".join(p))
+def test_every_subcommand_has_help(path: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*path, "--help"])
+    assert exc.value.code == 0
+    assert "usage: proteinflow " + " ".join(path) in capsys.readouterr().out
+
+
+def _write_config(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+TOY = {
+    "name": "cli_toy",
+    "data": {"target": "moons", "source": "8gaussians", "batch_size": 64},
+    "model": {"hidden": 16},
+    "flow": {"coupling": "ot"},
+    "train": {"max_steps": 1000, "log_every": 5},
+}
+
+
+def test_train_then_sample_round_trip(tmp_path: Path) -> None:
+    cfg = _write_config(tmp_path, TOY)
+    out = tmp_path / "run"
+    assert (
+        cli.main(["train", "--config", str(cfg), "--out", str(out), "--max-steps", "15", "--no-progress"])
+        == 0
+    )
+    assert (out / "last.ckpt").is_file() and (out / "config.yaml").is_file()
+    blob = torch.load(out / "last.ckpt", weights_only=True)
+    assert blob["step"] == 15 and blob["config"]["train"]["max_steps"] == 15
+    assert list((out / "logs").rglob("metrics.csv")), "CSV logs expected by default"
+
+    samples = out / "samples"
+    argv = ["sample", "--ckpt", str(out / "last.ckpt"), "--num", "50", "--solver", "euler", "--steps", "4"]
+    assert cli.main([*argv, "--out", str(samples)]) == 0
+    arr = np.load(samples / "samples.npy")
+    assert arr.shape == (50, 2) and np.isfinite(arr).all()
+    saved = torch.load(samples / "samples.pt", weights_only=True)
+    np.testing.assert_allclose(saved["samples"].numpy(), arr)
+    metrics = json.loads((samples / "metrics.json").read_text())
+    assert metrics["nfe"] == 4 and metrics["w2"] > 0
+    for png in ("trajectories.png", "velocity_field.png"):
+        assert (samples / png).stat().st_size > 1000
+    # deterministic per seed
+    assert cli.main([*argv, "--out", str(tmp_path / "again"), "--no-plots"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "again" / "samples.npy"), arr)
+    # adaptive solver reports its NFE
+    dop = tmp_path / "dopri"
+    argv = ["sample", "--ckpt", str(out / "last.ckpt"), "--num", "20", "--solver", "dopri5"]
+    assert cli.main([*argv, "--rtol", "1e-3", "--atol", "1e-3", "--out", str(dop), "--no-plots"]) == 0
+    assert json.loads((dop / "metrics.json").read_text())["nfe"] >= 6
+
+
+def test_digits_round_trip_with_guidance(tmp_path: Path) -> None:
+    raw = {
+        "data": {"target": "digits", "batch_size": 8, "conditional": True},
+        "model": {"kind": "unet", "base": 8, "emb_dim": 16},
+        "flow": {"cond_dropout": 0.2},
+    }
+    cfg = _write_config(tmp_path, raw)
+    out = tmp_path / "d"
+    assert (
+        cli.main(
+            [
+                "train",
+                "--config",
+                str(cfg),
+                "--out",
+                str(out),
+                "--max-steps",
+                "3",
+                "--no-progress",
+                "--logger",
+                "none",
+            ]
+        )
+        == 0
+    )
+    samples = tmp_path / "ds"
+    argv = [
+        "sample",
+        "--ckpt",
+        str(out / "last.ckpt"),
+        "--num",
+        "6",
+        "--solver",
+        "midpoint",
+        "--steps",
+        "2",
+        "--guidance",
+        "2.0",
+        "--class",
+        "7",
+        "--out",
+        str(samples),
+    ]
+    assert cli.main(argv) == 0
+    saved = torch.load(samples / "samples.pt", weights_only=True)
+    assert saved["samples"].shape == (6, 1, 8, 8)
+    assert torch.equal(saved["cond"], torch.full((6,), 7))
+    assert (samples / "samples_grid.png").is_file()
+
+
+@pytest.fixture(scope="module")
+def toy_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("ckpt")
+    cfg = _write_config(tmp, TOY)
+    assert (
+        cli.main(
+            [
+                "train",
+                "--config",
+                str(cfg),
+                "--out",
+                str(tmp),
+                "--max-steps",
+                "2",
+                "--no-progress",
+                "--logger",
+                "none",
+            ]
+        )
+        == 0
+    )
+    return tmp / "last.ckpt"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--solver", "euler"], "--steps is required with --solver euler"),
+        (["--solver", "dopri5", "--steps", "5"], "--steps does not apply to --solver dopri5"),
+        (["--solver", "dopri5", "--rtol", "1e-3"], "needs both --rtol and --atol"),
+        (["--solver", "rk4", "--steps", "2", "--atol", "1e-3"], "apply only to --solver dopri5"),
+        (["--solver", "euler", "--steps", "2", "--guidance", "2"], "need a class-conditional checkpoint"),
+    ],
+)
+def test_sample_bad_arguments(
+    toy_ckpt: Path, tmp_path: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = cli.main(["sample", "--ckpt", str(toy_ckpt), "--num", "5", "--out", str(tmp_path / "s"), *extra])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_argparse_level_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["sample", "--ckpt", "x", "--num", "0", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "expected a positive integer, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["sample", "--ckpt", "x", "--num", "3", "--solver", "heun", "--out", str(tmp_path)])
+    assert "invalid choice: 'heun'" in capsys.readouterr().err
+
+
+def test_missing_files_and_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.main(
+        [
+            "sample",
+            "--ckpt",
+            str(tmp_path / "nope.ckpt"),
+            "--num",
+            "3",
+            "--steps",
+            "2",
+            "--out",
+            str(tmp_path / "s"),
+        ]
+    )
+    assert rc == 2 and "checkpoint not found" in capsys.readouterr().err
+    bad = _write_config(tmp_path, {"train": {"max_step": 3}})
+    assert cli.main(["train", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'max_step' in section 'train'" in err and "cfg.yaml" in err
+    assert cli.main(["train", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert "config file not found" in capsys.readouterr().err

@@ -1,0 +1,264 @@
+"""Dataset preparation: kept set against an independent biotite count, bad files, cache, atomic writes."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from proteinflow.cli import main
+from proteinflow.protein import prepare as prepare_module
+from proteinflow.protein.dataset import load_prepared
+from proteinflow.protein.filters import FilterConfig
+from proteinflow.protein.io import read_structure
+from proteinflow.protein.prepare import (
+    atomic_write_bytes,
+    discover_inputs,
+    is_structure_file,
+    prepare_dataset,
+    process_file,
+)
+
+LENGTH_NO_BREAKS = FilterConfig(min_len=40, max_len=256, max_breaks=0)
+
+
+_STANDARD = set("ALA ARG ASN ASP CYS GLN GLU GLY HIS ILE LEU LYS MET PHE PRO SER THR TRP TYR VAL".split())
+
+
+def _independent_keep(path: Path, strict: bool, min_len: int = 40, max_len: int = 256) -> bool:
+    """Own reading with biotite: residues with N, CA and C; no C(i)-N(i+1) gap above 2 A.
+
+    ``strict`` adds the definition that reproduces the folder README's count: no residue lacking N/CA/C,
+    consecutive residue numbers, O in every residue, only the 20 standard amino acids.
+    """
+    import biotite.structure as struc
+    import biotite.structure.io.pdb as pdb
+
+    with gzip.open(path, "rt") as handle:
+        text = handle.read()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        atoms = pdb.PDBFile.read(io.StringIO(text)).get_structure(model=1)
+    atoms = atoms[struc.filter_amino_acids(atoms)]
+    n_list, c_list, numbers = [], [], []
+    for residue in struc.residue_iter(atoms):
+        names = list(residue.atom_name)
+        if all(a in names for a in ("N", "CA", "C")):
+            n_list.append(residue.coord[names.index("N")])
+            c_list.append(residue.coord[names.index("C")])
+            numbers.append(int(residue.res_id[0]))
+            if strict and ("O" not in names or residue.res_name[0] not in _STANDARD):
+                return False
+        elif strict:
+            return False
+    length = len(n_list)
+    if not min_len <= length <= max_len:
+        return False
+    if strict and np.any(np.diff(numbers) != 1):
+        return False
+    gaps = np.linalg.norm(np.array(n_list[1:]) - np.array(c_list[:-1]), axis=1)
+    return bool(np.all(gaps <= 2.0))
+
+
+@pytest.fixture(scope="module")
+def train_subset(cath_dir: Path) -> list[Path]:
+    files = sorted((cath_dir / "train").glob("*.pdb.gz"))
+    return files[::38]  # 152 files spread over the folder
+
+
+def test_prepare_subset_matches_independent_count(train_subset: list[Path], tmp_path: Path) -> None:
+    result = prepare_dataset(train_subset, tmp_path / "out", LENGTH_NO_BREAKS, workers=2)
+    expected = {p.name.removesuffix(".pdb.gz") for p in train_subset if _independent_keep(p, strict=False)}
+    arrays = load_prepared(tmp_path / "out")
+    assert result.kept == len(expected) == len(arrays)
+    assert set(arrays.names.tolist()) == expected
+    # the subset exercises both kinds of rejection, so the comparison is not vacuous
+    assert result.reason_counts.get("chain_breaks", 0) > 0
+    assert result.reason_counts.get("too_long", 0) + result.reason_counts.get("too_short", 0) > 0
+    assert result.kept + len(result.dropped) == len(train_subset)
+    # stored records equal a direct read
+    first = read_structure(arrays.sources[0])
+    np.testing.assert_array_equal(arrays.coords[: arrays.offsets[1]], first.coords)
+    assert arrays.sequence_of(0) == first.sequence
+    # reports
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["kept"] == result.kept
+    assert sum(report["reason_counts"].values()) == len(report["dropped"]) == len(result.dropped)
+    assert (tmp_path / "out" / "report.md").read_text().startswith("# Prepared dataset report")
+    assert (tmp_path / "out" / "lengths.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lengths = np.diff(arrays.offsets)
+    assert lengths.min() >= 40 and lengths.max() <= 256
+    assert not arrays.chain_breaks.any()
+    # the stricter definition (folder README) from the cache, against the strict independent reading
+    strict = FilterConfig(
+        min_len=40, max_len=256, max_breaks=0, max_missing_frac=0.0, max_numbering_gaps=0,
+        require_oxygen=True, max_nonstandard=0,
+    )
+    again = prepare_dataset(train_subset, tmp_path / "out", strict, workers=2)
+    assert again.n_parsed == 0
+    expected_strict = {p.name.removesuffix(".pdb.gz") for p in train_subset if _independent_keep(p, strict=True)}
+    assert set(load_prepared(tmp_path / "out").names.tolist()) == expected_strict
+    assert again.kept == len(expected_strict) < result.kept
+
+
+@pytest.fixture()
+def messy_dir(cath_dir: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "messy"
+    (root / "sub").mkdir(parents=True)
+    good = sorted((cath_dir / "val").glob("*.pdb.gz"))[:3]
+    shutil.copy(good[0], root / good[0].name)
+    shutil.copy(good[1], root / "sub" / good[1].name)
+    shutil.copy(good[2], root / "sub" / good[2].name)
+    (root / "empty.pdb").write_bytes(b"")
+    (root / "garbage.pdb").write_bytes(bytes(range(256)) * 4)
+    (root / "notcif.cif").write_text("hello world\n")
+    (root / "truncated.pdb.gz").write_bytes(gzip.compress(b"ATOM      1  N   ALA A   1" * 50)[:40])
+    (root / "dir.pdb").mkdir()  # a directory with a structure name: unreadable as a file
+    os.symlink(root / "does_not_exist.pdb", root / "broken.pdb")
+    (root / "README.txt").write_text("not a structure, not listed\n")
+    return root
+
+
+def test_bad_files_are_skipped_with_reasons(messy_dir: Path, tmp_path: Path) -> None:
+    inputs = discover_inputs(messy_dir)
+    assert not any(p.name == "README.txt" for p in inputs)
+    assert len(inputs) == 9
+    result = prepare_dataset(messy_dir, tmp_path / "out", FilterConfig(), workers=1)
+    assert result.kept == 3
+    assert len(result.dropped) == 6
+    by_name = {Path(p).name: r for p, r in result.dropped.items()}
+    bad = {"empty.pdb", "garbage.pdb", "notcif.cif", "truncated.pdb.gz", "dir.pdb", "broken.pdb"}
+    assert set(by_name) == bad
+    assert by_name["empty.pdb"].startswith("structure_error:") and "empty" in by_name["empty.pdb"]
+    assert by_name["truncated.pdb.gz"].startswith("structure_error:")
+    assert "directory" in by_name["dir.pdb"]
+    assert by_name["broken.pdb"].startswith(("structure_error:", "exception: FileNotFoundError"))
+    assert all(r.split(":", 1)[1].strip() for r in by_name.values())
+
+
+def test_unexpected_exception_is_recorded_with_its_type(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    target = tmp_path / "x.pdb"
+    target.write_text("ATOM\n")
+
+    def boom(path: str, chains: object = None) -> None:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr("proteinflow.protein.io.read_structure", boom)
+    outcome = process_file(str(target))
+    assert outcome.record is None and outcome.error is not None
+    assert outcome.error.startswith("exception: KeyError")
+
+
+def test_list_file_input(cath_dir: Path, tmp_path: Path) -> None:
+    good = sorted((cath_dir / "val").glob("*.pdb.gz"))[:2]
+    listing = tmp_path / "files.txt"
+    listing.write_text(f"# two real files and a missing one\n{good[0]}\n\n{good[1]}\nmissing.pdb\n")
+    inputs = discover_inputs(listing)
+    assert inputs[-1] == tmp_path / "missing.pdb"  # relative to the list file
+    result = prepare_dataset(listing, tmp_path / "out", FilterConfig(), workers=1)
+    assert result.kept == 2 and list(result.dropped) == [str(tmp_path / "missing.pdb")]
+    with pytest.raises(FileNotFoundError, match="source"):
+        discover_inputs(tmp_path / "nothing_here")
+
+
+def test_structure_suffixes() -> None:
+    for name in ("a.pdb", "a.ENT", "a.cif", "a.bcif", "a.mmcif", "a.pdb.gz", "a.cif.GZ", "a.bcif.gz"):
+        assert is_structure_file(name), name
+    for name in ("a.txt", "a.gz", "a.pdb.bz2", "pdb"):
+        assert not is_structure_file(name), name
+
+
+def test_rerun_is_incremental(messy_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = prepare_dataset(messy_dir, out, LENGTH_NO_BREAKS, workers=1)
+    assert first.n_parsed == 9
+    mtime_before = (out / "dataset.npz").stat().st_mtime_ns
+    second = prepare_dataset(messy_dir, out, LENGTH_NO_BREAKS, workers=1)
+    assert second.n_parsed == 0 and second.n_cached == 9
+    assert not second.dataset_written
+    assert (out / "dataset.npz").stat().st_mtime_ns == mtime_before
+    assert (second.kept, second.dropped) == (first.kept, first.dropped)
+    # touching one file re-reads only that file
+    touched = next(p for p in messy_dir.glob("*.pdb.gz") if p.name != "truncated.pdb.gz")
+    stat = touched.stat()
+    os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    third = prepare_dataset(messy_dir, out, LENGTH_NO_BREAKS, workers=1)
+    assert third.n_parsed == 1 and third.n_cached == 8
+    # replacing a good file by garbage is noticed (size changes)
+    touched.write_bytes(b"garbage")
+    fourth = prepare_dataset(messy_dir, out, LENGTH_NO_BREAKS, workers=1)
+    assert fourth.n_parsed == 1 and str(touched) in fourth.dropped and fourth.kept == first.kept - 1
+    # a different threshold re-reads nothing but rewrites the dataset; the coil fraction comes from the cache
+    fifth = prepare_dataset(messy_dir, out, FilterConfig(max_coil_frac=0.0), workers=1)
+    assert fifth.n_parsed == 0 and fifth.dataset_written
+    assert fifth.kept == 0 and fifth.reason_counts["coil"] == first.kept - 1
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "file.bin"
+    atomic_write_bytes(target, lambda h: h.write(b"old"))
+
+    def half_then_fail(handle) -> None:  # noqa: ANN001
+        handle.write(b"new but incomplete")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write_bytes(target, half_then_fail)
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.bin"]
+
+
+def test_prepare_failure_keeps_previous_dataset(messy_dir: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    out = tmp_path / "out"
+    prepare_dataset(messy_dir, out, FilterConfig(), workers=1)
+    before = (out / "dataset.npz").read_bytes()
+
+    def failing_savez(handle, **arrays) -> None:  # noqa: ANN001, ANN003
+        handle.write(b"PK partial zip")
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(prepare_module.np, "savez", failing_savez)
+    with pytest.raises(OSError, match="no space"):
+        prepare_dataset(messy_dir, out, FilterConfig(min_len=100), workers=1)
+    assert (out / "dataset.npz").read_bytes() == before
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.undo()
+    assert len(load_prepared(out)) == 3
+
+
+def test_cli_prepare(messy_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli"
+    code = main(["data", "prepare", str(messy_dir), "--out", str(out), "--min-len", "off", "--max-len", "off",
+                 "--max-breaks", "off", "--workers", "1", "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "kept 3" in printed and "dropped 6" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["min_len"] is None and report["kept"] == 3
+    assert main(["data", "prepare", str(tmp_path / "absent"), "--out", str(out)]) == 1
+
+
+def _crashing_process_file(path: str, with_coil: bool = False):  # noqa: ANN201
+    if Path(path).name.startswith("crash"):
+        os._exit(3)  # simulates a segfault in a parser: the worker process dies
+    return _original_process_file(path, with_coil)
+
+
+_original_process_file = process_file
+
+
+def test_worker_crash_costs_only_its_file(messy_dir: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    (messy_dir / "crash_me.pdb").write_text("ATOM\n")
+    monkeypatch.setattr(prepare_module, "process_file", _crashing_process_file)
+    result = prepare_dataset(messy_dir, tmp_path / "out", FilterConfig(), workers=2)
+    assert result.kept == 3 and len(result.dropped) == 7
+    assert result.dropped[str(messy_dir / "crash_me.pdb")].startswith("exception: BrokenProcessPool")
