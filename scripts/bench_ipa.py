@@ -208,9 +208,9 @@ def main() -> int:
             print(f"# N={n} {mode}: {res}", file=sys.stderr, flush=True)
 
     what = "CUDA max_memory_allocated" if args.device == "cuda" else "process peak RSS"
+    timing = f"best of {args.repeats} after 1 warm-up" if args.repeats else "single call"
     print(f"\nIPA FrameDenoiser, default IPAConfig, batch 1, device={args.device}, threads={args.threads}, "
-          f"chunk={args.chunk}, checkpoint={args.checkpoint}, best of {args.repeats} after 1 warm-up; "
-          f"memory = {what} (GiB)\n")
+          f"chunk={args.chunk}, checkpoint={args.checkpoint}, {timing}; memory = {what} (GiB)\n")
     print("| N | train fwd+bwd (s) | sample fwd no-grad (s) | peak train (GiB) | peak sample (GiB) | "
           "base (GiB) |")
     print("|---|---|---|---|---|---|")

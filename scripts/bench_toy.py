@@ -143,6 +143,7 @@ def section_1d(quick: bool, out: Path) -> list[str]:
         nfes: list[float] = []
         for seed in seeds:
             cfg = make_cfg("two_mode_1d", "normal", coupling, seed, steps)
+            torch.manual_seed(seed)
             tr = train_plain(FlowMatchingModule(cfg, (1,)), src, mix, steps, 256, seed)
             x0 = src.sample(n_eval, torch.Generator().manual_seed(1000 + seed)).x
             for i, (method, n) in enumerate(solvers):
@@ -200,6 +201,7 @@ def section_moons(quick: bool, out: Path, keep: dict[str, FlowMatchingModule]) -
         w1s, w20s, wds, nfes, ms, final = [], [], [], [], [], []
         for seed in seeds:
             cfg = make_cfg("moons", "8gaussians", coupling, seed, steps)
+            torch.manual_seed(seed)
             tr = train_plain(FlowMatchingModule(cfg, (2,)), src, tgt, steps, 256, seed)
             x0 = src.sample(n, torch.Generator().manual_seed(10_000 + seed)).x
             x1 = tgt.sample(n, torch.Generator().manual_seed(20_000 + seed)).x
@@ -302,6 +304,7 @@ def section_digits(quick: bool, out: Path) -> list[str]:
         "train": {"max_steps": steps, "lr": 1e-3},
     }
     cfg = config_from_dict(raw, "bench")
+    torch.manual_seed(0)
     module = FlowMatchingModule(cfg, (1, 8, 8), 10)
     tr = train_plain(module, StandardNormal((1, 8, 8)), digits, steps, 128, seed=0, conditional=True)
     clf = LogisticRegression(max_iter=5000)

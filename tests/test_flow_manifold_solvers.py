@@ -5,9 +5,8 @@ Closed forms used:
   has body velocity ``R^T R' = R^T c + Exp(-t b) a + b`` -- a state- and time-dependent, non-commuting field.
 * Sphere: ``x(t) = Exp(t c) Exp(t b) x0`` solves ``x' = (c + Exp(t c) b) x x`` (cross product).
 
-Solver tests on the sphere use the test-only ``UnitSphere`` (atan2 log map, base-class jvp ``dexpinv``):
-geoopt's Sphere log map behind ``proteinflow.geometry.manifolds.Sphere`` is acos-based and loses accuracy
-for nearby points (log map error ~4e-5 and a wrong jvp at distance 1e-3 in float64), which RKMK stages need.
+Solver tests on the sphere use ``proteinflow.geometry.manifolds.Sphere`` with the base-class jvp ``dexpinv``
+(its atan2 log map is accurate for nearby points, which RKMK stages need; geoopt's acos one is not).
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import math
 
 import pytest
 import torch
-from test_flow_schedulers_paths import UnitSphere  # test-only sphere (tests/ is on sys.path)
 
 from proteinflow.flow import CondOTScheduler, ExpRateScheduler, GeodesicPath, solve_ode
 from proteinflow.geometry import so3
@@ -162,7 +160,7 @@ def test_rkmk_order_so3(method, order):
 
 @pytest.mark.parametrize(("method", "order"), [("euler", 1), ("midpoint", 2), ("rk4", 4)])
 def test_rkmk_order_sphere_default_dexpinv(method, order):
-    man = UnitSphere()
+    man = Sphere()
     x0 = Sphere().random_uniform(5, 3, dtype=DT)
     ref = sphere_exact(x0, 1.0)
     errors = []
@@ -224,7 +222,7 @@ def test_dopri5_so3(t0, t1):
 
 
 def test_dopri5_sphere():
-    man = UnitSphere()
+    man = Sphere()
     x0 = Sphere().random_uniform(5, 3, dtype=DT)
     f = Counter(sphere_field)
     res = solve_ode(f, x0, method="dopri5", rtol=1e-8, atol=1e-8, manifold=man)

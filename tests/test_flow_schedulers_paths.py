@@ -1,5 +1,5 @@
 """Schedulers and probability paths: boundary values, derivatives vs finite differences, parametrisation
-round trips, geodesic paths (Euclidean = affine; a test-only unit sphere for curved geometry)."""
+round trips, geodesic paths (Euclidean = affine; the unit sphere for curved geometry)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from proteinflow.flow import (
     VPScheduler,
 )
 from proteinflow.flow.paths import ONE_MINUS_KAPPA_EPS
-from proteinflow.geometry.manifolds import EuclideanSpace, FlowManifold, expand_mask
+from proteinflow.geometry.manifolds import EuclideanSpace, ProductManifold, Sphere
 
 SCHEDULERS = [
     CondOTScheduler(),
@@ -28,54 +28,6 @@ SCHEDULERS = [
     ExpRateScheduler(1e-4),
 ]
 CONVEX = [s for s in SCHEDULERS if not isinstance(s, VPScheduler)]
-
-
-class UnitSphere(FlowManifold):
-    """Test-only S^{d-1} in R^d (ambient tangents); dexpinv falls back to the base class's jvp."""
-
-    name = "UnitSphereTest"
-    ndim = 1
-    reversible = False
-    point_event_ndim = 1
-    tangent_event_ndim = 1
-
-    def _check_point_on_manifold(self, x, *, atol=1e-5, rtol=1e-5):
-        return True, None
-
-    def _check_vector_on_tangent(self, x, u, *, atol=1e-5, rtol=1e-5):
-        return True, None
-
-    def expmap(self, x, u):
-        n = u.norm(dim=-1, keepdim=True)
-        small = n < 1e-6
-        n_safe = torch.where(small, torch.ones_like(n), n)
-        sinc = torch.where(small, 1 - n**2 / 6, torch.sin(n_safe) / n_safe)
-        y = torch.cos(n) * x + sinc * u
-        return y / y.norm(dim=-1, keepdim=True)
-
-    def logmap(self, x, y):
-        c = (x * y).sum(-1, keepdim=True)
-        v = y - c * x
-        nv = v.norm(dim=-1, keepdim=True)
-        theta = torch.atan2(nv, c)
-        small = nv < 1e-7
-        nv_safe = torch.where(small, torch.ones_like(nv), nv)
-        return torch.where(small, v, v * theta / nv_safe)
-
-    def proju(self, x, u, mask=None):
-        u = u - (x * u).sum(-1, keepdim=True) * x
-        m = expand_mask(mask, u, 1)
-        return u if m is None else u * m
-
-    def projx(self, x, mask=None):
-        return x / x.norm(dim=-1, keepdim=True)
-
-    def inner(self, x, u, v=None, *, keepdim=False):
-        v = u if v is None else v
-        return (u * v).sum(-1, keepdim=keepdim)
-
-    def dist(self, x, y, *, keepdim=False):
-        return self.logmap(x, y).norm(dim=-1, keepdim=keepdim)
 
 
 def random_sphere(*shape, dtype=torch.float64):
@@ -199,7 +151,7 @@ def test_geodesic_path_on_euclidean_equals_affine(sched):
 
 @pytest.mark.parametrize("sched", [CondOTScheduler(), ExpRateScheduler(4.0)], ids=repr)
 def test_geodesic_path_on_sphere(sched):
-    man = UnitSphere()
+    man = Sphere()
     path = GeodesicPath(man, sched)
     x0, x1 = random_sphere(8, 3), random_sphere(8, 3)
     zeros, ones = torch.zeros(8, dtype=torch.float64), torch.ones(8, dtype=torch.float64)
@@ -229,7 +181,7 @@ def test_geodesic_path_on_sphere(sched):
 
 
 def test_geodesic_x1_to_velocity_clamp_near_one():
-    man = UnitSphere()
+    man = Sphere()
     path = GeodesicPath(man, CondOTScheduler())
     x0, x1 = random_sphere(4, 3), random_sphere(4, 3)
     t = torch.ones(4, dtype=torch.float64)
@@ -242,47 +194,8 @@ def test_geodesic_x1_to_velocity_clamp_near_one():
     torch.testing.assert_close(path.x1_to_velocity(x1, s2.x_t, t2), s2.dx_t, atol=1e-6, rtol=1e-4)
 
 
-class _Product(FlowManifold):
-    """Test-only product of (flat R^3 per residue, unit sphere per residue) for dict states."""
-
-    name = "ProductTest"
-    ndim = 1
-    reversible = False
-
-    def __init__(self):
-        super().__init__()
-        self.factors = {"trans": EuclideanSpace(event_ndim=1), "dirs": UnitSphere()}
-
-    def _check_point_on_manifold(self, x, *, atol=1e-5, rtol=1e-5):
-        return True, None
-
-    def _check_vector_on_tangent(self, x, u, *, atol=1e-5, rtol=1e-5):
-        return True, None
-
-    def expmap(self, x, u):
-        return {k: m.expmap(x[k], u[k]) for k, m in self.factors.items()}
-
-    def logmap(self, x, y):
-        return {k: m.logmap(x[k], y[k]) for k, m in self.factors.items()}
-
-    def proju(self, x, u, mask=None):
-        return {k: m.proju(x[k], u[k], mask) for k, m in self.factors.items()}
-
-    def projx(self, x, mask=None):
-        return {k: m.projx(x[k], mask) for k, m in self.factors.items()}
-
-    def dexpinv(self, x, u, w):
-        return {k: m.dexpinv(x[k], u[k], w[k]) for k, m in self.factors.items()}
-
-    def sq_norm(self, x, u, mask=None):
-        return sum(m.sq_norm(x[k], u[k], mask) for k, m in self.factors.items())
-
-    def inner(self, x, u, v=None, *, keepdim=False):
-        raise NotImplementedError
-
-
 def test_geodesic_path_dict_schedulers_and_mask():
-    man = _Product()
+    man = ProductManifold({"trans": EuclideanSpace(event_ndim=1), "dirs": Sphere()})
     sched = {"trans": CondOTScheduler(), "dirs": ExpRateScheduler(5.0)}
     path = GeodesicPath(man, sched)
     b, n = 3, 4
@@ -293,7 +206,7 @@ def test_geodesic_path_dict_schedulers_and_mask():
     t = torch.tensor([0.2, 0.5, 0.7], dtype=torch.float64)
     s = path.sample(x0, x1, t, mask=mask)
     ref_t = GeodesicPath(EuclideanSpace(), sched["trans"]).sample(x0["trans"], x1["trans"], t)
-    ref_d = GeodesicPath(UnitSphere(), sched["dirs"]).sample(x0["dirs"], x1["dirs"], t)
+    ref_d = GeodesicPath(Sphere(), sched["dirs"]).sample(x0["dirs"], x1["dirs"], t)
     torch.testing.assert_close(s.x_t["trans"], ref_t.x_t)
     torch.testing.assert_close(s.x_t["dirs"], ref_d.x_t)
     m = mask.to(torch.float64)[..., None]

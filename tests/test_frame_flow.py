@@ -91,7 +91,8 @@ def test_inference_only_rotation_rate_changes_the_ode() -> None:
     """FrameFlow's sampling-time speed-up integrates a different ODE than the trained linear path."""
     coords, mask = _batch(torch.float64)
     trained = FrameFlow(FrameFlowConfig(rot_schedule="linear"), IPAConfig.tiny()).double()
-    sped = FrameFlow(FrameFlowConfig(rot_schedule="linear", sampling_rot_rate=10.0), IPAConfig.tiny()).double()
+    sped_cfg = FrameFlowConfig(rot_schedule="linear", sampling_rot_rate=10.0)
+    sped = FrameFlow(sped_cfg, IPAConfig.tiny()).double()
     x1 = _true_frames(trained, coords, mask)
     x0 = trained.sample_prior(mask, generator=torch.Generator().manual_seed(4))
     t = torch.full((2,), 0.3, dtype=torch.float64)

@@ -32,11 +32,12 @@ LENGTH_NO_BREAKS = FilterConfig(min_len=40, max_len=256, max_breaks=0)
 _STANDARD = set("ALA ARG ASN ASP CYS GLN GLU GLY HIS ILE LEU LYS MET PHE PRO SER THR TRP TYR VAL".split())
 
 
-def _independent_keep(path: Path, strict: bool, min_len: int = 40, max_len: int = 256) -> bool:
-    """Own reading with biotite: residues with N, CA and C; no C(i)-N(i+1) gap above 2 A.
+def _independent_verdicts(path: Path, min_len: int = 40, max_len: int = 256) -> tuple[bool, bool]:
+    """Own reading with biotite, two verdicts (kept by the base filters, kept by the strict ones).
 
-    ``strict`` adds the definition that reproduces the folder README's count: no residue lacking N/CA/C,
-    consecutive residue numbers, O in every residue, only the 20 standard amino acids.
+    Base: ``min_len <= L <= max_len`` residues with N, CA and C, no C(i)-N(i+1) distance above 2 A.
+    Strict (reproduces the folder README's count) adds: no residue lacking N/CA/C, consecutive residue
+    numbers, O in every residue, only the 20 standard amino acids.
     """
     import biotite.structure as struc
     import biotite.structure.io.pdb as pdb
@@ -48,23 +49,20 @@ def _independent_keep(path: Path, strict: bool, min_len: int = 40, max_len: int 
         atoms = pdb.PDBFile.read(io.StringIO(text)).get_structure(model=1)
     atoms = atoms[struc.filter_amino_acids(atoms)]
     n_list, c_list, numbers = [], [], []
+    clean = True
     for residue in struc.residue_iter(atoms):
         names = list(residue.atom_name)
         if all(a in names for a in ("N", "CA", "C")):
             n_list.append(residue.coord[names.index("N")])
             c_list.append(residue.coord[names.index("C")])
             numbers.append(int(residue.res_id[0]))
-            if strict and ("O" not in names or residue.res_name[0] not in _STANDARD):
-                return False
-        elif strict:
-            return False
+            clean &= "O" in names and residue.res_name[0] in _STANDARD
+        else:
+            clean = False
     length = len(n_list)
-    if not min_len <= length <= max_len:
-        return False
-    if strict and np.any(np.diff(numbers) != 1):
-        return False
     gaps = np.linalg.norm(np.array(n_list[1:]) - np.array(c_list[:-1]), axis=1)
-    return bool(np.all(gaps <= 2.0))
+    base = min_len <= length <= max_len and bool(np.all(gaps <= 2.0))
+    return base, base and clean and not np.any(np.diff(numbers) != 1)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +73,8 @@ def train_subset(cath_dir: Path) -> list[Path]:
 
 def test_prepare_subset_matches_independent_count(train_subset: list[Path], tmp_path: Path) -> None:
     result = prepare_dataset(train_subset, tmp_path / "out", LENGTH_NO_BREAKS, workers=2)
-    expected = {p.name.removesuffix(".pdb.gz") for p in train_subset if _independent_keep(p, strict=False)}
+    verdicts = {p.name.removesuffix(".pdb.gz"): _independent_verdicts(p) for p in train_subset}
+    expected = {name for name, (base, _) in verdicts.items() if base}
     arrays = load_prepared(tmp_path / "out")
     assert result.kept == len(expected) == len(arrays)
     assert set(arrays.names.tolist()) == expected
@@ -103,7 +102,7 @@ def test_prepare_subset_matches_independent_count(train_subset: list[Path], tmp_
     )
     again = prepare_dataset(train_subset, tmp_path / "out", strict, workers=2)
     assert again.n_parsed == 0
-    expected_strict = {p.name.removesuffix(".pdb.gz") for p in train_subset if _independent_keep(p, strict=True)}
+    expected_strict = {name for name, (_, strict_ok) in verdicts.items() if strict_ok}
     assert set(load_prepared(tmp_path / "out").names.tolist()) == expected_strict
     assert again.kept == len(expected_strict) < result.kept
 

@@ -33,7 +33,9 @@ def tree_map(fn: Callable[..., Tensor], *trees: State) -> State:
                 got = sorted(other.keys()) if isinstance(other, Mapping) else type(other).__name__
                 raise KeyError(f"tree_map: argument {i} has keys {got}, expected {sorted(keys)}")
         return {k: fn(*(tree[k] for tree in trees)) for k in keys}
-    raise TypeError(f"tree_map: unsupported state type {type(first).__name__}; use a Tensor or dict of Tensors")
+    raise TypeError(
+        f"tree_map: unsupported state type {type(first).__name__}; use a Tensor or dict of Tensors"
+    )
 
 
 def tree_add(a: State, b: State, alpha: float | Tensor = 1.0) -> State:

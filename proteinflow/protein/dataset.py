@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,19 +165,26 @@ class BackboneBatch:
     def __len__(self) -> int:
         return int(self.coords.shape[0])
 
-    def to(self, device: torch.device | str) -> BackboneBatch:
-        """The batch with every tensor moved to ``device``."""
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> BackboneBatch:
         return BackboneBatch(
-            coords=self.coords.to(device),
-            mask=self.mask.to(device),
-            atom_mask=self.atom_mask.to(device),
-            residue_index=self.residue_index.to(device),
-            res_ids=self.res_ids.to(device),
-            chain_breaks=self.chain_breaks.to(device),
-            lengths=self.lengths.to(device),
-            indices=self.indices.to(device),
+            coords=fn(self.coords),
+            mask=fn(self.mask),
+            atom_mask=fn(self.atom_mask),
+            residue_index=fn(self.residue_index),
+            res_ids=fn(self.res_ids),
+            chain_breaks=fn(self.chain_breaks),
+            lengths=fn(self.lengths),
+            indices=fn(self.indices),
             names=list(self.names),
         )
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> BackboneBatch:
+        """The batch with every tensor moved to ``device``."""
+        return self._map(lambda x: x.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> BackboneBatch:
+        """Page-locked copy (used by ``DataLoader(pin_memory=True)``)."""
+        return self._map(lambda x: x.pin_memory())
 
 
 class PreparedDataset(Dataset[BackboneItem]):
@@ -302,7 +309,9 @@ class LengthBudgetBatchSampler(Sampler[list[int]]):
     4. the batch order is shuffled (when ``shuffle``) and rank ``r`` takes batches ``r, r + R, ...``.
 
     Every rank computes the same batch list from the same seed, so ranks are disjoint and need no
-    communication. Call :meth:`set_epoch` before each epoch.
+    communication. Call :meth:`set_epoch` before each epoch (Lightning does so for a ``batch_sampler``
+    with that method; give the Trainer ``use_distributed_sampler=False`` so that it does not try to wrap
+    this sampler in its own distributed sampler, and call :meth:`PreparedDataset.set_epoch` yourself).
 
     Args:
         lengths: ``[S]`` item lengths (after cropping, e.g. :attr:`PreparedDataset.lengths`).

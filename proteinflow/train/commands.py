@@ -72,6 +72,28 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def _frame_dispatch(args: argparse.Namespace) -> int | None:
+    """Hand ``kind: frames`` configs to :mod:`proteinflow.train.frame_commands` (None for toy configs)."""
+    try:
+        from proteinflow.train.frame_commands import FrameTrainOverrides, train_frames
+        from proteinflow.train.frame_config import is_frame_config
+    except ImportError:
+        return None
+    if not Path(args.config).is_file() or not is_frame_config(args.config):
+        return None
+    if args.logger == "none":
+        return _error("--logger none is not supported for frame configs; use csv or wandb")
+    overrides = FrameTrainOverrides(max_steps=args.max_steps, seed=args.seed)
+    from proteinflow.train.config import ConfigError
+
+    try:
+        ckpt = train_frames(args.config, args.out, overrides=overrides, logger=args.logger)
+    except ConfigError as err:
+        return _error(str(err))
+    print(f"checkpoint: {ckpt}")
+    return 0
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Train a flow from ``args.config``; returns 0 on success, 2 on a bad config."""
     import warnings
@@ -83,6 +105,9 @@ def run_train(args: argparse.Namespace) -> int:
     from proteinflow.train.data.toy import FlowDataModule
     from proteinflow.train.module import FlowMatchingModule, SaveFlowCheckpoint
 
+    frames = _frame_dispatch(args)
+    if frames is not None:
+        return frames
     try:
         cfg = load_config(args.config)
     except ConfigError as err:
