@@ -16,9 +16,10 @@ i.e. :meth:`GeodesicPath.x1_to_velocity` with a documented floor so that the fie
 ``t -> 1``. At ``t = 1`` itself this x1-parametrised field is 0/0 (the prediction has been reached), so
 solvers whose stages evaluate at ``t = 1`` (RK4, Dormand-Prince) would see a zero velocity there; sampling
 therefore integrates ``[0, 1 - final_gap]`` with the chosen solver and finishes with one Euler step of
-size ``final_gap`` (one more NFE), which is exact when the prediction is exact. FrameFlow's inference-only variant (train linear, sample rotations with
-``v = r Log_{R_t}(R1_hat)``) is available as ``sampling_rot_rate`` for comparison: it integrates an ODE
-that was not trained.
+size ``final_gap`` (one more NFE), which is exact when the prediction is exact.
+
+FrameFlow's inference-only variant (train linear, sample rotations with ``v = r Log_{R_t}(R1_hat)``) is
+available as ``sampling_rot_rate`` for comparison: it integrates an ODE that was not trained.
 
 Priors: translations ``T0 = length_unit * P(z)``, ``z ~ N(0, I)``, ``P`` the masked centring
 projection; rotations Haar-uniform or IGSO(3)(sigma) around the identity — the same prior in training
@@ -31,8 +32,9 @@ Loss (per factor, averaged over unmasked residues, then over the batch):
 
 which is the velocity-matching loss with its ``1/(1 - kappa)`` factor capped (``c = loss_norm_floor``,
 FrameFlow's "time normalisation") and divided by the schedule's initial speed, so that a fast rotation
-schedule (speed ~r) does not make the rotation term r^2 times larger than with the linear schedule. Translation errors are measured in ``length_unit`` (default 10 A = 1
-nm, the only place the loss rescales lengths). An optional auxiliary loss compares ideal backbone atoms
+schedule (speed ~r) does not make the rotation term r^2 times larger than with the linear schedule.
+Translation errors are measured in ``length_unit`` (default 10 A = 1 nm, the only place the loss
+rescales lengths). An optional auxiliary loss compares ideal backbone atoms
 (N, CA, C) built from predicted and true frames for ``t >= aux_loss_t_min``.
 """
 
@@ -49,7 +51,7 @@ from proteinflow.flow.schedulers import CondOTScheduler, ConvexScheduler, ExpRat
 from proteinflow.flow.solvers import SolveResult, solve_ode
 from proteinflow.geometry import rigid, so3
 from proteinflow.geometry.igso3 import IGSO3Sampler
-from proteinflow.geometry.manifolds import ProductManifold, SO3, ZeroCentreEuclidean
+from proteinflow.geometry.manifolds import SO3, ProductManifold, ZeroCentreEuclidean
 from proteinflow.geometry.manifolds.zero_centre import masked_centre
 from proteinflow.models.ipa import FrameDenoiser, IPAConfig
 
@@ -106,7 +108,9 @@ class FrameFlowConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"FrameFlowConfig.{name} must be > 0, got {getattr(self, name)!r}")
         if self.sampling_rot_rate is not None and not self.sampling_rot_rate > 0:
-            raise ValueError(f"FrameFlowConfig.sampling_rot_rate must be None or > 0, got {self.sampling_rot_rate}")
+            raise ValueError(
+                f"FrameFlowConfig.sampling_rot_rate must be None or > 0, got {self.sampling_rot_rate}"
+            )
         if not 0.0 < self.final_gap < 0.5:
             raise ValueError(f"FrameFlowConfig.final_gap must be in (0, 0.5), got {self.final_gap!r}")
         for name in ("t_min", "aux_loss_t_min", "self_condition_prob"):

@@ -110,7 +110,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 
-def _check_type(value: Any, annotation: Any, where: str) -> Any:
+def check_type(value: Any, annotation: Any, where: str) -> Any:
     """Return ``value`` converted to ``annotation`` (int -> float allowed) or raise naming ``where``."""
     hint = annotation
     if isinstance(hint, str):
@@ -131,7 +131,18 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {names}, got {type(value).__name__} {value!r}")
 
 
-def _build_section(cls: type, raw: Any, section: str, source: str) -> Any:
+def build_section(
+    cls: type,
+    raw: Any,
+    section: str,
+    source: str,
+    choices: dict[tuple[str, str], tuple[str, ...]] | None = None,
+) -> Any:
+    """Build dataclass ``cls`` from mapping ``raw`` (section ``section`` of file ``source``).
+
+    Unknown keys and values of the wrong type raise :class:`ConfigError` naming ``section.key`` and
+    ``source``; ``choices[(section, key)]`` optionally restricts a key to a set of values.
+    """
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -144,10 +155,10 @@ def _build_section(cls: type, raw: Any, section: str, source: str) -> Any:
                 f"unknown key '{key}' in section '{section}' of {source}; allowed: {', '.join(fields)}"
             )
         where = f"key '{section}.{key}' in {source}"
-        kwargs[key] = _check_type(value, fields[key].type, where)
-        choices = _CHOICES.get((section, key))
-        if choices is not None and kwargs[key] not in choices:
-            raise ConfigError(f"{where}: expected one of {list(choices)}, got {kwargs[key]!r}")
+        kwargs[key] = check_type(value, fields[key].type, where)
+        allowed = None if choices is None else choices.get((section, key))
+        if allowed is not None and kwargs[key] not in allowed:
+            raise ConfigError(f"{where}: expected one of {list(allowed)}, got {kwargs[key]!r}")
     return cls(**kwargs)
 
 
@@ -193,9 +204,9 @@ def config_from_dict(raw: Any, source: str = "<dict>") -> ExperimentConfig:
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         if key in sections:
-            kwargs[key] = _build_section(sections[key], value, key, source)
+            kwargs[key] = build_section(sections[key], value, key, source, _CHOICES)
         elif key in ("name", "seed"):
-            kwargs[key] = _check_type(value, "str" if key == "name" else "int", f"key '{key}' in {source}")
+            kwargs[key] = check_type(value, "str" if key == "name" else "int", f"key '{key}' in {source}")
         else:
             allowed = ", ".join(["name", "seed", *sections])
             raise ConfigError(f"unknown key '{key}' at the top level of {source}; allowed: {allowed}")

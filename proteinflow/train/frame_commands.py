@@ -141,7 +141,11 @@ def train_frames(
     data = FrameDataModule(cfg)
     t = cfg.train
     checkpoint = ModelCheckpoint(
-        dirpath=str(out), filename="step{step}", save_top_k=0, save_last=True, every_n_train_steps=t.checkpoint_every
+        dirpath=str(out),
+        filename="step{step}",
+        save_top_k=0,
+        save_last=True,
+        every_n_train_steps=t.checkpoint_every,
     )
     trainer = L.Trainer(
         max_steps=t.max_steps,
@@ -191,11 +195,13 @@ def load_frame_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     flow = build_frame_flow(cfg)
     state = ckpt["state_dict"]
     prefix = "ema.module." if any(k.startswith("ema.module.") for k in state) else "flow."
-    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     missing, unexpected = flow.load_state_dict(weights, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: checkpoint weights do not match the config (missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]})")
+        raise ValueError(
+            f"{path}: checkpoint weights do not match the config (missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]})"
+        )
     return flow.to(device).eval(), cfg
 
 
@@ -263,7 +269,8 @@ def sample_frames(
                 mask = torch.ones(len(idx), length, dtype=torch.bool, device=dev)
                 priors = [
                     flow.sample_prior(
-                        mask[:1], generator=torch.Generator(device=dev).manual_seed(backbone_seed(seed, length, k))
+                        mask[:1],
+                        generator=torch.Generator(device=dev).manual_seed(backbone_seed(seed, length, k)),
                     )
                     for k in idx
                 ]
@@ -273,22 +280,33 @@ def sample_frames(
                     t_last = 1.0 - flow.cfg.final_gap
                     times = [t_last * i / (trajectory_frames - 1) for i in range(trajectory_frames)]
                 t0 = time.perf_counter()
-                result = flow.sample(mask, method=solver, steps=steps, rtol=rtol, atol=atol, x_init=x0,
-                                     return_times=times)
+                result = flow.sample(
+                    mask, method=solver, steps=steps, rtol=rtol, atol=atol, x_init=x0, return_times=times
+                )
                 seconds = (time.perf_counter() - t0) / len(idx)
                 coords = atoms_from_frames(result.rots, result.trans).cpu()
                 for j, k in enumerate(idx):
                     name = f"len{length}_sample{k}"
                     write_pdb(out / f"{name}.pdb", coords[j].numpy())
                     if trajectory:
-                        traj = atoms_from_frames(result.trajectory["rots"][:, j], result.trajectory["trans"][:, j])
+                        traj = atoms_from_frames(
+                            result.trajectory["rots"][:, j], result.trajectory["trans"][:, j]
+                        )
                         write_trajectory_pdb(out / f"{name}_traj.pdb", traj.cpu().numpy())
-                    records.append(SampleRecord(
-                        file=f"{name}.pdb", length=length, index=k, seed=backbone_seed(seed, length, k),
-                        solver=solver, steps=steps if solver != "dopri5" else None,
-                        rtol=rtol if solver == "dopri5" else None, atol=atol if solver == "dopri5" else None,
-                        nfe=result.nfe, seconds=seconds,
-                    ))
+                    records.append(
+                        SampleRecord(
+                            file=f"{name}.pdb",
+                            length=length,
+                            index=k,
+                            seed=backbone_seed(seed, length, k),
+                            solver=solver,
+                            steps=steps if solver != "dopri5" else None,
+                            rtol=rtol if solver == "dopri5" else None,
+                            atol=atol if solver == "dopri5" else None,
+                            nfe=result.nfe,
+                            seconds=seconds,
+                        )
+                    )
                 progress.advance(task, len(idx))
     rows = [r.__dict__ for r in records]
     buf = io.StringIO()

@@ -44,7 +44,7 @@ def expand_mask(mask: Tensor | None, leaf: Tensor, event_ndim: int) -> Tensor | 
 
 
 def per_sample_sum(values: Tensor, mask: Tensor | None, event_ndim: int) -> Tensor:
-    """Sum ``values`` ``[B, ..., *event]`` over every dimension but 0, masked positions excluded -> ``[B]``."""
+    """Sum ``values`` ``[B, ..., *event]`` over all dims but 0, masked positions excluded -> ``[B]``."""
     m = expand_mask(mask, values, event_ndim)
     if m is not None:
         values = values * m
