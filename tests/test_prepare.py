@@ -261,3 +261,9 @@ def test_worker_crash_costs_only_its_file(messy_dir: Path, tmp_path: Path, monke
     result = prepare_dataset(messy_dir, tmp_path / "out", FilterConfig(), workers=2)
     assert result.kept == 3 and len(result.dropped) == 7
     assert result.dropped[str(messy_dir / "crash_me.pdb")].startswith("exception: BrokenProcessPool")
+
+
+def test_progress_bar_path(messy_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = prepare_dataset(messy_dir, tmp_path / "out", FilterConfig(), workers=2, progress=True)
+    assert result.kept == 3 and len(result.dropped) == 6
+    assert "reading structures" in capsys.readouterr().out

@@ -148,6 +148,9 @@ def test_config_rejects_bad_types_and_values() -> None:
     with pytest.raises(ConfigError, match="cond_dropout"):
         config_from_dict({"flow": {"cond_dropout": 0.1}})
     assert config_from_dict({"train": {"lr": 1}}).train.lr == 1.0  # ints are valid floats
+    assert config_from_dict({"kind": "toy"}).name == "experiment"
+    with pytest.raises(ConfigError, match="key 'kind'.*expected 'toy'"):
+        config_from_dict({"kind": "images"})
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -195,3 +198,15 @@ def test_condition_dropout_feeds_the_null_class() -> None:
     frac_null = (seen[0] == module.network.null_class).float().mean().item()
     assert abs(frac_null - 0.5) < 0.05
     assert set(seen[0].tolist()) == {1, 2}
+
+
+def test_atomic_path_replaces_on_success_and_keeps_old_file_on_failure(tmp_path: Path) -> None:
+    from proteinflow.train.atomic import atomic_path, atomic_write_text
+
+    target = tmp_path / "out.txt"
+    atomic_write_text(target, "first")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("partial")
+        raise RuntimeError("crash while writing")
+    assert target.read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temporary file left behind

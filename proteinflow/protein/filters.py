@@ -208,22 +208,9 @@ def coil_fraction(
     Returns:
         ``#coil / #labelled`` (1.0 when no residue could be labelled).
     """
-    import biotite.structure as struc
+    from proteinflow.protein.metrics import psea_labels
 
-    ca = np.asarray(ca, dtype=np.float32)
-    if ca.ndim != 2 or ca.shape[1] != 3:
-        raise ValueError(f"ca must have shape [L, 3], got {ca.shape}")
-    n = ca.shape[0]
-    if n == 0:
-        return 1.0
-    atoms = struc.AtomArray(n)
-    atoms.coord = ca
-    atoms.atom_name[:] = "CA"
-    atoms.res_name[:] = "ALA"  # P-SEA only needs CA geometry; any amino-acid name passes its filter
-    atoms.element[:] = "C"
-    atoms.res_id = np.arange(1, n + 1) if res_ids is None else np.asarray(res_ids, dtype=int)
-    atoms.chain_id[:] = "A" if chain_ids is None else np.asarray(chain_ids, dtype=str)
-    sse = struc.annotate_sse(atoms)
+    sse = psea_labels(ca, res_ids, chain_ids)
     labelled = sse != ""
     if not labelled.any():
         return 1.0

@@ -24,8 +24,8 @@ Pipeline (:func:`prepare_dataset`):
    - ``lengths.png``: histogram of the kept lengths.
 
 Prepared format (one uncompressed ``.npz``; chosen by measurement with ``scripts/bench_data.py`` on the
-4,838 CATH S20 training domains: 28.3 MiB, full load 0.02-0.03 s, against 19.7 MiB / 0.22 s for a
-compressed ``.npz`` and 36.8 MiB / 2.7 s for one ``.pt`` file per structure):
+4,838 CATH S20 training domains: 28.3 MiB, full load 0.014 s, against 19.7 MiB / 0.15 s for a compressed
+``.npz`` and 36.8 MiB / 1.3 s for one ``.pt`` file per structure):
 
 - ``coords`` float32 ``[T, 4, 3]``: N, CA, C, O of all kept structures concatenated (T = total residues;
   float16 was not used: at 100 A its resolution is 0.06 A);

@@ -16,8 +16,9 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
+
+from proteinflow.train.atomic import atomic_path, atomic_write_text
 
 FIXED_STEP_SOLVERS = ("euler", "midpoint", "rk4")
 SOLVERS = (*FIXED_STEP_SOLVERS, "dopri5")
@@ -43,14 +44,6 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def _error(message: str) -> int:
     print(f"proteinflow: error: {message}", file=sys.stderr)
     return 2
@@ -74,13 +67,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _frame_dispatch(args: argparse.Namespace) -> int | None:
     """Hand ``kind: frames`` configs to :mod:`proteinflow.train.frame_commands` (None for toy configs)."""
+    import yaml
+
     try:
-        from proteinflow.train.frame_commands import FrameTrainOverrides, train_frames
-        from proteinflow.train.frame_config import is_frame_config
-    except ImportError:
+        raw = yaml.safe_load(Path(args.config).read_text())
+    except (OSError, yaml.YAMLError):
+        return None  # load_config reports the problem
+    if not isinstance(raw, dict) or raw.get("kind") != "frames":
         return None
-    if not Path(args.config).is_file() or not is_frame_config(args.config):
-        return None
+    from proteinflow.train.frame_commands import FrameTrainOverrides, train_frames
+
     if args.logger == "none":
         return _error("--logger none is not supported for frame configs; use csv or wandb")
     overrides = FrameTrainOverrides(max_steps=args.max_steps, seed=args.seed)
@@ -118,7 +114,7 @@ def run_train(args: argparse.Namespace) -> int:
         cfg.seed = args.seed
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     lightning.seed_everything(cfg.seed, verbose=False)
     data = FlowDataModule(
@@ -146,7 +142,7 @@ def run_train(args: argparse.Namespace) -> int:
         enable_progress_bar=not args.no_progress,
         log_every_n_steps=cfg.train.log_every,
         gradient_clip_val=cfg.train.grad_clip if cfg.train.grad_clip > 0 else None,
-        callbacks=[SaveFlowCheckpoint(out)],
+        callbacks=[SaveFlowCheckpoint(out, every=cfg.train.checkpoint_every)],
         default_root_dir=str(out),
     )
     with warnings.catch_warnings():
@@ -255,9 +251,8 @@ def run_sample(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     _atomic_torch_save({"samples": samples, "x0": x0, "cond": cond, "nfe": result.nfe}, out / "samples.pt")
-    with tempfile.NamedTemporaryFile(dir=out, suffix=".npy", delete=False) as handle:
+    with atomic_path(out / "samples.npy") as tmp, open(tmp, "wb") as handle:
         np.save(handle, samples.numpy())
-    os.replace(handle.name, out / "samples.npy")
 
     metrics: dict[str, float | int | str] = {"solver": args.solver, "nfe": result.nfe, "num": args.num}
     if args.steps is not None:
@@ -267,7 +262,7 @@ def run_sample(args: argparse.Namespace) -> int:
         metrics["w1_exact"] = target.w1_to_samples(samples)
     if vector and cond is None:
         metrics["w2"] = wasserstein2(samples, reference)
-    _atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 
     if not args.no_plots:
         from proteinflow.train import plots

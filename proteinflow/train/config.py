@@ -1,7 +1,8 @@
 """Experiment configuration: nested dataclasses loaded from YAML with every unknown key rejected.
 
-A config file has the sections ``data``, ``model``, ``flow``, ``train`` and the top-level keys ``name`` and
-``seed``. Every section is a dataclass; :func:`load_config` raises :class:`ConfigError` naming the file, the
+A config file has the sections ``data``, ``model``, ``flow``, ``train`` and the top-level keys ``name``,
+``seed`` and optionally ``kind: toy`` (``kind: frames`` files are protein configs, see ``frame_config``).
+Every section is a dataclass; :func:`load_config` raises :class:`ConfigError` naming the file, the
 section and the offending key (``unknown key 'lrr' in section 'train' of configs/x.yaml; allowed: ...``),
 and type errors likewise. Defaults reproduce the torchcfm 8-gaussians -> moons protocol.
 """
@@ -72,14 +73,14 @@ class FlowConfig:
 @dataclass
 class TrainConfig:
     """Optimiser and loop: Adam with ``lr`` and ``weight_decay``; ``max_steps`` optimisation steps;
-    ``grad_clip`` (0 = none); ``log_every`` steps; ``eval_samples`` for the final W2/W1 metric (0 = none)."""
+    ``grad_clip`` (0 = none); ``log_every`` steps; ``checkpoint_every`` steps (0 = only at the end)."""
 
     max_steps: int = 2000
     lr: float = 1e-3
     weight_decay: float = 0.0
     grad_clip: float = 0.0
     log_every: int = 50
-    eval_samples: int = 1000
+    checkpoint_every: int = 1000
 
 
 @dataclass
@@ -110,13 +111,44 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 
+def _type_name(hint: Any) -> str:
+    if hint is type(None):
+        return "null"
+    return getattr(hint, "__name__", None) or str(hint)
+
+
 def check_type(value: Any, annotation: Any, where: str) -> Any:
-    """Return ``value`` converted to ``annotation`` (int -> float allowed) or raise naming ``where``."""
+    """Return ``value`` converted to ``annotation`` or raise :class:`ConfigError` naming ``where``.
+
+    Handles ``bool``, ``int``, ``float`` (ints accepted), ``str``, ``None``, unions, ``list[T]`` /
+    ``tuple[T, ...]`` (YAML lists, elements checked) and ``dict``; a string annotation is resolved with
+    those names.
+    """
     hint = annotation
     if isinstance(hint, str):
-        hint = eval(hint, {"str": str, "int": int, "float": float, "bool": bool, "None": None})
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        names = {
+            "str": str,
+            "int": int,
+            "float": float,
+            "bool": bool,
+            "None": None,
+            "list": list,
+            "tuple": tuple,
+            "dict": dict,
+            "Any": Any,
+        }
+        hint = eval(hint, names)
+    if hint is None:
+        hint = type(None)
+    if hint is Any:
+        return value
+    options = (
+        typing.get_args(hint)
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        else (hint,)
+    )
     for opt in options:
+        origin = typing.get_origin(opt)
         if opt is type(None) and value is None:
             return None
         if opt is bool and isinstance(value, bool):
@@ -127,7 +159,17 @@ def check_type(value: Any, annotation: Any, where: str) -> Any:
             return float(value)
         if opt is str and isinstance(value, str):
             return value
-    names = " | ".join("null" if o is type(None) else o.__name__ for o in options)
+        if (opt in (list, tuple) or origin in (list, tuple)) and isinstance(value, (list, tuple)):
+            args = [a for a in typing.get_args(opt) if a is not Ellipsis]
+            items = (
+                [check_type(v, args[0], f"{where}[{k}]") for k, v in enumerate(value)]
+                if args
+                else list(value)
+            )
+            return tuple(items) if (opt is tuple or origin is tuple) else items
+        if (opt is dict or origin is dict) and isinstance(value, dict):
+            return value
+    names = " | ".join(_type_name(o) for o in options)
     raise ConfigError(f"{where}: expected {names}, got {type(value).__name__} {value!r}")
 
 
@@ -168,6 +210,8 @@ def _validate(cfg: ExperimentConfig, source: str) -> None:
         (cfg.model.hidden >= 1 and cfg.model.depth >= 1, "model.hidden and model.depth must be >= 1"),
         (cfg.train.max_steps >= 1, "train.max_steps must be >= 1"),
         (cfg.train.lr > 0, "train.lr must be > 0"),
+        (cfg.train.checkpoint_every >= 0, "train.checkpoint_every must be >= 0"),
+        (cfg.train.log_every >= 1, "train.log_every must be >= 1"),
         (0.0 <= cfg.flow.cond_dropout < 1.0, "flow.cond_dropout must be in [0, 1)"),
         (cfg.flow.scheduler_n > 0, "flow.scheduler_n must be > 0"),
         (cfg.flow.time_std > 0, "flow.time_std must be > 0"),
@@ -205,10 +249,13 @@ def config_from_dict(raw: Any, source: str = "<dict>") -> ExperimentConfig:
     for key, value in raw.items():
         if key in sections:
             kwargs[key] = build_section(sections[key], value, key, source, _CHOICES)
+        elif key == "kind":
+            if value != "toy":
+                raise ConfigError(f"key 'kind' in {source}: expected 'toy' here (or omit it), got {value!r}")
         elif key in ("name", "seed"):
             kwargs[key] = check_type(value, "str" if key == "name" else "int", f"key '{key}' in {source}")
         else:
-            allowed = ", ".join(["name", "seed", *sections])
+            allowed = ", ".join(["kind", "name", "seed", *sections])
             raise ConfigError(f"unknown key '{key}' at the top level of {source}; allowed: {allowed}")
     cfg = ExperimentConfig(**kwargs)
     _validate(cfg, source)

@@ -226,6 +226,25 @@ def backbone_seed(seed: int, length: int, index: int) -> int:
     return (seed * 1_000_003 + length * 7_919 + index) % (2**63 - 1)
 
 
+def trajectory_times(final_gap: float, solver: str, steps: int | None, frames: int) -> list[float]:
+    """Times at which to record a sampling trajectory (the final ``t = 1`` state is added by the sampler).
+
+    Fixed-step solvers record on their own grid ``k (1 - final_gap) / steps`` (every ``ceil(steps / (frames
+    - 1))``-th step), so asking for a trajectory changes neither the result nor the NFE. Dormand-Prince
+    stops at ``frames`` evenly spaced times, which shortens some of its steps.
+    """
+    t_last = 1.0 - final_gap
+    if frames < 2:
+        raise ValueError(f"trajectory_frames must be >= 2, got {frames}")
+    if solver == "dopri5" or steps is None:
+        return [t_last * i / (frames - 1) for i in range(frames)]
+    stride = max(1, -(-steps // (frames - 1)))
+    ks = list(range(0, steps + 1, stride))
+    if ks[-1] != steps:
+        ks.append(steps)
+    return [t_last * k / steps for k in ks]
+
+
 def sample_frames(
     ckpt: str | Path,
     out: str | Path,
@@ -275,10 +294,11 @@ def sample_frames(
                     for k in idx
                 ]
                 x0 = {key: torch.cat([p[key] for p in priors]) for key in ("rots", "trans")}
-                times = None
-                if trajectory:
-                    t_last = 1.0 - flow.cfg.final_gap
-                    times = [t_last * i / (trajectory_frames - 1) for i in range(trajectory_frames)]
+                times = (
+                    trajectory_times(flow.cfg.final_gap, solver, steps, trajectory_frames)
+                    if trajectory
+                    else None
+                )
                 t0 = time.perf_counter()
                 result = flow.sample(
                     mask, method=solver, steps=steps, rtol=rtol, atol=atol, x_init=x0, return_times=times

@@ -26,6 +26,7 @@ from proteinflow.protein.dataset import (
     PreparedDataset,
     collate_backbones,
 )
+from proteinflow.protein.metrics import ca_geometry
 from proteinflow.train.frame_config import FrameExperimentConfig, frame_config_from_dict
 
 
@@ -36,31 +37,6 @@ class NonFiniteLossError(RuntimeError):
 def build_frame_flow(cfg: FrameExperimentConfig) -> FrameFlow:
     """The :class:`FrameFlow` described by an experiment config."""
     return FrameFlow(FrameFlowConfig(**cfg.flow), IPAConfig(**cfg.model))
-
-
-def ca_geometry(coords: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-    """Quick geometry of generated backbones ``coords [B, N, A, 3]`` (CA at index 1), mask ``[B, N]``.
-
-    Returns the mean and median consecutive CA-CA distance (A), the fraction outside [3.6, 4.0] A and
-    the fraction of non-adjacent CA pairs (``|i - j| >= 3``) closer than 3.0 A.
-    """
-    ca = coords[:, :, 1]
-    m = mask.to(torch.bool)
-    pair = m[:, 1:] & m[:, :-1]
-    d = (ca[:, 1:] - ca[:, :-1]).norm(dim=-1)[pair]
-    n = ca.shape[1]
-    idx = torch.arange(n, device=ca.device)
-    far = (idx[:, None] - idx[None, :]).abs() >= 3
-    pm = m[:, :, None] & m[:, None, :] & far
-    dist = torch.cdist(ca, ca)[pm]
-    if d.numel() == 0:
-        return {}
-    return {
-        "ca_ca_mean": float(d.mean()),
-        "ca_ca_median": float(d.median()),
-        "ca_ca_outside": float(((d < 3.6) | (d > 4.0)).float().mean()),
-        "clash_rate": float((dist < 3.0).float().mean()) if dist.numel() else 0.0,
-    }
 
 
 class FrameFlowModule(L.LightningModule):

@@ -15,8 +15,6 @@ optionally with classifier-free guidance).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from proteinflow.flow.schedulers import CondOTScheduler, PolynomialConvexSchedul
 from proteinflow.flow.time_samplers import LogitNormalTimeSampler, TimeSampler, UniformTimeSampler
 from proteinflow.models.mlp import TimeMLP
 from proteinflow.models.unet import SmallUNet
+from proteinflow.train.atomic import atomic_path
 from proteinflow.train.config import ExperimentConfig, config_from_dict
 
 CHECKPOINT_FORMAT = "proteinflow-flow-v1"
@@ -89,7 +88,7 @@ def build_coupling(cfg: ExperimentConfig) -> Any:
     if cfg.flow.coupling == "reflow":
         if cfg.flow.reflow_ckpt is None:
             raise ValueError("flow.coupling 'reflow' needs flow.reflow_ckpt")
-        teacher_cfg, teacher = load_checkpoint(cfg.flow.reflow_ckpt)
+        _, teacher = load_checkpoint(cfg.flow.reflow_ckpt)
         steps = cfg.flow.reflow_steps
 
         def sampler(x0: Tensor, cond: Tensor | None = None) -> Tensor:
@@ -158,15 +157,8 @@ def generate(
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: str | Path, cfg: ExperimentConfig, network: nn.Module, step: int) -> None:
