@@ -16,6 +16,7 @@ from collections.abc import Sequence
 _COMMANDS: list[tuple[tuple[str, ...], str, str, str]] = [
     (("train",), "proteinflow.train.commands", "train", "train a flow from a YAML config"),
     (("sample",), "proteinflow.train.commands", "sample", "sample from a trained checkpoint"),
+    (("eval",), "proteinflow.protein.eval_commands", "eval", "evaluate generated or real structures"),
     (("data", "prepare"), "proteinflow.protein.commands", "prepare", "prepare a structure dataset"),
     (("data", "fetch"), "proteinflow.protein.commands", "fetch", "download structures from the RCSB PDB"),
 ]

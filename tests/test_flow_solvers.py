@@ -105,6 +105,20 @@ def test_return_times_fixed_step_inserted_into_grid():
         assert float((res.trajectory[i] - exact(X0, 0.9, t)).abs().max()) < 1e-7
 
 
+def test_float32_return_times_land_on_the_grid_without_extra_steps():
+    """float32 times such as linspace(0, 1, 21) differ from k/20 by ~1e-8: no extra steps may be inserted."""
+    calls = {"n": 0}
+
+    def f(t, x):
+        calls["n"] += 1
+        return -x
+
+    times = torch.linspace(0, 1, 21, dtype=torch.float32)
+    res = solve_ode(f, X0, method="euler", steps=20, return_times=times)
+    assert res.nfe == 20 == calls["n"]
+    assert res.trajectory.shape[0] == 21
+
+
 def test_return_times_default_and_dopri5():
     res = solve_ode(linear_field, X0, method="midpoint", steps=3)
     torch.testing.assert_close(res.times, torch.tensor([0.0, 1.0], dtype=torch.float64))

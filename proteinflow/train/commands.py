@@ -63,6 +63,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="metrics logger (wandb runs offline); default csv",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    frames = parser.add_argument_group("frame-flow configs (kind: frames)")
+    frames.add_argument("--data", default=None, help="prepared dataset; overrides data.path")
+    frames.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
+    frames.add_argument("--devices", type=_positive_int, default=None, help="override train.devices")
+    frames.add_argument("--strategy", default=None, help="override train.strategy (e.g. ddp)")
+    frames.add_argument("--accelerator", default=None, help="override train.accelerator (cpu, gpu, auto)")
 
 
 def _frame_dispatch(args: argparse.Namespace) -> int | None:
@@ -74,17 +80,31 @@ def _frame_dispatch(args: argparse.Namespace) -> int | None:
     except (OSError, yaml.YAMLError):
         return None  # load_config reports the problem
     if not isinstance(raw, dict) or raw.get("kind") != "frames":
+        for flag in ("data", "devices", "strategy", "accelerator"):
+            if getattr(args, flag) is not None:
+                return _error(f"--{flag} applies only to frame-flow configs (kind: frames)")
+        if args.resume:
+            return _error("--resume applies only to frame-flow configs (kind: frames)")
         return None
     from proteinflow.train.frame_commands import FrameTrainOverrides, train_frames
 
     if args.logger == "none":
         return _error("--logger none is not supported for frame configs; use csv or wandb")
-    overrides = FrameTrainOverrides(max_steps=args.max_steps, seed=args.seed)
+    overrides = FrameTrainOverrides(
+        data_path=args.data,
+        max_steps=args.max_steps,
+        seed=args.seed,
+        devices=args.devices,
+        strategy=args.strategy,
+        accelerator=args.accelerator,
+    )
     from proteinflow.train.config import ConfigError
 
     try:
-        ckpt = train_frames(args.config, args.out, overrides=overrides, logger=args.logger)
-    except ConfigError as err:
+        ckpt = train_frames(
+            args.config, args.out, overrides=overrides, logger=args.logger, resume=args.resume
+        )
+    except (ConfigError, FileNotFoundError) as err:
         return _error(str(err))
     print(f"checkpoint: {ckpt}")
     return 0
@@ -174,6 +194,43 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the source samples (default 0)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    frames = parser.add_argument_group("frame-flow checkpoints (protein backbones)")
+    frames.add_argument(
+        "--lengths", type=_positive_int, nargs="+", default=None, help="backbone lengths; --num per length"
+    )
+    frames.add_argument("--trajectory", action="store_true", help="also write a multi-model trajectory PDB")
+    frames.add_argument("--batch-size", type=_positive_int, default=8, help="backbones per batch (default 8)")
+    frames.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+
+
+def _run_frame_sample(args: argparse.Namespace) -> int | None:
+    """Sample backbones if ``args.ckpt`` is a frame-flow checkpoint (None for toy checkpoints)."""
+    from proteinflow.train.frame_commands import is_frame_checkpoint, sample_frames
+
+    if not is_frame_checkpoint(args.ckpt):
+        if args.lengths is not None or args.trajectory:
+            return _error("--lengths/--trajectory apply only to frame-flow (protein) checkpoints")
+        return None
+    if args.lengths is None:
+        return _error("--lengths is required for a frame-flow checkpoint (e.g. --lengths 60 100)")
+    if args.guidance is not None or args.cls is not None:
+        return _error("--guidance/--class do not apply to frame-flow checkpoints")
+    records = sample_frames(
+        args.ckpt,
+        args.out,
+        lengths=args.lengths,
+        num=args.num,
+        solver=args.solver,
+        steps=args.steps,
+        rtol=args.rtol,
+        atol=args.atol,
+        seed=args.seed,
+        trajectory=args.trajectory,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    print(f"wrote {len(records)} backbones to {args.out} (samples.csv lists NFE and seconds)")
+    return 0
 
 
 def _check_solver_args(args: argparse.Namespace) -> str | None:
@@ -197,6 +254,9 @@ def run_sample(args: argparse.Namespace) -> int:
         return _error(problem)
     if not args.ckpt.is_file():
         return _error(f"checkpoint not found: {args.ckpt}")
+    frames = _run_frame_sample(args)
+    if frames is not None:
+        return frames
 
     import numpy as np
     import torch

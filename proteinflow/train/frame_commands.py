@@ -167,12 +167,19 @@ def train_frames(
         default_root_dir=str(out),
     )
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+    trainer.save_checkpoint(str(last), weights_only=False)  # every rank calls it (barrier); rank 0 writes
     if trainer.is_global_zero:
-        trainer.save_checkpoint(str(last), weights_only=False)
         log_dir = getattr(trainer.logger, "log_dir", None)
         if log_dir is not None:
             plot_loss_curve(Path(log_dir) / "metrics.csv", out / "loss_curve.png")
     return last
+
+
+def is_frame_checkpoint(path: str | Path) -> bool:
+    """True if ``path`` is a frame-flow checkpoint (``hyper_parameters.config.kind == "frames"``)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    config = ckpt.get("hyper_parameters", {}).get("config") if isinstance(ckpt, dict) else None
+    return isinstance(config, dict) and config.get("kind") == "frames"
 
 
 def load_frame_checkpoint(path: str | Path, device: str | torch.device = "cpu"):

@@ -58,6 +58,8 @@ class FrameFlowModule(L.LightningModule):
             if decay > 0
             else None
         )
+        if self.ema is not None:  # the average is not trained (DDP would flag its parameters as unused)
+            self.ema.requires_grad_(False)
 
     def sampling_flow(self) -> FrameFlow:
         """The EMA weights if kept, else the trained weights."""

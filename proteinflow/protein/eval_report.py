@@ -1,0 +1,193 @@
+"""Files written by ``proteinflow eval``: per-structure CSV, markdown summary and PNG plots (all atomic)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+from proteinflow.protein.evaluation import EvaluationResult, SetMetrics, summarise
+from proteinflow.protein.prepare import atomic_write_bytes
+
+__all__ = ["CSV_NAME", "PLOT_NAMES", "SUMMARY_NAME", "summary_markdown", "write_report"]
+
+CSV_NAME = "per_structure.csv"
+SUMMARY_NAME = "summary.md"
+PLOT_NAMES = ("rg_vs_length.png", "ca_angle_dihedral_hist.png", "sse_fractions.png")
+
+_TABLE: tuple[tuple[str, str, str], ...] = (
+    # (summary column, header, format)
+    ("length", "mean L", ".1f"),
+    ("ca_ca_mad", "CA-CA MAD (A)", ".3f"),
+    ("ca_ca_outside", "CA-CA outside", ".3f"),
+    ("n_ca_c_dev", "N-CA-C dev (deg)", ".2f"),
+    ("ca_c_n_dev", "CA-C-N dev (deg)", ".2f"),
+    ("c_n_ca_dev", "C-N-CA dev (deg)", ".2f"),
+    ("has_ca_clash", "CA clash", ".3f"),
+    ("has_atom_clash", "atom clash", ".3f"),
+    ("psea_helix", "P-SEA H", ".3f"),
+    ("psea_strand", "P-SEA E", ".3f"),
+    ("psea_coil", "P-SEA C", ".3f"),
+    ("dssp_helix", "DSSP H", ".3f"),
+    ("dssp_strand", "DSSP E", ".3f"),
+    ("dssp_coil", "DSSP C", ".3f"),
+    ("rg_ratio_ref", "Rg / ref fit", ".3f"),
+    ("novelty_tm", "max TM train", ".3f"),
+    ("nearest_ref_tm", "max TM ref", ".3f"),
+)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return format(value, spec)
+
+
+def _csv_text(metrics: SetMetrics) -> str:
+    columns: list[str] = []
+    for row in metrics.rows:
+        columns.extend(c for c in row if c not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    for row in metrics.rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def summary_markdown(result: EvaluationResult, sample_name: str, reference_name: str | None) -> str:
+    """The markdown summary: one table row per set, then distribution, diversity and novelty lines."""
+    lines = ["# proteinflow eval", ""]
+    lines.append("| set | n | " + " | ".join(h for _, h, _ in _TABLE) + " |")
+    lines.append("|---|---:|" + "---:|" * len(_TABLE))
+    sets = [(sample_name, result.samples)]
+    if result.reference is not None and reference_name is not None:
+        sets.append((reference_name, result.reference))
+    for name, metrics in sets:
+        means = summarise(metrics.rows)
+        cells = [_fmt(means[column], spec) for column, _, spec in _TABLE]
+        lines.append(f"| {name} | {len(metrics.rows)} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Columns: means over structures. CA-CA MAD = mean |d - 3.80 A| over linked pairs; outside = "
+        "fraction outside [3.6, 4.0] A; angle devs = mean |angle - Engh & Huber ideal|; CA clash / atom "
+        "clash = fraction of structures with a CA pair (|i-j| >= 3) under 3.0 A / a backbone heavy-atom "
+        "pair (|i-j| >= 2) under 2.5 A (O-N hydrogen-bond pairs: 2.0 A); Rg / ref fit = Rg over the "
+        "reference power law at the same length; max TM = highest TM-score normalised by the evaluated "
+        "structure.",
+        "",
+    ]
+    if result.w1_ca_angle is not None:
+        lines.append(f"- W1 CA virtual bond angle (samples vs reference): {result.w1_ca_angle:.3f} deg")
+    if result.w1_ca_dihedral is not None:
+        lines.append(f"- W1 CA dihedral, circular (samples vs reference): {result.w1_ca_dihedral:.3f} deg")
+    for name, metrics in sets:
+        if metrics.rg_fit is not None:
+            fit = metrics.rg_fit
+            law = f"Rg = {fit.prefactor:.3f} L^{fit.exponent:.3f}"
+            lines.append(f"- Rg power law ({name}): {law} (n={fit.n})")
+    window = "all lengths" if result.length_window is None else f"length window +-{result.length_window:g} L"
+    if result.n_train:
+        means = summarise(result.samples.rows)
+        lines.append(
+            f"- novelty: mean highest TM-score to the training set {_fmt(means['novelty_tm'], '.3f')} "
+            f"({result.n_train} training structures, {window})"
+        )
+    else:
+        lines.append("- novelty: not computed (no --train)")
+    if result.n_reference_tm:
+        means = summarise(result.samples.rows)
+        lines.append(
+            f"- nearest reference: mean highest TM-score {_fmt(means['nearest_ref_tm'], '.3f')} "
+            f"({result.n_reference_tm} reference structures, {window})"
+        )
+    d = result.diversity
+    if d.n_groups:
+        lines.append(
+            f"- diversity: mean pairwise TM-score {d.mean_pairwise_tm:.3f} over {d.n_groups} same-length "
+            f"groups ({d.n_structures} structures); {d.n_clusters} clusters at TM 0.5 "
+            f"(fraction {d.cluster_fraction:.3f})"
+        )
+    else:
+        lines.append("- diversity: no two structures share a length")
+    lines.append(f"- designability: {result.designability}")
+    lines.append(f"- skipped files: {len(result.skipped)}")
+    for path, reason in result.skipped:
+        lines.append(f"  - `{path}`: {reason}")
+    return "\n".join(lines) + "\n"
+
+
+def _save(fig, path: Path) -> None:  # noqa: ANN001 - matplotlib Figure
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(path, lambda h: h.write(buffer.getvalue()))
+
+
+def _plots(out: Path, result: EvaluationResult, sample_name: str, reference_name: str | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = [(sample_name, result.samples, "C0")]
+    if result.reference is not None and reference_name is not None:
+        sets.append((reference_name, result.reference, "C1"))
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, metrics, color in sets:
+        lengths = np.array([r["length"] for r in metrics.rows], dtype=float)
+        rgs = np.array([r["rg"] for r in metrics.rows], dtype=float)
+        ax.scatter(lengths, rgs, s=8, alpha=0.5, color=color, label=name)
+    if result.reference is not None and result.reference.rg_fit is not None:
+        fit = result.reference.rg_fit
+        all_lengths = np.concatenate([[r["length"] for r in m.rows] for _, m, _ in sets]).astype(float)
+        grid = np.linspace(max(all_lengths.min(), 1.0), all_lengths.max(), 200)
+        ax.plot(grid, fit(grid), "k--", label=f"reference fit {fit.prefactor:.2f} L^{fit.exponent:.3f}")
+    ax.set_xlabel("length L (residues)")
+    ax.set_ylabel("radius of gyration (A)")
+    ax.legend(fontsize=8)
+    _save(fig, out / PLOT_NAMES[0])
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4.2), squeeze=False)
+    for ax, (name, metrics, _) in zip(axes[0], sets, strict=True):
+        n = metrics.ca_pairs.shape[0]
+        ax.hist2d(
+            metrics.ca_pairs[:, 0], metrics.ca_pairs[:, 1], bins=[60, 72], range=[[60, 180], [-180, 180]],
+            cmap="viridis", density=True,
+        )
+        ax.set_title(f"{name} (n={n})")
+        ax.set_xlabel("CA virtual bond angle (deg)")
+        ax.set_ylabel("CA dihedral (deg)")
+    _save(fig, out / PLOT_NAMES[1])
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
+    width = 0.8 / len(sets)
+    for ax, method in zip(axes, ("psea", "dssp"), strict=True):
+        for k, (name, metrics, color) in enumerate(sets):
+            means = summarise(metrics.rows)
+            values = [means[f"{method}_{c}"] for c in ("helix", "strand", "coil")]
+            ax.bar(np.arange(3) + k * width, values, width=width, color=color, label=name)
+        ax.set_xticks(np.arange(3) + width * (len(sets) - 1) / 2, ["helix", "strand", "coil"])
+        ax.set_title("P-SEA" if method == "psea" else "DSSP (pydssp)")
+    axes[0].set_ylabel("mean fraction")
+    axes[0].legend(fontsize=8)
+    _save(fig, out / PLOT_NAMES[2])
+    plt.close(fig)
+
+
+def write_report(
+    out: str | Path, result: EvaluationResult, sample_name: str, reference_name: str | None = None
+) -> list[Path]:
+    """Write ``per_structure.csv``, ``summary.md`` and the plots into ``out``; returns the written paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / CSV_NAME, lambda h: h.write(_csv_text(result.samples).encode("utf-8")))
+    text = summary_markdown(result, sample_name, reference_name)
+    atomic_write_bytes(out / SUMMARY_NAME, lambda h: h.write(text.encode("utf-8")))
+    _plots(out, result, sample_name, reference_name)
+    return [out / CSV_NAME, out / SUMMARY_NAME] + [out / name for name in PLOT_NAMES]

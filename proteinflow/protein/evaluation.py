@@ -1,0 +1,467 @@
+"""``proteinflow eval``: load structure sets and compute per-structure and set-level metrics.
+
+A structure set comes from a directory of structure files (walked by
+:func:`proteinflow.protein.prepare.discover_inputs`; unreadable files are skipped with their reason) or from
+a prepared dataset (``dataset.npz`` or its folder). :func:`evaluate` computes, for the evaluated set and an
+optional reference set, the per-structure metrics of :mod:`proteinflow.protein.evaluation_metrics`, then
+
+- distributions: W1 between the sets' CA virtual bond angles (linear) and CA dihedrals (circular);
+- shape: the power-law fit ``Rg = a L^nu`` of each set and ``Rg / (a_ref L^nu_ref)`` per structure;
+- diversity: structures grouped by length; within groups of >= 2, mean pairwise TM-score and the number of
+  average-linkage clusters at TM 0.5 (:func:`proteinflow.protein.tmscore.cluster_count`);
+- novelty: highest TM-score (normalised by the sample) to the training set, nearest-reference TM-score to
+  the reference set (:func:`proteinflow.protein.tmscore.nearest_tm`, optional length window);
+- designability through the external hook of :mod:`proteinflow.protein.designability`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from proteinflow.protein.evaluation_metrics import (
+    PowerLawFit,
+    backbone_geometry,
+    ca_angle_dihedral_pairs,
+    ca_angles_dihedrals,
+    circular_wasserstein1,
+    dssp_labels,
+    fit_power_law,
+    label_fractions,
+    linked_pairs,
+    wasserstein1,
+)
+
+__all__ = [
+    "DiversityResult",
+    "EvalStructure",
+    "EvaluationResult",
+    "SetMetrics",
+    "StructureSet",
+    "compute_set_metrics",
+    "diversity",
+    "evaluate",
+    "load_structure_set",
+    "summarise",
+]
+
+T = TypeVar("T")
+
+#: Columns of the per-structure table that are averaged in the summary (in this order).
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "length",
+    "ca_ca_mad",
+    "ca_ca_outside",
+    "n_ca_c_dev",
+    "ca_c_n_dev",
+    "c_n_ca_dev",
+    "has_ca_clash",
+    "has_atom_clash",
+    "psea_helix",
+    "psea_strand",
+    "psea_coil",
+    "dssp_helix",
+    "dssp_strand",
+    "dssp_coil",
+    "rg",
+    "rg_ratio_ref",
+    "novelty_tm",
+    "nearest_ref_tm",
+)
+
+
+@dataclass(frozen=True)
+class EvalStructure:
+    """One backbone to evaluate.
+
+    Attributes:
+        name: structure name.
+        coords: ``[L, 4, 3]`` float N, CA, C, O in Angstrom (O may be NaN).
+        res_ids: ``[L]`` residue numbers (or ``None``: 1..L).
+        chain_ids: ``[L]`` chain ids (or ``None``: one chain).
+        source: the file or dataset it came from.
+    """
+
+    name: str
+    coords: np.ndarray
+    res_ids: np.ndarray | None
+    chain_ids: np.ndarray | None
+    source: str
+
+    def __len__(self) -> int:
+        return int(self.coords.shape[0])
+
+    @property
+    def ca(self) -> np.ndarray:
+        """``[L, 3]`` CA coordinates."""
+        return self.coords[:, 1]
+
+
+@dataclass(frozen=True)
+class StructureSet:
+    """Structures read from one input, plus the files that could not be read.
+
+    Attributes:
+        origin: the directory or dataset path.
+        structures: the structures (possibly a random subset, see ``n_available``).
+        skipped: ``(path, reason)`` of every unreadable file among those tried.
+        n_available: number of structures / files before subsampling.
+    """
+
+    origin: str
+    structures: list[EvalStructure]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    n_available: int = 0
+
+
+def _track(items: Sequence[T], description: str, progress: bool) -> Iterator[T]:
+    if not progress or len(items) < 2:
+        yield from items
+        return
+    from rich.progress import track
+
+    yield from track(items, description=description, total=len(items), transient=True)
+
+
+def _subset(n: int, max_count: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random subset of ``range(n)`` of size ``min(n, max_count)``."""
+    if max_count is None or max_count >= n:
+        return np.arange(n)
+    if max_count < 0:
+        raise ValueError(f"max_structures must be >= 0 or None, got {max_count}")
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_count, replace=False))
+
+
+def _is_prepared(path: Path) -> bool:
+    return (path.is_file() and path.suffix == ".npz") or (path.is_dir() and (path / "dataset.npz").is_file())
+
+
+def load_structure_set(
+    path: str | os.PathLike[str],
+    *,
+    max_structures: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> StructureSet:
+    """Read a directory of structure files or a prepared dataset.
+
+    Args:
+        path: a directory of PDB/mmCIF/BinaryCIF files (recursive), a prepared folder or its ``.npz``.
+        max_structures: keep a random subset of this many (seeded by ``seed``); ``None`` keeps all. For a
+            directory the subset is drawn among files before reading.
+        progress: show a progress bar while reading files.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"path: {root} does not exist")
+    if _is_prepared(root):
+        from proteinflow.protein.dataset import load_prepared
+
+        arrays = load_prepared(root)
+        chosen = _subset(len(arrays), max_structures, seed)
+        structures = []
+        for i in chosen:
+            start, stop = int(arrays.offsets[i]), int(arrays.offsets[i + 1])
+            structures.append(
+                EvalStructure(
+                    name=str(arrays.names[i]),
+                    coords=np.asarray(arrays.coords[start:stop], dtype=np.float64),
+                    res_ids=np.asarray(arrays.res_ids[start:stop], dtype=np.int64),
+                    chain_ids=None,
+                    source=str(arrays.sources[i]),
+                )
+            )
+        return StructureSet(origin=str(root), structures=structures, n_available=len(arrays))
+    from proteinflow.protein.io import StructureError, read_structure
+    from proteinflow.protein.prepare import discover_inputs
+
+    files = discover_inputs(root)
+    chosen_files = [files[i] for i in _subset(len(files), max_structures, seed)]
+    structures, skipped = [], []
+    for file in _track(chosen_files, f"reading {root.name}", progress):
+        try:
+            s = read_structure(file)
+        except StructureError as exc:
+            skipped.append((str(file), exc.reason))
+            continue
+        except Exception as exc:  # noqa: BLE001 - one bad file must never stop the evaluation
+            skipped.append((str(file), f"{type(exc).__name__}: {exc}"[:300]))
+            continue
+        if len(s) < 3:
+            skipped.append((str(file), f"only {len(s)} residues (need >= 3)"))
+            continue
+        structures.append(
+            EvalStructure(s.name, np.asarray(s.coords, np.float64), s.res_ids, s.chain_ids, str(file))
+        )
+    return StructureSet(origin=str(root), structures=structures, skipped=skipped, n_available=len(files))
+
+
+@dataclass
+class SetMetrics:
+    """Per-structure metrics of one set.
+
+    Attributes:
+        rows: one dict per structure (column name -> value), the CSV rows.
+        ca_angles: ``[A]`` all CA virtual bond angles (degrees).
+        ca_dihedrals: ``[D]`` all CA dihedrals (degrees).
+        ca_pairs: ``[D, 2]`` joint (angle, dihedral) pairs (see
+            :func:`proteinflow.protein.evaluation_metrics.ca_angle_dihedral_pairs`).
+        rg_fit: power-law fit of Rg against length (``None`` with fewer than two distinct lengths).
+    """
+
+    rows: list[dict[str, object]]
+    ca_angles: np.ndarray
+    ca_dihedrals: np.ndarray
+    ca_pairs: np.ndarray
+    rg_fit: PowerLawFit | None
+
+
+_PSEA_CODES = {"helix": "a", "strand": "b", "coil": "c"}
+_DSSP_CODES = {"helix": "H", "strand": "E", "coil": "-"}
+
+
+def structure_row(s: EvalStructure) -> tuple[dict[str, object], np.ndarray, np.ndarray, np.ndarray]:
+    """The metrics of one structure: ``(row, CA angles [A], CA dihedrals [D], (angle, dihedral) [D, 2])``."""
+    from proteinflow.protein.filters import radius_of_gyration
+    from proteinflow.protein.metrics import psea_labels
+
+    link = linked_pairs(len(s), s.res_ids, s.chain_ids)
+    geometry = backbone_geometry(s.coords, link)
+    theta, tau = ca_angles_dihedrals(s.ca, link)
+    psea = label_fractions(psea_labels(s.ca, s.res_ids, s.chain_ids), _PSEA_CODES)
+    dssp = label_fractions(dssp_labels(s.coords), _DSSP_CODES)
+    row: dict[str, object] = {"name": s.name, "source": s.source, "length": len(s)}
+    row.update(vars(geometry))
+    row["has_ca_clash"] = float(geometry.ca_clashes > 0)
+    row["has_atom_clash"] = float(geometry.atom_clashes > 0)
+    row.update({f"psea_{k}": v for k, v in psea.items()})
+    row.update({f"dssp_{k}": v for k, v in dssp.items()})
+    row["rg"] = radius_of_gyration(s.ca)
+    return row, theta, tau, ca_angle_dihedral_pairs(s.ca, link)
+
+
+def compute_set_metrics(structures: Sequence[EvalStructure], *, progress: bool = False) -> SetMetrics:
+    """Per-structure metrics, pooled CA angles/dihedrals and the Rg power-law fit of a set."""
+    rows, thetas, taus, pairs = [], [], [], []
+    for s in _track(structures, "structure metrics", progress):
+        row, theta, tau, pair = structure_row(s)
+        rows.append(row)
+        thetas.append(theta)
+        taus.append(tau)
+        pairs.append(pair)
+    lengths = np.array([r["length"] for r in rows], dtype=np.float64)
+    rgs = np.array([r["rg"] for r in rows], dtype=np.float64)
+    try:
+        fit = fit_power_law(lengths, rgs)
+    except ValueError:
+        fit = None
+    return SetMetrics(
+        rows=rows,
+        ca_angles=np.concatenate(thetas) if thetas else np.zeros(0),
+        ca_dihedrals=np.concatenate(taus) if taus else np.zeros(0),
+        ca_pairs=np.concatenate(pairs) if pairs else np.zeros((0, 2)),
+        rg_fit=fit,
+    )
+
+
+@dataclass(frozen=True)
+class DiversityResult:
+    """Diversity among structures of equal length.
+
+    Attributes:
+        n_groups: number of lengths with at least two structures.
+        n_structures: structures in those groups.
+        mean_pairwise_tm: mean over groups of the mean pairwise TM-score (NaN without groups).
+        n_clusters: total clusters at TM 0.5 over groups.
+        cluster_fraction: ``n_clusters / n_structures`` (1 = all distinct; NaN without groups).
+    """
+
+    n_groups: int
+    n_structures: int
+    mean_pairwise_tm: float
+    n_clusters: int
+    cluster_fraction: float
+
+
+def diversity(
+    structures: Sequence[EvalStructure], *, max_group: int = 50, threshold: float = 0.5, seed: int = 0
+) -> DiversityResult:
+    """Pairwise TM-score and cluster count within same-length groups (each capped at ``max_group``)."""
+    from proteinflow.protein.tmscore import cluster_count, pairwise_tm
+
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, s in enumerate(structures):
+        groups[len(s)].append(i)
+    means, clusters, counted = [], 0, 0
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        members = [members[i] for i in _subset(len(members), max_group, seed)]
+        matrix = pairwise_tm([structures[i].ca for i in members])
+        n = len(members)
+        means.append(float(matrix[~np.eye(n, dtype=bool)].mean()))
+        clusters += cluster_count(matrix, threshold)
+        counted += n
+    return DiversityResult(
+        n_groups=len(means),
+        n_structures=counted,
+        mean_pairwise_tm=float(np.mean(means)) if means else float("nan"),
+        n_clusters=clusters,
+        cluster_fraction=clusters / counted if counted else float("nan"),
+    )
+
+
+@dataclass
+class EvaluationResult:
+    """Everything ``proteinflow eval`` reports.
+
+    Attributes:
+        samples: metrics of the evaluated set (rows include ``rg_ratio_ref``, ``novelty_tm``,
+            ``nearest_ref_tm`` and ``designability_*`` when computed).
+        reference: metrics of the reference set, or ``None``.
+        skipped: ``(path, reason)`` of unreadable files of the evaluated set.
+        w1_ca_angle: W1 (degrees) between CA virtual bond angles of samples and reference (or ``None``).
+        w1_ca_dihedral: circular W1 (degrees) between CA dihedrals (or ``None``).
+        diversity: same-length diversity of the samples.
+        n_train: training structures used for novelty (0: not computed).
+        n_reference_tm: reference structures used for the nearest-reference TM-score (0: not computed).
+        length_window: the length window of the TM searches.
+        designability: one-line status of the designability hook.
+    """
+
+    samples: SetMetrics
+    reference: SetMetrics | None
+    skipped: list[tuple[str, str]]
+    w1_ca_angle: float | None
+    w1_ca_dihedral: float | None
+    diversity: DiversityResult
+    n_train: int
+    n_reference_tm: int
+    length_window: float | None
+    designability: str
+
+
+def _nearest_column(
+    samples: Sequence[EvalStructure],
+    pool: Sequence[EvalStructure],
+    window: float | None,
+    description: str,
+    progress: bool,
+) -> list[float]:
+    from proteinflow.protein.tmscore import nearest_tm
+
+    cas = [p.ca for p in pool]
+    return [nearest_tm(s.ca, cas, length_window=window).tm for s in _track(samples, description, progress)]
+
+
+def evaluate(
+    samples: StructureSet,
+    reference: StructureSet | None = None,
+    train: StructureSet | None = None,
+    *,
+    length_window: float | None = 0.2,
+    diversity_max_group: int = 50,
+    designability_cmd: str | None = None,
+    progress: bool = False,
+) -> EvaluationResult:
+    """Evaluate ``samples`` against an optional ``reference`` and ``train`` set.
+
+    Args:
+        samples: the evaluated set (must hold at least one structure).
+        reference: real structures to compare distributions with; ``None`` skips the comparisons.
+        train: training structures for novelty; when it is the same object as ``reference`` the TM search
+            is done once and reused.
+        length_window: relative length window of the TM searches (``None``: compare all).
+        diversity_max_group: cap on the structures per length group in the diversity computation.
+        designability_cmd: hook template (see :mod:`proteinflow.protein.designability`), ``None``: off.
+        progress: rich progress bars.
+    """
+    if not samples.structures:
+        raise ValueError(f"samples: no readable structure in {samples.origin}")
+    sample_metrics = compute_set_metrics(samples.structures, progress=progress)
+    ref_metrics = None
+    w1_angle = w1_dihedral = None
+    if reference is not None and reference.structures:
+        ref_metrics = compute_set_metrics(reference.structures, progress=progress)
+        if sample_metrics.ca_angles.size and ref_metrics.ca_angles.size:
+            w1_angle = wasserstein1(sample_metrics.ca_angles, ref_metrics.ca_angles)
+        if sample_metrics.ca_dihedrals.size and ref_metrics.ca_dihedrals.size:
+            w1_dihedral = circular_wasserstein1(sample_metrics.ca_dihedrals, ref_metrics.ca_dihedrals)
+        if ref_metrics.rg_fit is not None:
+            for row in sample_metrics.rows:
+                row["rg_ratio_ref"] = float(row["rg"]) / float(ref_metrics.rg_fit(float(row["length"])))
+            for row in ref_metrics.rows:
+                row["rg_ratio_ref"] = float(row["rg"]) / float(ref_metrics.rg_fit(float(row["length"])))
+    n_train = n_ref_tm = 0
+    if train is not None and train.structures:
+        novelty = _nearest_column(samples.structures, train.structures, length_window, "novelty TM", progress)
+        for row, value in zip(sample_metrics.rows, novelty, strict=True):
+            row["novelty_tm"] = value
+        n_train = len(train.structures)
+    if reference is not None and reference.structures:
+        if reference is train:
+            nearest = [float(row["novelty_tm"]) for row in sample_metrics.rows]
+        else:
+            nearest = _nearest_column(
+                samples.structures, reference.structures, length_window, "nearest reference TM", progress
+            )
+        for row, value in zip(sample_metrics.rows, nearest, strict=True):
+            row["nearest_ref_tm"] = value
+        n_ref_tm = len(reference.structures)
+    status = _run_hook(samples.structures, sample_metrics.rows, designability_cmd, progress)
+    return EvaluationResult(
+        samples=sample_metrics,
+        reference=ref_metrics,
+        skipped=list(samples.skipped),
+        w1_ca_angle=w1_angle,
+        w1_ca_dihedral=w1_dihedral,
+        diversity=diversity(samples.structures, max_group=diversity_max_group),
+        n_train=n_train,
+        n_reference_tm=n_ref_tm,
+        length_window=length_window,
+        designability=status,
+    )
+
+
+def _run_hook(
+    structures: Sequence[EvalStructure], rows: list[dict[str, object]], command: str | None, progress: bool
+) -> str:
+    from proteinflow.protein.designability import ENV_VAR, run_designability
+
+    if not command:
+        return f"not configured (pass --designability-cmd 'CMD {{pdb}} {{workdir}}' or set {ENV_VAR})"
+    failures, designable = 0, []
+    for s, row in zip(_track(structures, "designability", progress), rows, strict=False):
+        outcome = run_designability(command, s.source)
+        if outcome.error is not None:
+            failures += 1
+            row["designability_error"] = outcome.error
+            continue
+        row.update({f"designability_{k}": v for k, v in outcome.values.items()})
+        if "designable" in outcome.values:
+            designable.append(outcome.values["designable"])
+    text = f"ran `{command}` on {len(rows)} structures, {failures} failed"
+    if designable:
+        text += f"; designable (sc-RMSD < 2 A): {np.mean(designable):.3f} of {len(designable)}"
+    return text
+
+
+def summarise(rows: Iterable[dict[str, object]]) -> dict[str, float]:
+    """Mean of every :data:`SUMMARY_COLUMNS` entry over the rows that have a finite value (NaN if none)."""
+    rows = list(rows)
+    out = {}
+    for column in SUMMARY_COLUMNS:
+        values = [float(r[column]) for r in rows if column in r and r[column] is not None]
+        values = [v for v in values if math.isfinite(v)]
+        out[column] = float(np.mean(values)) if values else float("nan")
+    return out
