@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from proteinflow.atomic import atomic_write_bytes, atomic_write_text
 from proteinflow.geometry.align import aligned_rmsd
 from proteinflow.protein.backbone import atoms_from_frames
 from proteinflow.protein.metrics import ca_geometry, sse_fractions
@@ -126,9 +127,7 @@ def plot_solvers(results: list[tuple[str, int, float, float]], path: Path) -> No
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, lambda handle: handle.write(buf.getvalue()))
 
 
 def main() -> None:
@@ -157,9 +156,7 @@ def main() -> None:
         f"## Solvers at N = {args.solver_length} ({args.solver_num} backbones, same noise)\n\n{s_table}\n"
     )
     print(report)
-    tmp = args.out / ".report.md.tmp"
-    tmp.write_text(report)
-    os.replace(tmp, args.out / "report.md")
+    atomic_write_text(args.out / "report.md", report)
     plot_solvers(results, args.out / "solvers.png")
 
 

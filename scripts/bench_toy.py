@@ -33,10 +33,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from proteinflow.atomic import atomic_write_text
 from proteinflow.flow.couplings import ReflowCoupling
 from proteinflow.flow.likelihood import log_likelihood
 from proteinflow.train import plots
-from proteinflow.train.atomic import atomic_write_text
 from proteinflow.train.config import ExperimentConfig, config_from_dict
 from proteinflow.train.data.toy import (
     Digits,

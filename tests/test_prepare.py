@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from proteinflow.atomic import atomic_write_bytes
 from proteinflow.cli import main
 from proteinflow.protein import prepare as prepare_module
 from proteinflow.protein.dataset import load_prepared
 from proteinflow.protein.filters import FilterConfig
 from proteinflow.protein.io import read_structure
 from proteinflow.protein.prepare import (
-    atomic_write_bytes,
     discover_inputs,
     is_structure_file,
     prepare_dataset,

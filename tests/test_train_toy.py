@@ -201,7 +201,7 @@ def test_condition_dropout_feeds_the_null_class() -> None:
 
 
 def test_atomic_path_replaces_on_success_and_keeps_old_file_on_failure(tmp_path: Path) -> None:
-    from proteinflow.train.atomic import atomic_path, atomic_write_text
+    from proteinflow.atomic import atomic_path, atomic_write_text
 
     target = tmp_path / "out.txt"
     atomic_write_text(target, "first")

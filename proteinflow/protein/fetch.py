@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from proteinflow.protein.prepare import atomic_write_bytes
+from proteinflow.atomic import atomic_write_bytes
 
 __all__ = [
     "FORMATS",

@@ -41,7 +41,6 @@ import io
 import json
 import os
 import pickle
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -52,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from proteinflow.atomic import atomic_write_bytes, atomic_write_text
 from proteinflow.protein.filters import (
     FilterConfig,
     StructureStats,
@@ -78,7 +78,6 @@ __all__ = [
     "FileOutcome",
     "ParsedRecord",
     "PrepareResult",
-    "atomic_write_bytes",
     "discover_inputs",
     "is_structure_file",
     "prepare_dataset",
@@ -266,34 +265,6 @@ def _process_star(task: tuple[str, bool]) -> FileOutcome:
 
 
 # ------------------------------------------------------------------------------------- atomic writes
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], write: Callable[[io.BufferedWriter], None]) -> None:
-    """Write a file atomically: ``write(handle)`` fills a temporary file in the same folder, which is then
-    flushed, fsync-ed and moved over ``path`` with ``os.replace``. On any error the temporary file is
-    removed and ``path`` is left as it was."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda h: h.write(text.encode("utf-8")))
 
 
 # --------------------------------------------------------------------------------------------- cache
@@ -638,8 +609,8 @@ def prepare_dataset(
         "wall_seconds": wall,
         "dropped": [{"path": p, "reason": r} for p, r in dropped.items()],
     }
-    _atomic_write_text(report_path, json.dumps(report, indent=1) + "\n")
-    _atomic_write_text(out / REPORT_MD, _report_markdown(report))
+    atomic_write_text(report_path, json.dumps(report, indent=1) + "\n")
+    atomic_write_text(out / REPORT_MD, _report_markdown(report))
     return PrepareResult(
         out_dir=out,
         n_inputs=len(paths),

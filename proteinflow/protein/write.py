@@ -13,14 +13,14 @@ columns also limit coordinates to [-999.999, 9999.999] Å (checked). mmCIF keeps
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from proteinflow.atomic import atomic_path
 
 __all__ = ["write_mmcif", "write_pdb", "write_trajectory_pdb"]
 
@@ -112,22 +112,9 @@ def _build_atoms(
 
 def _atomic_write(path: str | os.PathLike[str], write) -> Path:  # noqa: ANN001
     """Call ``write(tmp_path)`` on a temporary file next to ``path``, then move it onto ``path``."""
-    target = Path(path)
-    if target.is_dir():
-        raise ValueError(f"path: expected a file path, got the directory {target}")
-    directory = target.parent if str(target.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return target
+    with atomic_path(path) as tmp:
+        write(str(tmp))
+    return Path(path)
 
 
 def write_pdb(

@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from proteinflow.train.atomic import atomic_path, atomic_write_text
+from proteinflow.atomic import atomic_path, atomic_write_text
 
 FIXED_STEP_SOLVERS = ("euler", "midpoint", "rk4")
 SOLVERS = (*FIXED_STEP_SOLVERS, "dopri5")

@@ -22,13 +22,8 @@ from typing import Any
 
 import torch
 
+from proteinflow.atomic import atomic_write_bytes, atomic_write_text
 from proteinflow.train.frame_config import FrameExperimentConfig, load_frame_config
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -97,9 +92,7 @@ def plot_loss_curve(metrics_csv: Path, out_png: Path) -> Path | None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    tmp = out_png.with_name(f".{out_png.name}.tmp{os.getpid()}")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, out_png)
+    atomic_write_bytes(out_png, lambda handle: handle.write(buf.getvalue()))
     return out_png
 
 
@@ -340,6 +333,6 @@ def sample_frames(
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write_text(out / "samples.csv", buf.getvalue())
-    _atomic_write_text(out / "samples.json", json.dumps(rows, indent=1))
+    atomic_write_text(out / "samples.csv", buf.getvalue())
+    atomic_write_text(out / "samples.json", json.dumps(rows, indent=1))
     return records

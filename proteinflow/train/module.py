@@ -23,13 +23,13 @@ import lightning
 import torch
 from torch import Tensor, nn
 
+from proteinflow.atomic import atomic_path
 from proteinflow.flow.losses import cfm_loss
 from proteinflow.flow.paths import AffinePath
 from proteinflow.flow.schedulers import CondOTScheduler, PolynomialConvexScheduler, Scheduler, VPScheduler
 from proteinflow.flow.time_samplers import LogitNormalTimeSampler, TimeSampler, UniformTimeSampler
 from proteinflow.models.mlp import TimeMLP
 from proteinflow.models.unet import SmallUNet
-from proteinflow.train.atomic import atomic_path
 from proteinflow.train.config import ExperimentConfig, config_from_dict
 
 CHECKPOINT_FORMAT = "proteinflow-flow-v1"

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from proteinflow.train.atomic import atomic_path  # noqa: E402
+from proteinflow.atomic import atomic_path  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> Path:
