@@ -123,7 +123,15 @@ def run_eval(args: argparse.Namespace) -> int:
     reference_name = Path(args.reference).name if args.reference is not None else None
     if reference_name == sample_name:
         reference_name = f"{reference_name} (reference)"
-    write_report(out, result, sample_name, reference_name)
+    notes = []
+    for label, chosen in (("reference", reference), ("train", train)):
+        if chosen is not None:
+            notes.append(
+                f"{label}: {len(chosen.structures)} of {chosen.n_available} structures of `{chosen.origin}`"
+                f" (random subset, seed {args.seed}, when fewer)"
+            )
+    notes.append(f"wall time: {time.perf_counter() - start:.1f} s")
+    write_report(out, result, sample_name, reference_name, notes)
     print((out / SUMMARY_NAME).read_text())
     print(
         f"{len(samples.structures)} structures evaluated, {len(samples.skipped)} skipped, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +59,14 @@ def _csv_text(metrics: SetMetrics) -> str:
     return buffer.getvalue()
 
 
-def summary_markdown(result: EvaluationResult, sample_name: str, reference_name: str | None) -> str:
-    """The markdown summary: one table row per set, then distribution, diversity and novelty lines."""
+def summary_markdown(
+    result: EvaluationResult,
+    sample_name: str,
+    reference_name: str | None,
+    notes: Sequence[str] = (),
+) -> str:
+    """The markdown summary: one table row per set, then distribution, diversity and novelty lines, then
+    ``notes`` (one bullet each)."""
     lines = ["# proteinflow eval", ""]
     lines.append("| set | n | " + " | ".join(h for _, h, _ in _TABLE) + " |")
     lines.append("|---|---:|" + "---:|" * len(_TABLE))
@@ -117,6 +124,7 @@ def summary_markdown(result: EvaluationResult, sample_name: str, reference_name:
     lines.append(f"- skipped files: {len(result.skipped)}")
     for path, reason in result.skipped:
         lines.append(f"  - `{path}`: {reason}")
+    lines.extend(f"- {note}" for note in notes)
     return "\n".join(lines) + "\n"
 
 
@@ -181,13 +189,18 @@ def _plots(out: Path, result: EvaluationResult, sample_name: str, reference_name
 
 
 def write_report(
-    out: str | Path, result: EvaluationResult, sample_name: str, reference_name: str | None = None
+    out: str | Path,
+    result: EvaluationResult,
+    sample_name: str,
+    reference_name: str | None = None,
+    notes: Sequence[str] = (),
 ) -> list[Path]:
-    """Write ``per_structure.csv``, ``summary.md`` and the plots into ``out``; returns the written paths."""
+    """Write ``per_structure.csv``, ``summary.md`` (with ``notes``) and the plots into ``out``; returns the
+    written paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / CSV_NAME, lambda h: h.write(_csv_text(result.samples).encode("utf-8")))
-    text = summary_markdown(result, sample_name, reference_name)
+    text = summary_markdown(result, sample_name, reference_name, notes)
     atomic_write_bytes(out / SUMMARY_NAME, lambda h: h.write(text.encode("utf-8")))
     _plots(out, result, sample_name, reference_name)
     return [out / CSV_NAME, out / SUMMARY_NAME] + [out / name for name in PLOT_NAMES]
