@@ -21,8 +21,20 @@ from proteinflow.train.config import ConfigError
 from proteinflow.train.frame_config import frame_config_from_dict, load_frame_config
 
 TINY_MODEL = dict(
-    c_s=16, c_z=8, c_hidden=8, num_heads=2, num_qk_points=2, num_v_points=2, c_pair_value=4, num_blocks=1,
-    c_time=8, c_pos=8, relpos_k=8, edge_feat_dim=8, num_dist_bins=8, edge_transition_hidden=16,
+    c_s=16,
+    c_z=8,
+    c_hidden=8,
+    num_heads=2,
+    num_qk_points=2,
+    num_v_points=2,
+    c_pair_value=4,
+    num_blocks=1,
+    c_time=8,
+    c_pos=8,
+    relpos_k=8,
+    edge_feat_dim=8,
+    num_dist_bins=8,
+    edge_transition_hidden=16,
 )
 
 
@@ -37,8 +49,17 @@ def prepared(cath_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _config(prepared: Path, **train: object) -> dict:
     base_train = dict(
-        max_steps=4, lr=1e-3, accelerator="cpu", devices=1, checkpoint_every=2, val_every=2, val_samples=1,
-        val_length=12, val_steps=3, log_every=1, ema_decay=0.9,
+        max_steps=4,
+        lr=1e-3,
+        accelerator="cpu",
+        devices=1,
+        checkpoint_every=2,
+        val_every=2,
+        val_samples=1,
+        val_length=12,
+        val_steps=3,
+        log_every=1,
+        ema_decay=0.9,
     )
     base_train.update(train)
     return {
@@ -95,8 +116,18 @@ def test_train_resume_and_sample_end_to_end(tmp_path: Path, prepared: Path) -> N
     assert changed, "resuming did not train"
 
     records = sample_frames(
-        last, tmp_path / "samples", lengths=[20, 25], num=2, solver="euler", steps=5, rtol=None, atol=None,
-        seed=7, trajectory=True, batch_size=2, device="cpu",
+        last,
+        tmp_path / "samples",
+        lengths=[20, 25],
+        num=2,
+        solver="euler",
+        steps=5,
+        rtol=None,
+        atol=None,
+        seed=7,
+        trajectory=True,
+        batch_size=2,
+        device="cpu",
     )
     assert len(records) == 4 and all(r.nfe == 6 for r in records)  # 5 Euler steps + the final step
     for r in records:
@@ -111,8 +142,17 @@ def test_train_resume_and_sample_end_to_end(tmp_path: Path, prepared: Path) -> N
 
     # reproducible for a seed, and independent of the batch size
     again = sample_frames(
-        last, tmp_path / "again", lengths=[20], num=2, solver="euler", steps=5, rtol=None, atol=None,
-        seed=7, batch_size=1, device="cpu",
+        last,
+        tmp_path / "again",
+        lengths=[20],
+        num=2,
+        solver="euler",
+        steps=5,
+        rtol=None,
+        atol=None,
+        seed=7,
+        batch_size=1,
+        device="cpu",
     )
     a = (tmp_path / "samples" / "len20_sample1.pdb").read_text()
     b = (tmp_path / "again" / again[1].file).read_text()
@@ -152,8 +192,23 @@ def test_two_process_cpu_ddp_trains_checkpoints_and_resumes(tmp_path: Path, prep
     cmd = [sys.executable, "-m", "proteinflow.cli", "train", "--config", str(config), "--out", str(out)]
     subprocess.run(cmd, check=True, env=env, timeout=300, capture_output=True)
     assert torch.load(out / "last.ckpt", weights_only=True)["global_step"] == 4
-    run = subprocess.run([*cmd, "--resume", "--max-steps", "6"], env=env, timeout=300, capture_output=True,
-                         text=True)
+    run = subprocess.run(
+        [*cmd, "--resume", "--max-steps", "6"], env=env, timeout=300, capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     ckpt = torch.load(out / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 6
+
+
+def test_wandb_logger_writes_an_offline_run(
+    tmp_path: Path, prepared: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from proteinflow.train.frame_commands import train_frames
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config = _write(tmp_path / "cfg.yaml", _config(prepared, max_steps=2, val_every=0))
+    train_frames(config, tmp_path / "run", logger="wandb")
+    assert os.environ["WANDB_MODE"] == "offline"  # offline unless the user configured a mode
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
