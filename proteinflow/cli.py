@@ -1,4 +1,4 @@
-"""The ``proteinflow`` command line: ``proteinflow {train,sample,data} ...``.
+"""The ``proteinflow`` command line: ``proteinflow {train,sample,eval,bench,data} ...``.
 
 Each area owns its subcommands in a ``commands`` module exposing ``add_<name>_arguments(parser)`` and
 ``run_<name>(args) -> int``. Those modules keep heavy imports (torch, lightning, biotite) inside the
@@ -17,6 +17,7 @@ _COMMANDS: list[tuple[tuple[str, ...], str, str, str]] = [
     (("train",), "proteinflow.train.commands", "train", "train a flow from a YAML config"),
     (("sample",), "proteinflow.train.commands", "sample", "sample from a trained checkpoint"),
     (("eval",), "proteinflow.protein.eval_commands", "eval", "evaluate generated or real structures"),
+    (("bench",), "proteinflow.train.bench_commands", "bench", "train, sample and evaluate on one budget"),
     (("data", "prepare"), "proteinflow.protein.commands", "prepare", "prepare a structure dataset"),
     (("data", "fetch"), "proteinflow.protein.commands", "fetch", "download structures from the RCSB PDB"),
 ]

@@ -132,6 +132,10 @@ class FrameFlowLoss:
     trans: Tensor
     aux: Tensor
 
+    def terms(self) -> dict[str, Tensor]:
+        """Named loss terms (for logging)."""
+        return {"rot": self.rot, "trans": self.trans, "aux": self.aux}
+
 
 @dataclass
 class FrameSamples:

@@ -13,7 +13,7 @@ import numpy as np
 from proteinflow.protein.evaluation import EvaluationResult, SetMetrics, summarise
 from proteinflow.protein.prepare import atomic_write_bytes
 
-__all__ = ["CSV_NAME", "PLOT_NAMES", "SUMMARY_NAME", "summary_markdown", "write_report"]
+__all__ = ["CSV_NAME", "PLOT_NAMES", "SUMMARY_NAME", "SUMMARY_TABLE", "summary_markdown", "write_report"]
 
 CSV_NAME = "per_structure.csv"
 SUMMARY_NAME = "summary.md"
@@ -39,6 +39,8 @@ _TABLE: tuple[tuple[str, str, str], ...] = (
     ("novelty_tm", "max TM train", ".3f"),
     ("nearest_ref_tm", "max TM ref", ".3f"),
 )
+#: ``(summary column, markdown header, format)`` of the summary table (also used by ``proteinflow bench``).
+SUMMARY_TABLE = _TABLE
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -120,6 +122,14 @@ def summary_markdown(
         )
     else:
         lines.append("- diversity: no two structures share a length")
+    for name, metrics in sets:
+        n_ca = sum(1 for row in metrics.rows if float(row.get("ca_only", 0.0)) > 0)
+        if n_ca:
+            lines.append(
+                f"- {name}: {n_ca} of {len(metrics.rows)} structures are C-alpha only: bond-angle "
+                "deviations, atom clashes and DSSP need N/C/O and are left out for them ('-' when none has "
+                "them); CA-CA, CA clash, P-SEA, Rg, CA angle/dihedral and TM-score metrics are CA-based"
+            )
     lines.append(f"- designability: {result.designability}")
     lines.append(f"- skipped files: {len(result.skipped)}")
     for path, reason in result.skipped:
@@ -163,10 +173,11 @@ def _plots(out: Path, result: EvaluationResult, sample_name: str, reference_name
     fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4.2), squeeze=False)
     for ax, (name, metrics, _) in zip(axes[0], sets, strict=True):
         n = metrics.ca_pairs.shape[0]
-        ax.hist2d(
-            metrics.ca_pairs[:, 0], metrics.ca_pairs[:, 1], bins=[60, 72], range=[[60, 180], [-180, 180]],
-            cmap="viridis", density=True,
-        )
+        if n:
+            ax.hist2d(
+                metrics.ca_pairs[:, 0], metrics.ca_pairs[:, 1], bins=[60, 72],
+                range=[[60, 180], [-180, 180]], cmap="viridis", density=True,
+            )
         ax.set_title(f"{name} (n={n})")
         ax.set_xlabel("CA virtual bond angle (deg)")
         ax.set_ylabel("CA dihedral (deg)")
@@ -194,13 +205,17 @@ def write_report(
     sample_name: str,
     reference_name: str | None = None,
     notes: Sequence[str] = (),
+    *,
+    plots: bool = True,
 ) -> list[Path]:
-    """Write ``per_structure.csv``, ``summary.md`` (with ``notes``) and the plots into ``out``; returns the
-    written paths."""
+    """Write ``per_structure.csv``, ``summary.md`` (with ``notes``) and (if ``plots``) the plots into ``out``;
+    returns the written paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / CSV_NAME, lambda h: h.write(_csv_text(result.samples).encode("utf-8")))
     text = summary_markdown(result, sample_name, reference_name, notes)
     atomic_write_bytes(out / SUMMARY_NAME, lambda h: h.write(text.encode("utf-8")))
+    if not plots:
+        return [out / CSV_NAME, out / SUMMARY_NAME]
     _plots(out, result, sample_name, reference_name)
     return [out / CSV_NAME, out / SUMMARY_NAME] + [out / name for name in PLOT_NAMES]

@@ -190,7 +190,7 @@ def load_structure_set(
     structures, skipped = [], []
     for file in _track(chosen_files, f"reading {root.name}", progress):
         try:
-            s = read_structure(file)
+            s = read_structure(file, allow_ca_only=True)
         except StructureError as exc:
             skipped.append((str(file), exc.reason))
             continue
@@ -230,20 +230,37 @@ _PSEA_CODES = {"helix": "a", "strand": "b", "coil": "c"}
 _DSSP_CODES = {"helix": "H", "strand": "E", "coil": "-"}
 
 
+def is_ca_only(coords: np.ndarray) -> bool:
+    """True if a backbone ``[L, 4, 3]`` has CA atoms only (every N and C is NaN)."""
+    return not np.isfinite(np.asarray(coords)[:, [0, 2]]).any()
+
+
 def structure_row(s: EvalStructure) -> tuple[dict[str, object], np.ndarray, np.ndarray, np.ndarray]:
-    """The metrics of one structure: ``(row, CA angles [A], CA dihedrals [D], (angle, dihedral) [D, 2])``."""
+    """The metrics of one structure: ``(row, CA angles [A], CA dihedrals [D], (angle, dihedral) [D, 2])``.
+
+    C-alpha-only structures (:func:`is_ca_only`) degrade to the CA-based metrics: CA-CA distances, CA
+    clashes, CA angles/dihedrals, P-SEA, Rg and TM-scores are computed; the N/C/O-based ones (bond-angle
+    deviations, atom clashes, DSSP) are NaN, and the row has ``ca_only = 1``.
+    """
     from proteinflow.protein.filters import radius_of_gyration
     from proteinflow.protein.metrics import psea_labels
 
+    ca_only = is_ca_only(s.coords)
     link = linked_pairs(len(s), s.res_ids, s.chain_ids)
     geometry = backbone_geometry(s.coords, link)
     theta, tau = ca_angles_dihedrals(s.ca, link)
     psea = label_fractions(psea_labels(s.ca, s.res_ids, s.chain_ids), _PSEA_CODES)
-    dssp = label_fractions(dssp_labels(s.coords), _DSSP_CODES)
-    row: dict[str, object] = {"name": s.name, "source": s.source, "length": len(s)}
+    if ca_only:
+        dssp = {name: float("nan") for name in _DSSP_CODES}
+    else:
+        dssp = label_fractions(dssp_labels(s.coords), _DSSP_CODES)
+    row: dict[str, object] = {"name": s.name, "source": s.source, "length": len(s), "ca_only": float(ca_only)}
     row.update(vars(geometry))
     row["has_ca_clash"] = float(geometry.ca_clashes > 0)
     row["has_atom_clash"] = float(geometry.atom_clashes > 0)
+    if ca_only:
+        row["atom_clashes"] = float("nan")
+        row["has_atom_clash"] = float("nan")
     row.update({f"psea_{k}": v for k, v in psea.items()})
     row.update({f"dssp_{k}": v for k, v in dssp.items()})
     row["rg"] = radius_of_gyration(s.ca)

@@ -55,6 +55,9 @@ __all__ = [
 BACKBONE_ATOMS: tuple[str, str, str, str] = ("N", "CA", "C", "O")
 #: A peptide bond C(i)-N(i+1) longer than this (Å) is a chain break.
 CHAIN_BREAK_DISTANCE: float = 2.0
+#: In C-alpha-only structures (``read_structure(..., allow_ca_only=True)``) a CA(i)-CA(i+1) distance longer
+#: than this (Å) is a chain break.
+CA_ONLY_BREAK_DISTANCE: float = 4.5
 #: Coordinates with an absolute value above this (Å) are rejected as absurd.
 MAX_ABS_COORD: float = 9999.0
 
@@ -87,7 +90,8 @@ class BackboneStructure:
     Attributes:
         name: file name without structure/compression suffixes (``1abcA00.pdb.gz`` -> ``1abcA00``).
         coords: ``[L, 4, 3]`` float32 coordinates in Å of N, CA, C, O (see :data:`BACKBONE_ATOMS`);
-            N, CA and C are always finite, O is NaN where the file has none.
+            N, CA and C are always finite, O is NaN where the file has none (C-alpha-only structures, read
+            with ``allow_ca_only=True``, have N, C and O NaN).
         sequence: ``L`` one-letter codes (modified residues map to their parent, e.g. MSE -> M;
             unknown -> ``X``).
         chain_ids: ``[L]`` str chain id of every residue.
@@ -117,7 +121,7 @@ class BackboneStructure:
 
 
 def read_structure(
-    path: str | os.PathLike[str], chains: str | Sequence[str] | None = None
+    path: str | os.PathLike[str], chains: str | Sequence[str] | None = None, *, allow_ca_only: bool = False
 ) -> BackboneStructure:
     """Read the backbone of the protein chains of a PDB, mmCIF or BinaryCIF file (plain or gzip).
 
@@ -125,6 +129,9 @@ def read_structure(
         path: the file to read.
         chains: chain id or ids to keep (author chain ids); ``None`` keeps every chain that contains
             amino-acid residues.
+        allow_ca_only: accept C-alpha-only structures (no residue has N or C, e.g. samples of a CA
+            model): residues with a CA are kept with N, C and O NaN, and ``chain_breaks`` uses CA-CA
+            distances over ``CA_ONLY_BREAK_DISTANCE``. Otherwise such files are rejected as usual.
 
     Returns:
         A :class:`BackboneStructure`; see the module docstring for the rules applied.
@@ -140,7 +147,7 @@ def read_structure(
     raw = _read_bytes(path_str)
     kind, payload = _detect_format(path_str, raw)
     atoms = _parse(path_str, kind, payload)
-    return _extract_backbone(path_str, atoms, wanted)
+    return _extract_backbone(path_str, atoms, wanted, allow_ca_only)
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -287,7 +294,9 @@ def _parse(path: str, kind: str, payload: bytes | str):  # -> biotite AtomArray
     return atoms
 
 
-def _extract_backbone(path: str, atoms, wanted: list[str] | None) -> BackboneStructure:  # noqa: ANN001
+def _extract_backbone(  # noqa: ANN001
+    path: str, atoms, wanted: list[str] | None, allow_ca_only: bool = False
+) -> BackboneStructure:
     import biotite.structure as struc
     import biotite.structure.info as info
 
@@ -346,6 +355,13 @@ def _extract_backbone(path: str, atoms, wanted: list[str] | None) -> BackboneStr
         sel = protein.atom_name == atom_name
         backbone[res_index[sel], k] = coord[sel]
     complete = np.all(np.isfinite(backbone[:, :3]), axis=(1, 2))
+    ca_only = (
+        allow_ca_only
+        and not np.isfinite(backbone[:, [0, 2]]).any()
+        and np.isfinite(backbone[:, 1]).all(-1).any()
+    )
+    if ca_only:
+        complete = np.isfinite(backbone[:, 1]).all(-1)
     n_dropped = int(n_res - np.count_nonzero(complete))
     if not np.any(complete):
         reason = f"no residue with a complete N, CA, C backbone ({n_res} amino-acid residues)"
@@ -363,8 +379,11 @@ def _extract_backbone(path: str, atoms, wanted: list[str] | None) -> BackboneStr
 
     breaks = np.zeros(len(kept), dtype=bool)
     if len(kept) > 1:
-        peptide = np.linalg.norm(backbone[1:, 0] - backbone[:-1, 2], axis=-1)
-        breaks[:-1] = (peptide > CHAIN_BREAK_DISTANCE) | (chain_ids[1:] != chain_ids[:-1])
+        if ca_only:
+            link = np.linalg.norm(backbone[1:, 1] - backbone[:-1, 1], axis=-1) > CA_ONLY_BREAK_DISTANCE
+        else:
+            link = np.linalg.norm(backbone[1:, 0] - backbone[:-1, 2], axis=-1) > CHAIN_BREAK_DISTANCE
+        breaks[:-1] = link | (chain_ids[1:] != chain_ids[:-1])
 
     return BackboneStructure(
         name=_structure_name(path),

@@ -22,7 +22,7 @@ import torch
 
 from proteinflow.atomic import atomic_path
 
-__all__ = ["write_mmcif", "write_pdb", "write_trajectory_pdb"]
+__all__ = ["fits_pdb", "write_mmcif", "write_pdb", "write_trajectory_pdb"]
 
 _ATOM_NAMES = ("N", "CA", "C", "O")
 _PDB_MIN, _PDB_MAX = -999.999, 9999.999
@@ -36,11 +36,19 @@ def _to_numpy(name: str, coords: np.ndarray | torch.Tensor) -> np.ndarray:
     raise TypeError(f"{name}: expected numpy.ndarray or torch.Tensor, got {type(coords).__name__}")
 
 
+def fits_pdb(coords: np.ndarray | torch.Tensor) -> bool:
+    """True if every finite coordinate fits the PDB format's fixed columns ([-999.999, 9999.999] A)."""
+    x = _to_numpy("coords", coords)
+    finite = x[np.isfinite(x)]
+    return not finite.size or bool(finite.min() >= _PDB_MIN and finite.max() <= _PDB_MAX)
+
+
 def _check_frame(name: str, x: np.ndarray, *, pdb_range: bool) -> None:
     if x.ndim != 3 or x.shape[1] not in (3, 4) or x.shape[2] != 3 or x.shape[0] < 1:
         raise ValueError(f"{name}: expected shape [L, 4, 3] or [L, 3, 3] with L >= 1, got {x.shape}")
-    if not np.all(np.isfinite(x[:, :3])):
-        raise ValueError(f"{name}: N, CA and C coordinates must be finite")
+    ca_only = not np.isfinite(x[:, [0, 2]]).any()  # a C-alpha-only structure: N and C all NaN
+    if not np.all(np.isfinite(x[:, 1] if ca_only else x[:, :3])):
+        raise ValueError(f"{name}: N, CA and C coordinates must be finite (or N and C all NaN: CA only)")
     if pdb_range:
         finite = x[np.isfinite(x)]
         if finite.size and (finite.min() < _PDB_MIN or finite.max() > _PDB_MAX):
@@ -129,7 +137,8 @@ def write_pdb(
 
     Args:
         path: destination; parent folders are created.
-        coords: N, CA, C, O coordinates in Å; NaN atoms (e.g. O) are skipped.
+        coords: N, CA, C, O coordinates in Å; NaN atoms (e.g. O) are skipped. A C-alpha-only structure
+            (every N and C NaN, CA finite) is written with CA atoms only.
         sequence: one-letter codes (length L); default all GLY.
         chain_ids: one chain id for all residues (default ``"A"``) or ``[L]`` ids.
         res_ids: ``[L]`` residue numbers; default 1..L.

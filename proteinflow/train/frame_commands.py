@@ -73,7 +73,7 @@ def plot_loss_curve(metrics_csv: Path, out_png: Path) -> Path | None:
     series: dict[str, list[tuple[int, float]]] = {}
     with metrics_csv.open() as fh:
         for row in csv.DictReader(fh):
-            for key in ("train/loss", "train/rot", "train/trans", "train/aux"):
+            for key in ("train/loss", "train/rot", "train/trans", "train/aux", "train/coords"):
                 value = row.get(key)
                 if value not in (None, ""):
                     series.setdefault(key, []).append((int(row["step"]), float(value)))
@@ -87,7 +87,7 @@ def plot_loss_curve(metrics_csv: Path, out_png: Path) -> Path | None:
     ax.set_ylabel("loss")
     ax.set_yscale("log")
     ax.legend()
-    ax.set_title("frame flow training loss")
+    ax.set_title("training loss")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
@@ -176,7 +176,9 @@ def is_frame_checkpoint(path: str | Path) -> bool:
 
 
 def load_frame_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
-    """The sampling :class:`~proteinflow.models.frame_flow.FrameFlow` (EMA weights if present) and config.
+    """The sampling model (EMA weights if present) and config of a ``kind: frames`` checkpoint: a
+    :class:`~proteinflow.models.frame_flow.FrameFlow`, or a Euclidean baseline (``AtomFlow`` / ``CAFlow``)
+    when the stored config has ``model_kind: atoms`` / ``ca``.
 
     The file is read with ``torch.load(weights_only=True)``: no pickled code runs.
     """
@@ -261,11 +263,14 @@ def sample_frames(
     device: str | None = None,
     trajectory_frames: int = 21,
 ) -> list[SampleRecord]:
-    """Sample ``num`` backbones of each length and write them as PDB files (see the module docstring)."""
+    """Sample ``num`` backbones of each length and write them as PDB files (see the module docstring).
+
+    Works for every ``model_kind``; a C-alpha model (``model_kind: ca``) writes CA-only PDB files.
+    """
     from rich.progress import Progress
 
-    from proteinflow.protein.backbone import atoms_from_frames
-    from proteinflow.protein.write import write_pdb, write_trajectory_pdb
+    from proteinflow.protein.write import fits_pdb, write_mmcif, write_pdb, write_trajectory_pdb
+    from proteinflow.train.backbone_models import concat_priors, sample_atoms, trajectory_atoms
 
     if num < 1:
         raise ValueError(f"--num must be >= 1, got {num}")
@@ -293,7 +298,7 @@ def sample_frames(
                     )
                     for k in idx
                 ]
-                x0 = {key: torch.cat([p[key] for p in priors]) for key in ("rots", "trans")}
+                x0 = concat_priors(priors)
                 times = (
                     trajectory_times(flow.cfg.final_gap, solver, steps, trajectory_frames)
                     if trajectory
@@ -304,18 +309,20 @@ def sample_frames(
                     mask, method=solver, steps=steps, rtol=rtol, atol=atol, x_init=x0, return_times=times
                 )
                 seconds = (time.perf_counter() - t0) / len(idx)
-                coords = atoms_from_frames(result.rots, result.trans).cpu()
+                coords = sample_atoms(result).cpu()
                 for j, k in enumerate(idx):
                     name = f"len{length}_sample{k}"
-                    write_pdb(out / f"{name}.pdb", coords[j].numpy())
+                    # a diverging sample (e.g. an undertrained model) may leave the PDB columns: mmCIF then
+                    suffix = ".pdb" if fits_pdb(coords[j]) else ".cif"
+                    writer = write_pdb if suffix == ".pdb" else write_mmcif
+                    writer(out / f"{name}{suffix}", coords[j].numpy())
                     if trajectory:
-                        traj = atoms_from_frames(
-                            result.trajectory["rots"][:, j], result.trajectory["trans"][:, j]
-                        )
-                        write_trajectory_pdb(out / f"{name}_traj.pdb", traj.cpu().numpy())
+                        traj = trajectory_atoms(result, j).cpu()
+                        if fits_pdb(traj):  # else only the final structure is written
+                            write_trajectory_pdb(out / f"{name}_traj.pdb", traj.numpy())
                     records.append(
                         SampleRecord(
-                            file=f"{name}.pdb",
+                            file=f"{name}{suffix}",
                             length=length,
                             index=k,
                             seed=backbone_seed(seed, length, k),

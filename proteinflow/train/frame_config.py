@@ -1,11 +1,22 @@
 """Configuration of frame-flow (protein backbone) experiments, loaded from YAML, unknown keys rejected.
 
-A file has ``kind: frames``, ``name``, ``seed`` and the sections
+A file has ``kind: frames``, ``name``, ``seed``, an optional ``model_kind`` and the sections
 
 * ``data``  -> :class:`FrameDataConfig` (prepared dataset, crops, the N^2 batch budget);
-* ``model`` -> :class:`proteinflow.models.ipa.IPAConfig` (network sizes);
-* ``flow``  -> :class:`proteinflow.models.frame_flow.FrameFlowConfig` (prior, schedules, losses);
+* ``model`` -> the network sizes (which dataclass depends on ``model_kind``, below);
+* ``flow``  -> the prior / path / loss settings (likewise);
 * ``train`` -> :class:`FrameTrainConfig` (optimiser, EMA, checkpoints, devices).
+
+``model_kind`` selects the backbone model (all share data, training, sampling and evaluation):
+
+* ``frames`` (default; files without the key load as before):
+  :class:`~proteinflow.models.frame_flow.FrameFlow`, ``model`` = :class:`~proteinflow.models.ipa.IPAConfig`,
+  ``flow`` = ``FrameFlowConfig``;
+* ``atoms``: the R^(9N) backbone-atom baseline :class:`~proteinflow.models.atom_flow.AtomFlow`,
+  ``model`` = ``IPAConfig`` (same trunk),
+  ``flow`` = :class:`~proteinflow.models.euclidean_flow.EuclideanFlowConfig`;
+* ``ca``: the R^(3N) C-alpha baseline :class:`~proteinflow.models.ca_flow.CAFlow`,
+  ``model`` = :class:`~proteinflow.models.egnn.EGNNConfig`, ``flow`` = ``EuclideanFlowConfig``.
 
 Errors name the file, the section and the key (``unknown key 'c_ss' in section 'model' of x.yaml``).
 """
@@ -86,6 +97,7 @@ class FrameExperimentConfig:
     name: str = "frames"
     seed: int = 0
     kind: str = "frames"
+    model_kind: str = "frames"
     data: FrameDataConfig = field(default_factory=FrameDataConfig)
     model: dict[str, Any] = field(default_factory=dict)
     flow: dict[str, Any] = field(default_factory=dict)
@@ -96,11 +108,23 @@ class FrameExperimentConfig:
         return dataclasses.asdict(self)
 
 
-def _frame_sections() -> dict[str, type]:
+#: Values of the top-level ``model_kind`` key.
+MODEL_KINDS: tuple[str, ...] = ("frames", "atoms", "ca")
+
+
+def _frame_sections(model_kind: str = "frames") -> dict[str, type]:
+    """Section name -> dataclass for a ``model_kind`` (see the module docstring)."""
+    from proteinflow.models.egnn import EGNNConfig
+    from proteinflow.models.euclidean_flow import EuclideanFlowConfig
     from proteinflow.models.frame_flow import FrameFlowConfig
     from proteinflow.models.ipa import IPAConfig
 
-    return {"data": FrameDataConfig, "model": IPAConfig, "flow": FrameFlowConfig, "train": FrameTrainConfig}
+    model, flow = {
+        "frames": (IPAConfig, FrameFlowConfig),
+        "atoms": (IPAConfig, EuclideanFlowConfig),
+        "ca": (EGNNConfig, EuclideanFlowConfig),
+    }[model_kind]
+    return {"data": FrameDataConfig, "model": model, "flow": flow, "train": FrameTrainConfig}
 
 
 def frame_config_from_dict(raw: Any, source: str = "<dict>") -> FrameExperimentConfig:
@@ -109,8 +133,11 @@ def frame_config_from_dict(raw: Any, source: str = "<dict>") -> FrameExperimentC
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source} must contain a mapping at the top level, got {type(raw).__name__}")
-    sections = _frame_sections()
-    kwargs: dict[str, Any] = {}
+    model_kind = check_type(raw.get("model_kind", "frames"), "str", f"key 'model_kind' in {source}")
+    if model_kind not in MODEL_KINDS:
+        raise ConfigError(f"key 'model_kind' in {source}: expected one of {MODEL_KINDS}, got {model_kind!r}")
+    sections = _frame_sections(model_kind)
+    kwargs: dict[str, Any] = {"model_kind": model_kind}
     for key, value in raw.items():
         if key in sections:
             try:
@@ -120,10 +147,12 @@ def frame_config_from_dict(raw: Any, source: str = "<dict>") -> FrameExperimentC
                     raise
                 raise ConfigError(f"section '{key}' of {source}: {err}") from err
             kwargs[key] = dataclasses.asdict(built) if key in ("model", "flow") else built
+        elif key == "model_kind":
+            continue
         elif key in ("name", "seed", "kind"):
             kwargs[key] = check_type(value, "int" if key == "seed" else "str", f"key '{key}' in {source}")
         else:
-            allowed = ", ".join(["kind", "name", "seed", *sections])
+            allowed = ", ".join(["kind", "model_kind", "name", "seed", *sections])
             raise ConfigError(f"unknown key '{key}' at the top level of {source}; allowed: {allowed}")
     cfg = FrameExperimentConfig(**kwargs)
     if cfg.kind != "frames":

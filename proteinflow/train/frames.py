@@ -18,8 +18,6 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
-from proteinflow.models.frame_flow import FrameFlow, FrameFlowConfig
-from proteinflow.models.ipa import IPAConfig
 from proteinflow.protein.dataset import (
     BackboneBatch,
     LengthBudgetBatchSampler,
@@ -27,6 +25,7 @@ from proteinflow.protein.dataset import (
     collate_backbones,
 )
 from proteinflow.protein.metrics import ca_geometry
+from proteinflow.train.backbone_models import BackboneFlow, build_backbone_flow, sample_atoms
 from proteinflow.train.frame_config import FrameExperimentConfig, frame_config_from_dict
 
 
@@ -34,13 +33,15 @@ class NonFiniteLossError(RuntimeError):
     """Raised when a training loss is NaN or infinite; the message names the step."""
 
 
-def build_frame_flow(cfg: FrameExperimentConfig) -> FrameFlow:
-    """The :class:`FrameFlow` described by an experiment config."""
-    return FrameFlow(FrameFlowConfig(**cfg.flow), IPAConfig(**cfg.model))
+def build_frame_flow(cfg: FrameExperimentConfig) -> BackboneFlow:
+    """The backbone model described by an experiment config (``FrameFlow``, ``AtomFlow`` or ``CAFlow``,
+    by ``model_kind``)."""
+    return build_backbone_flow(cfg)
 
 
 class FrameFlowModule(L.LightningModule):
-    """Trains a :class:`FrameFlow` on backbone batches; keeps an EMA copy used for sampling.
+    """Trains a backbone flow (frames or a Euclidean baseline, by ``model_kind``) on backbone batches; keeps
+    an EMA copy used for sampling.
 
     Args:
         config: the experiment config as a plain dict (``FrameExperimentConfig.to_dict()``); stored in the
@@ -61,23 +62,23 @@ class FrameFlowModule(L.LightningModule):
         if self.ema is not None:  # the average is not trained (DDP would flag its parameters as unused)
             self.ema.requires_grad_(False)
 
-    def sampling_flow(self) -> FrameFlow:
+    def sampling_flow(self) -> BackboneFlow:
         """The EMA weights if kept, else the trained weights."""
         return self.ema.module if self.ema is not None else self.flow  # type: ignore[return-value]
 
     def training_step(self, batch: BackboneBatch, batch_idx: int) -> torch.Tensor:
         losses = self.flow.loss(batch.coords, batch.mask, batch.residue_index)
+        terms = losses.terms()
         if not torch.isfinite(losses.total):
+            parts = ", ".join(f"{k}={v.item()}" for k, v in terms.items())
             raise NonFiniteLossError(
                 f"non-finite training loss at step {self.global_step} (batch {batch_idx}): "
-                f"total={losses.total.item()}, rot={losses.rot.item()}, trans={losses.trans.item()}, "
-                f"aux={losses.aux.item()}; structures {batch.names[:4]}"
+                f"total={losses.total.item()}, {parts}; structures {batch.names[:4]}"
             )
         bsz = len(batch)
         self.log("train/loss", losses.total, prog_bar=True, batch_size=bsz)
-        self.log("train/rot", losses.rot, batch_size=bsz)
-        self.log("train/trans", losses.trans, batch_size=bsz)
-        self.log("train/aux", losses.aux, batch_size=bsz)
+        for key, value in terms.items():
+            self.log(f"train/{key}", value, batch_size=bsz)
         self.log("train/residues", batch.mask.sum().to(torch.float32), batch_size=bsz)
         return losses.total
 
@@ -96,13 +97,11 @@ class FrameFlowModule(L.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         """Sample ``val_samples`` backbones of ``val_length`` residues and log their CA geometry."""
-        from proteinflow.protein.backbone import atoms_from_frames
-
         t = self.cfg.train
         mask = torch.ones(t.val_samples, t.val_length, dtype=torch.bool, device=self.device)
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 1)
         samples = self.sampling_flow().sample(mask, method="euler", steps=t.val_steps, generator=gen)
-        coords = atoms_from_frames(samples.rots, samples.trans)
+        coords = sample_atoms(samples)
         for key, value in ca_geometry(coords, mask).items():
             self.log(f"val/{key}", value, batch_size=t.val_samples, sync_dist=True)
 

@@ -1,0 +1,291 @@
+"""Euclidean flow matching on backbone atom coordinates: the shared half of the two baselines.
+
+State: atoms ``x [B, N, A, 3]`` in Angstrom (``A = 3``: N, CA, C for
+:class:`~proteinflow.models.atom_flow.AtomFlow`;
+``A = 1``: CA for :class:`~proteinflow.models.ca_flow.CAFlow`), mask ``[B, N]``. ``t = 0`` is noise,
+``t = 1`` data. Both data and prior are centred on the masked CA centroid (the same translation gauge as the
+frame flow's zero-centre translations), and the path is the straight line (:class:`AffinePath` with the
+conditional-OT scheduler ``kappa(t) = t``)::
+
+    x_t = (1 - t) x0 + t x1,    x0 = length_unit * (z - mean_CA(z)),  z ~ N(0, I)  (per coordinate).
+
+The network predicts the clean atoms ``x1_hat``; the velocity is the x1-parametrisation of that path with a
+floor (exactly as the frame flow's translation factor)::
+
+    v(x_t, t) = (x1_hat - x_t) / max(1 - t, velocity_floor).
+
+Sampling integrates ``[0, 1 - final_gap]`` with the chosen solver, then takes one Euler step of size
+``final_gap`` (one more NFE; see :mod:`proteinflow.models.frame_flow` for why). Near ``t = 1`` the field is
+stiff (its Jacobian contains ``-1 / (1 - t)``): an explicit adaptive solver with loose tolerances can take
+steps past its stability limit when the prediction barely moves (e.g. an untrained network), and diverge.
+The frame flow's translation factor has the same form. Loss, averaged over atoms,
+then unmasked residues, then the batch::
+
+    L = mean || (x1_hat - x1) / (length_unit * max(1 - t, loss_norm_floor)) ||^2,
+
+the velocity-matching loss with its ``1 / (1 - t)`` capped, in units of ``length_unit`` — the same weighting
+as the frame flow's translation term, so the two models' loss scales are comparable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from proteinflow.flow.paths import AffinePath
+from proteinflow.flow.schedulers import CondOTScheduler
+from proteinflow.flow.solvers import SolveResult, solve_ode
+
+
+@dataclass(frozen=True)
+class EuclideanFlowConfig:
+    """Prior, path and loss settings of the Euclidean baselines (the ``flow`` section of their configs).
+
+    Attributes:
+        length_unit: Angstrom per unit: the prior's standard deviation per coordinate, the loss's unit.
+        t_min: training times are drawn uniformly from ``[t_min, 1]``.
+        loss_norm_floor: ``c`` in the loss weight ``1 / max(1 - t, c)``.
+        velocity_floor: floor of ``1 - t`` in the sampling velocity.
+        final_gap: sampling integrates ``[0, 1 - final_gap]``, then takes one Euler step to ``t = 1``.
+        self_condition_prob: probability that a training batch uses self-conditioning (when the network
+            takes a self-conditioning input).
+    """
+
+    length_unit: float = 10.0
+    t_min: float = 0.01
+    loss_norm_floor: float = 0.1
+    velocity_floor: float = 1e-6
+    final_gap: float = 1e-3
+    self_condition_prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("length_unit", "loss_norm_floor", "velocity_floor"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"EuclideanFlowConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if not 0.0 < self.final_gap < 0.5:
+            raise ValueError(f"EuclideanFlowConfig.final_gap must be in (0, 0.5), got {self.final_gap!r}")
+        if not 0.0 <= self.t_min < 1.0:
+            raise ValueError(f"EuclideanFlowConfig.t_min must be in [0, 1), got {self.t_min!r}")
+        if not 0.0 <= self.self_condition_prob <= 1.0:
+            raise ValueError(
+                f"EuclideanFlowConfig.self_condition_prob must be in [0, 1], got {self.self_condition_prob!r}"
+            )
+
+
+@dataclass
+class EuclideanFlowLoss:
+    """Training loss (scalars): ``total = coords`` (one term, see the module docstring)."""
+
+    total: Tensor
+    coords: Tensor
+
+    def terms(self) -> dict[str, Tensor]:
+        """Named loss terms (for logging)."""
+        return {"coords": self.coords}
+
+
+@dataclass
+class AtomSamples:
+    """Sampled atoms.
+
+    Attributes:
+        x: ``[B, N, A, 3]`` Angstrom (CA centroid 0); mask: ``[B, N]`` bool.
+        nfe: network evaluations used by the solver (plus the final Euler step).
+        times: ``[T]`` times of the trajectory.
+        trajectory: ``[T, B, N, A, 3]``.
+    """
+
+    x: Tensor
+    mask: Tensor
+    nfe: int
+    times: Tensor
+    trajectory: Tensor = field(repr=False)
+
+
+def masked_mean_residues(sq: Tensor, mask: Tensor) -> Tensor:
+    """``sq [B, N]`` -> mean over unmasked residues per sample, then over the batch (scalar)."""
+    m = mask.to(sq.dtype)
+    return ((sq * m).sum(1) / m.sum(1).clamp_min(1.0)).mean()
+
+
+def centre_on_ca(x: Tensor, mask: Tensor, ca_index: int) -> Tensor:
+    """Subtract the masked centroid of atom ``ca_index`` from every atom; padded residues set to 0.
+
+    Args:
+        x: ``[B, N, A, 3]``; mask: ``[B, N]``; ca_index: which of the ``A`` atoms is CA.
+
+    Returns:
+        ``[B, N, A, 3]`` with ``sum_i m_i x[i, ca_index] = 0``.
+    """
+    m = mask.to(x.dtype)[..., None]  # [B, N, 1]
+    centroid = (x[:, :, ca_index] * m).sum(1) / m.sum(1).clamp_min(1.0)  # [B, 3]
+    return (x - centroid[:, None, None, :]) * m[..., None]
+
+
+class EuclideanBackboneFlow(nn.Module):
+    """Straight-line flow matching on ``[B, N, A, 3]`` atoms (see the module docstring).
+
+    Subclasses set :attr:`atom_indices` (which of N, CA, C, O they model), :attr:`ca_index` (CA's position
+    among them) and implement :meth:`predict`.
+    """
+
+    atom_indices: tuple[int, ...] = (0, 1, 2)
+    ca_index: int = 1
+
+    def __init__(self, cfg: EuclideanFlowConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg if cfg is not None else EuclideanFlowConfig()
+        self.path = AffinePath(CondOTScheduler())
+
+    @property
+    def n_atoms(self) -> int:
+        """Atoms per residue ``A``."""
+        return len(self.atom_indices)
+
+    @property
+    def self_conditioning(self) -> bool:
+        """Whether :meth:`predict` takes a self-conditioning input (subclasses override)."""
+        return False
+
+    # -- state ------------------------------------------------------------------------------------------
+    def data_state(self, coords: Tensor, mask: Tensor) -> Tensor:
+        """Modelled atoms of a batch ``coords [B, N, A' >= 3, 3]`` (N, CA, C first) -> ``[B, N, A, 3]``,
+        centred on the masked CA centroid."""
+        if coords.dim() != 4 or coords.shape[-1] != 3 or coords.shape[-2] < 3:
+            raise ValueError(f"coords must have shape [B, N, A>=3, 3], got {tuple(coords.shape)}")
+        if mask.shape != coords.shape[:2]:
+            raise ValueError(f"mask must have shape {tuple(coords.shape[:2])}, got {tuple(mask.shape)}")
+        x = coords[:, :, list(self.atom_indices)]
+        x = torch.where(mask.to(torch.bool)[..., None, None], x, torch.zeros_like(x))  # NaN-free padding
+        return centre_on_ca(x, mask, self.ca_index)
+
+    def sample_prior(self, mask: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Noise atoms ``[B, N, A, 3]`` for a mask ``[B, N]``: ``length_unit * (z - mean_CA(z))``, 0 at
+        padding."""
+        if mask.dim() != 2:
+            raise ValueError(f"mask must have shape [B, N], got {tuple(mask.shape)}")
+        bsz, n = mask.shape
+        dtype = next(self.parameters()).dtype
+        z = torch.randn(bsz, n, self.n_atoms, 3, generator=generator, device=mask.device, dtype=dtype)
+        return centre_on_ca(z, mask, self.ca_index) * self.cfg.length_unit
+
+    # -- network ----------------------------------------------------------------------------------------
+    def predict(
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        mask: Tensor,
+        self_cond: Tensor | None = None,
+        res_idx: Tensor | None = None,
+    ) -> Tensor:
+        """Predicted clean atoms ``x1_hat [B, N, A, 3]`` from ``x_t [B, N, A, 3]``, ``t [B]``, ``mask``.
+
+        Must be E(3)- or SE(3)-equivariant: rotating and translating ``x_t`` (and ``self_cond``) rotates and
+        translates the prediction.
+        """
+        raise NotImplementedError
+
+    def velocity(self, x_t: Tensor, x1_hat: Tensor, t: Tensor, mask: Tensor) -> Tensor:
+        """``v = (x1_hat - x_t) / max(1 - t, velocity_floor)`` (0 at padding), ``[B, N, A, 3]``."""
+        tt = t.reshape(-1, 1, 1, 1)
+        v = (x1_hat - x_t) / (1.0 - tt).clamp_min(self.cfg.velocity_floor)
+        return v * mask.to(v.dtype)[..., None, None]
+
+    # -- training ---------------------------------------------------------------------------------------
+    def loss(
+        self,
+        coords: Tensor,
+        mask: Tensor,
+        res_idx: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> EuclideanFlowLoss:
+        """Flow-matching loss of backbones ``coords [B, N, A' >= 3, 3]`` (Angstrom), mask ``[B, N]``."""
+        x1 = self.data_state(coords, mask)
+        bsz = x1.shape[0]
+        dtype, device = x1.dtype, x1.device
+        x0 = self.sample_prior(mask, generator=generator).to(dtype)
+        u = torch.rand(bsz, generator=generator, device=device, dtype=dtype)
+        t = self.cfg.t_min + (1.0 - self.cfg.t_min) * u
+        x_t = self.path.sample(x0, x1, t).x_t
+
+        self_cond = None
+        if self.self_conditioning:
+            coin = torch.rand((), generator=generator, device=device)
+            if coin.item() < self.cfg.self_condition_prob:
+                with torch.no_grad():
+                    self_cond = self.predict(x_t, t, mask, None, res_idx).detach()
+        x1_hat = self.predict(x_t, t, mask, self_cond, res_idx)
+        w = 1.0 / ((1.0 - t).clamp_min(self.cfg.loss_norm_floor) * self.cfg.length_unit)
+        sq = ((w.reshape(-1, 1, 1, 1) * (x1_hat - x1)) ** 2).sum(-1).mean(-1)  # [B, N]
+        coords_term = masked_mean_residues(sq, mask)
+        return EuclideanFlowLoss(total=coords_term, coords=coords_term)
+
+    # -- sampling ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        mask: Tensor,
+        *,
+        method: str = "euler",
+        steps: int | None = 100,
+        rtol: float | None = None,
+        atol: float | None = None,
+        generator: torch.Generator | None = None,
+        x_init: Tensor | None = None,
+        return_times: Sequence[float] | Tensor | None = None,
+        res_idx: Tensor | None = None,
+    ) -> AtomSamples:
+        """Integrate the learned ODE from the prior (``t = 0``) to data (``t = 1``).
+
+        Same contract as :meth:`proteinflow.models.frame_flow.FrameFlow.sample`: the solver runs on
+        ``[0, 1 - final_gap]``, one Euler step finishes at ``t = 1``; self-conditioning (if any) uses the
+        previous evaluation's prediction, so every evaluation is one NFE.
+
+        Args:
+            mask: ``[B, N]`` residues to generate.
+            method, steps, rtol, atol: as :func:`proteinflow.flow.solvers.solve_ode`.
+            generator: randomness of the prior draw.
+            x_init: start from these noise atoms ``[B, N, A, 3]`` instead of drawing them.
+            return_times: times in ``[0, 1 - final_gap]`` to record (``t = 1`` is always appended).
+            res_idx: ``[B, N]`` residue indices (default ``0..N-1``).
+        """
+        t_last = 1.0 - self.cfg.final_gap
+        times = [0.0, t_last] if return_times is None else [float(v) for v in return_times]
+        if times and times[-1] >= 1.0:
+            times = times[:-1]
+        if any(v > t_last for v in times):
+            raise ValueError(f"return_times must lie in [0, {t_last}] (1 - final_gap) or be 1.0, got {times}")
+        x0 = self.sample_prior(mask, generator=generator) if x_init is None else x_init
+        state: dict[str, Tensor | None] = {"sc": None}
+
+        def vector_field(t: Tensor, x: Tensor) -> Tensor:
+            sc = state["sc"] if self.self_conditioning else None
+            x1_hat = self.predict(x, t, mask, sc, res_idx)
+            state["sc"] = x1_hat
+            return self.velocity(x, x1_hat, t, mask)
+
+        result: SolveResult = solve_ode(
+            vector_field,
+            x0,
+            t_start=0.0,
+            t_end=t_last,
+            method=method,
+            steps=steps if method != "dopri5" else None,
+            rtol=rtol,
+            atol=atol,
+            return_times=times or None,
+        )
+        x = result.final
+        assert isinstance(x, Tensor) and isinstance(result.trajectory, Tensor)
+        t = torch.full((mask.shape[0],), t_last, dtype=x.dtype, device=mask.device)
+        final = centre_on_ca(x + self.cfg.final_gap * vector_field(t, x), mask, self.ca_index)
+        return AtomSamples(
+            x=final,
+            mask=mask.to(torch.bool),
+            nfe=result.nfe + 1,
+            times=torch.cat([result.times, result.times.new_ones(1)]),
+            trajectory=torch.cat([result.trajectory, final[None]]),
+        )
