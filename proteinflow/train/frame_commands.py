@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from proteinflow.atomic import atomic_write_bytes, atomic_write_text
@@ -61,8 +62,12 @@ def _make_logger(kind: str, out: Path, name: str) -> Any:
     raise ValueError(f"--logger must be 'csv' or 'wandb', got {kind!r}")
 
 
-def plot_loss_curve(metrics_csv: Path, out_png: Path) -> Path | None:
-    """Plot ``train/loss`` (and its terms) against the step from Lightning's ``metrics.csv``."""
+def plot_loss_curve(metrics_csv: Path, out_png: Path, window: int = 25) -> Path | None:
+    """Plot ``train/loss`` (and its terms) against the step from Lightning's ``metrics.csv``.
+
+    Per-batch losses of a flow are noisy (each batch draws its own times), so every series is drawn faintly
+    as logged and, on top, as a running mean over ``window`` logged values.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,8 +86,11 @@ def plot_loss_curve(metrics_csv: Path, out_png: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, points in series.items():
-        steps, values = zip(*points, strict=True)
-        ax.plot(steps, values, label=key, lw=1)
+        steps, values = (np.asarray(v) for v in zip(*points, strict=True))
+        (raw,) = ax.plot(steps, values, lw=0.6, alpha=0.25)
+        k = min(window, len(values))
+        smooth = np.convolve(values, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1 :], smooth, color=raw.get_color(), lw=1.6, label=f"{key} (mean of {k})")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
