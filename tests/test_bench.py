@@ -84,3 +84,14 @@ def test_bench_trains_samples_evaluates_and_reports(tmp_path: Path, prepared: Pa
     for name in ("quality_vs_nfe.png", "rg_vs_length.png", "sse_fractions.png", "ca_angle_dihedral.png"):
         assert (out / name).stat().st_size > 1000
     assert (out / "eval" / "ca" / "summary.md").is_file()
+    assert "Budget: 2 training steps per trained model (steps per model: frames 2, atoms 2, ca 2)" in report
+    # a loaded checkpoint: no training budget, its own step count in the header
+    again = tmp_path / "bench_loaded"
+    code = main([
+        "bench", "--ckpts", str(out / "models" / "frames" / "last.ckpt"), "--reference", str(prepared),
+        "--lengths", "12", "--num", "1", "--steps", "2", "--no-curve", "--reference-max", "2",
+        "--out", str(again),
+    ])
+    assert code == 0
+    assert "Loaded checkpoints (training steps: frames 2)" in (again / "report.md").read_text()
+    assert not (again / "quality_vs_nfe.png").exists() and (again / "rg_vs_length.png").is_file()

@@ -42,7 +42,7 @@ class BenchSettings:
     """What every model gets.
 
     Attributes:
-        max_steps: training steps of each model trained here.
+        max_steps: training steps of each model trained here (None when every model is loaded).
         lengths, num: backbones sampled per length for the evaluation.
         steps: Euler steps of the evaluation samples.
         curve_euler: Euler step counts of the quality-vs-NFE curve.
@@ -55,7 +55,7 @@ class BenchSettings:
         length_window: length window of the TM-score searches.
     """
 
-    max_steps: int
+    max_steps: int | None
     lengths: tuple[int, ...]
     num: int
     steps: int = 100
@@ -70,7 +70,7 @@ class BenchSettings:
     length_window: float | None = 0.2
 
     def __post_init__(self) -> None:
-        if self.max_steps < 1:
+        if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if not self.lengths or any(n < 4 for n in self.lengths):
             raise ValueError(f"lengths must be integers >= 4, got {list(self.lengths)}")
@@ -161,6 +161,8 @@ def train_models(
     from proteinflow.train.frame_commands import FrameTrainOverrides, train_frames
     from proteinflow.train.frame_config import load_frame_config
 
+    if configs and settings.max_steps is None:
+        raise ValueError("max_steps is required to train configs (the common training budget)")
     runs = []
     overrides = FrameTrainOverrides(
         data_path=settings.data_path, max_steps=settings.max_steps, accelerator=settings.accelerator

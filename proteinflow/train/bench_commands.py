@@ -104,7 +104,7 @@ def run_bench(args: argparse.Namespace) -> int:
             print(f"error: {flag} {path!r} does not exist", file=sys.stderr)
             return 1
     settings = BenchSettings(
-        max_steps=args.max_steps or 1,
+        max_steps=args.max_steps,
         lengths=tuple(args.lengths),
         num=args.num,
         steps=args.steps,

@@ -101,8 +101,14 @@ def report_markdown(
     """The markdown report (see the module docstring)."""
     headers = [*LEAD_HEADERS, *(h for _, h, _ in SUMMARY_TABLE), *TAIL_HEADERS]
     lines = ["# proteinflow bench", ""]
+    steps = ", ".join(f"{r.run.name} {r.run.train_steps}" for r in results)
+    budget = (
+        f"Budget: {settings.max_steps} training steps per trained model (steps per model: {steps})"
+        if settings.max_steps is not None
+        else f"Loaded checkpoints (training steps: {steps})"
+    )
     lines.append(
-        f"Budget: {settings.max_steps} training steps per trained model; {settings.num} backbones per length "
+        f"{budget}; {settings.num} backbones per length "
         f"{list(settings.lengths)}, Euler {settings.steps} steps, seed {settings.seed}. Reference: "
         f"{len(reference.structures)} of {reference.n_available} structures of `{reference.origin}`."
     )
@@ -133,7 +139,8 @@ def report_markdown(
                 f"{_fmt(p.ca_ca_mad, '.3f')} | {_fmt(p.w1_ca_angle, '.3f')} |"
             )
     lines += ["", "## Plots", ""]
-    lines += [f"![{name}]({name})" for name in PLOT_NAMES]
+    has_curve = any(r.curve for r in results)  # without a curve (--no-curve) its plot is not drawn
+    lines += [f"![{name}]({name})" for name in PLOT_NAMES if has_curve or name != PLOT_NAMES[0]]
     lines += ["", "## Notes", ""]
     if train is not None:
         lines.append(
@@ -153,10 +160,8 @@ def _save(fig, path: Path) -> None:  # noqa: ANN001 - matplotlib Figure
     atomic_write_bytes(path, lambda h: h.write(buffer.getvalue()))
 
 
-def _plots(out: Path, results: Sequence[ModelResult]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def _plot_curves(out: Path, results: Sequence[ModelResult]) -> None:
+    """Quality versus NFE (CA-CA MAD and W1 CA angle), one line per model and solver."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -181,6 +186,16 @@ def _plots(out: Path, results: Sequence[ModelResult]) -> None:
     axes[0].legend(fontsize=7)
     _save(fig, out / PLOT_NAMES[0])
     plt.close(fig)
+
+
+def _plots(out: Path, results: Sequence[ModelResult]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if any(r.curve for r in results):
+        _plot_curves(out, results)
 
     ref = _reference_metrics(results)
     sets: list[tuple[str, SetMetrics]] = [(r.run.name, r.evaluation.samples) for r in results]
