@@ -212,3 +212,34 @@ def test_wandb_logger_writes_an_offline_run(
     assert os.environ["WANDB_MODE"] == "offline"  # offline unless the user configured a mode
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+
+
+
+@pytest.mark.parametrize("steps", [1, 7, 50, 100, 333])
+@pytest.mark.parametrize("final_gap", [1e-3, 0.01, 0.1])
+def test_trajectory_times_stay_on_the_solver_interval(steps: int, final_gap: float) -> None:
+    """The recorded times end exactly at ``1 - final_gap`` and lie on the Euler grid (``make demo`` samples
+    with 100 steps: ``0.999 * 100 / 100`` rounded to 0.9990000000000001 and the sampler rejected it)."""
+    from proteinflow.train.frame_commands import trajectory_times
+
+    t_last = 1.0 - final_gap
+    for solver, n in (("euler", steps), ("dopri5", None)):
+        times = trajectory_times(final_gap, solver, n, frames=21)
+        assert times[0] == 0.0 and times[-1] == t_last
+        assert all(a < b for a, b in zip(times, times[1:], strict=False))
+    grid = [t_last * i / steps for i in range(steps + 1)]
+    assert all(min(abs(t - g) for g in grid) < 1e-12 for t in trajectory_times(final_gap, "euler", steps, 21))
+
+
+def test_sampling_with_the_demo_trajectory_settings() -> None:
+    """``FrameFlow.sample`` accepts the trajectory times of ``make demo`` (Euler 100, 21 frames) and records
+    them without adding solver steps."""
+    from proteinflow.models.frame_flow import FrameFlow
+    from proteinflow.models.ipa import IPAConfig
+    from proteinflow.train.frame_commands import trajectory_times
+
+    torch.manual_seed(0)
+    flow = FrameFlow(net_cfg=IPAConfig(**TINY_MODEL)).eval()
+    times = trajectory_times(flow.cfg.final_gap, "euler", 100, 21)
+    out = flow.sample(torch.ones(1, 6, dtype=torch.bool), method="euler", steps=100, return_times=times)
+    assert out.nfe == 101 and out.trajectory["rots"].shape[0] == len(times) + 1

@@ -252,7 +252,7 @@ def trajectory_times(final_gap: float, solver: str, steps: int | None, frames: i
     ks = list(range(0, steps + 1, stride))
     if ks[-1] != steps:
         ks.append(steps)
-    return [t_last * k / steps for k in ks]
+    return [t_last * (k / steps) for k in ks]  # k / steps first: the last time is exactly t_last
 
 
 def sample_frames(
