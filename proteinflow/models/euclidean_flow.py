@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from proteinflow.flow.paths import AffinePath
 from proteinflow.flow.schedulers import CondOTScheduler
 from proteinflow.flow.solvers import SolveResult, solve_ode
+from proteinflow.models.frame_flow import solver_times
 
 
 @dataclass(frozen=True)
@@ -252,12 +253,7 @@ class EuclideanBackboneFlow(nn.Module):
             return_times: times in ``[0, 1 - final_gap]`` to record (``t = 1`` is always appended).
             res_idx: ``[B, N]`` residue indices (default ``0..N-1``).
         """
-        t_last = 1.0 - self.cfg.final_gap
-        times = [0.0, t_last] if return_times is None else [float(v) for v in return_times]
-        if times and times[-1] >= 1.0:
-            times = times[:-1]
-        if any(v > t_last for v in times):
-            raise ValueError(f"return_times must lie in [0, {t_last}] (1 - final_gap) or be 1.0, got {times}")
+        t_last, times = solver_times(self.cfg.final_gap, return_times)
         x0 = self.sample_prior(mask, generator=generator) if x_init is None else x_init
         state: dict[str, Tensor | None] = {"sc": None}
 

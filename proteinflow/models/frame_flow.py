@@ -156,6 +156,22 @@ class FrameSamples:
     trajectory: dict[str, Tensor] = field(repr=False)
 
 
+def solver_times(
+    final_gap: float, return_times: Sequence[float] | Tensor | None
+) -> tuple[float, list[float]]:
+    """``(t_last, times)`` for a sampler that integrates ``[0, t_last = 1 - final_gap]`` and then takes one
+    Euler step to ``t = 1``: the requested trajectory times without a trailing ``1.0`` (the final state is
+    always appended), default ``[0, t_last]``. Raises ``ValueError`` for a time in ``(t_last, 1)``.
+    """
+    t_last = 1.0 - final_gap
+    times = [0.0, t_last] if return_times is None else [float(v) for v in return_times]
+    if times and times[-1] >= 1.0:
+        times = times[:-1]
+    if any(v > t_last for v in times):
+        raise ValueError(f"return_times must lie in [0, {t_last}] (1 - final_gap) or be 1.0, got {times}")
+    return t_last, times
+
+
 def _masked_residue_mean(sq: Tensor, mask: Tensor) -> Tensor:
     """``sq`` ``[B, N]`` -> mean over unmasked residues per sample, then over the batch (scalar)."""
     m = mask.to(sq.dtype)
@@ -327,12 +343,7 @@ class FrameFlow(nn.Module):
                 state at ``t = 1`` is always appended. Default: only ``t = 0`` and ``t = 1``.
             res_idx: ``[B, N]`` residue indices (default ``0..N-1``).
         """
-        t_last = 1.0 - self.cfg.final_gap
-        times = [0.0, t_last] if return_times is None else [float(v) for v in return_times]
-        if times and times[-1] >= 1.0:
-            times = times[:-1]
-        if any(v > t_last for v in times):
-            raise ValueError(f"return_times must lie in [0, {t_last}] (1 - final_gap) or be 1.0, got {times}")
+        t_last, times = solver_times(self.cfg.final_gap, return_times)
         x0 = self.sample_prior(mask, generator=generator) if x_init is None else x_init
         state: dict[str, Tensor | None] = {"sc": None}
 
