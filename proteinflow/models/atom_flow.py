@@ -39,11 +39,6 @@ class AtomFlow(EuclideanBackboneFlow):
         super().__init__(cfg)
         self.net = FrameDenoiser(net_cfg if net_cfg is not None else IPAConfig())
 
-    @property
-    def self_conditioning(self) -> bool:
-        """The IPA trunk's self-conditioning input is the previous prediction's CA positions."""
-        return self.net.cfg.self_condition
-
     def predict(
         self,
         x_t: Tensor,

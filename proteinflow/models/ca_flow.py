@@ -29,11 +29,6 @@ class CAFlow(EuclideanBackboneFlow):
         super().__init__(cfg)
         self.net = EGNN(net_cfg if net_cfg is not None else EGNNConfig())
 
-    @property
-    def self_conditioning(self) -> bool:
-        """Self-conditioning input: the previous prediction's CA positions."""
-        return self.net.cfg.self_condition
-
     def predict(
         self,
         x_t: Tensor,

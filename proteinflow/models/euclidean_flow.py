@@ -130,7 +130,7 @@ class EuclideanBackboneFlow(nn.Module):
     """Straight-line flow matching on ``[B, N, A, 3]`` atoms (see the module docstring).
 
     Subclasses set :attr:`atom_indices` (which of N, CA, C, O they model), :attr:`ca_index` (CA's position
-    among them) and implement :meth:`predict`.
+    among them) and ``self.net`` (a network with ``cfg.self_condition``), and implement :meth:`predict`.
     """
 
     atom_indices: tuple[int, ...] = (0, 1, 2)
@@ -148,8 +148,9 @@ class EuclideanBackboneFlow(nn.Module):
 
     @property
     def self_conditioning(self) -> bool:
-        """Whether :meth:`predict` takes a self-conditioning input (subclasses override)."""
-        return False
+        """Whether :meth:`predict` takes a self-conditioning input (the previous prediction): the
+        subclass's network ``self.net`` says so in ``self.net.cfg.self_condition``."""
+        return bool(self.net.cfg.self_condition)
 
     # -- state ------------------------------------------------------------------------------------------
     def data_state(self, coords: Tensor, mask: Tensor) -> Tensor:
