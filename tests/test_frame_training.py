@@ -56,7 +56,7 @@ def _config(prepared: Path, **train: object) -> dict:
         checkpoint_every=2,
         val_every=2,
         val_samples=1,
-        val_length=12,
+        val_lengths=[12],
         val_steps=3,
         log_every=1,
         ema_decay=0.9,

@@ -16,7 +16,7 @@ from proteinflow.flow.likelihood import (
     divergence_hutchinson,
     log_likelihood,
 )
-from proteinflow.flow.losses import cfm_loss, masked_mean
+from proteinflow.flow.losses import cfm_loss, masked_mean, velocity_matching_weight
 from proteinflow.flow.paths import AffinePath, GeodesicPath, PathSample
 from proteinflow.flow.schedulers import (
     CondOTScheduler,
@@ -61,6 +61,7 @@ __all__ = [
     "TimeSampler",
     "UniformTimeSampler",
     "VPScheduler",
+    "velocity_matching_weight",
     "VectorField",
     "cfm_loss",
     "divergence_exact",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from proteinflow.flow.schedulers import ConvexScheduler
 from proteinflow.geometry.manifolds.base import FlowManifold, per_sample_sum
 from proteinflow.geometry.tree import State, tree_first, tree_leaves, tree_map
 
@@ -72,3 +73,38 @@ def cfm_loss(
             raise ValueError(f"cfm_loss: weight must have shape [B] = [{batch}], got {tuple(weight.shape)}")
         sq = sq * weight.to(sq.dtype)
     return sq.mean()
+
+
+def velocity_matching_weight(scheduler: ConvexScheduler, t: Tensor, t_cap: float = 0.9) -> Tensor:
+    """Per-time weight that turns an ``x1``-prediction error into a velocity error, capped near ``t = 1``.
+
+    On a geodesic path the velocity predicted from ``x1_hat`` is
+    ``kappa'(t) / (1 - kappa(t)) Log_{x_t}(x1_hat)``
+    (:meth:`~proteinflow.flow.paths.GeodesicPath.x1_to_velocity`), so the velocity error is
+
+        v_hat - v = r(t) (Log_{x_t}(x1_hat) - Log_{x_t}(x1)),    r(t) = kappa'(t) / (1 - kappa(t)).
+
+    Returned (same shape as ``t``):
+
+        w(t) = r(min(t, t_cap)) / r(0)
+
+    i.e. ``r`` normalised to 1 at ``t = 0`` (so schedules of different speed give terms of comparable
+    size: the exponential-rate schedule has ``r(0) = rate / (1 - exp(-rate))``; a schedule that starts at
+    rest, ``r(0) = 0`` as for ``t^n`` with ``n > 1``, is left unnormalised) and held constant for
+    ``t > t_cap``, where ``r`` diverges like ``1 / (1 - t)``. Multiply the *vector* error by ``w`` (the
+    squared error by ``w^2``). For ``kappa = t`` this is ``1 / max(1 - t, 1 - t_cap)``. Unlike a floor on
+    ``1 - kappa`` (``kappa' / max(1 - kappa, c)``), the cap does not collapse for a fast schedule: with
+    ``exp`` rate 10, ``w`` stays in ``[1, 1.6]`` on ``[0, 0.9]``.
+
+    Args:
+        scheduler: the factor's convex scheduler.
+        t: times ``[...]`` in ``[0, 1]``.
+        t_cap: the weight is constant on ``[t_cap, 1]``; must be in ``(0, 1)``.
+    """
+    if not 0.0 < t_cap < 1.0:
+        raise ValueError(f"t_cap must be in (0, 1), got {t_cap!r}")
+    tc = t.clamp(max=t_cap)
+    ratio = scheduler.d_kappa(tc) / (1.0 - scheduler.kappa(tc))
+    zero = torch.zeros((), dtype=t.dtype, device=t.device)
+    ratio0 = scheduler.d_kappa(zero) / (1.0 - scheduler.kappa(zero))
+    return ratio / ratio0 if float(ratio0) > 0 else ratio

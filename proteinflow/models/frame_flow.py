@@ -6,7 +6,7 @@ manifold ``SO3 x ZeroCentreEuclidean`` (translations have zero masked centroid).
 
     x_t^f = Exp_{x0^f}(kappa_f(t) Log_{x0^f}(x1^f)),
 
-with ``kappa_trans(t) = t`` and ``kappa_rots`` either linear or the exponential-rate schedule
+with ``kappa_trans(t) = t`` and ``kappa_rots`` linear (the default) or the exponential-rate schedule
 ``kappa(t) = (1 - exp(-r t)) / (1 - exp(-r))`` (FrameFlow's "exp rate 10"), *trained and sampled the
 same*. The network predicts ``x1_hat``; the velocity is
 
@@ -18,24 +18,42 @@ solvers whose stages evaluate at ``t = 1`` (RK4, Dormand-Prince) would see a zer
 therefore integrates ``[0, 1 - final_gap]`` with the chosen solver and finishes with one Euler step of
 size ``final_gap`` (one more NFE), which is exact when the prediction is exact.
 
+Why the linear rotation schedule is the default: trained with ``exp`` rate 10, rotations are 95 % clean
+by ``t = 0.3``, the network learns to read the structure off the rotations, and sampled backbones expand
+late in the trajectory (Rg about 1.9x the reference law; see ``scripts/ablate_frames.py``).
+
 FrameFlow's inference-only variant (train linear, sample rotations with ``v = r Log_{R_t}(R1_hat)``) is
-available as ``sampling_rot_rate`` for comparison: it integrates an ODE that was not trained.
+available as ``sampling_rot_rate``. **It changes the ODE**: it is a sampling choice (like a temperature),
+recorded in the sample metadata, not the flow that was trained. No schedule transform can make it
+marginal-preserving for a network trained on one joint schedule: the network's field is
+``E[u | x_t]`` under the joint law of ``(R_t, T_t)`` at noise levels ``(kappa_rot(t), t)``; integrating
+rotations at another speed visits pairs of noise levels ``(kappa'(t), t)`` that training never drew,
+so the field there is an extrapolation. (A time change of the *whole* state keeps the marginals; a
+per-factor one would need a network trained on independent per-factor times.)
+
+Self-conditioning. With ``IPAConfig.self_condition``, training feeds (with probability
+``self_condition_prob``) a detached first prediction ``x1_hat(x_t, t)`` as an extra input. Sampling
+does the same *inside every field evaluation*: ``v(t, x) = V(t, x, sc = x1_hat(t, x, sc=None))`` (two
+network passes per NFE), so the sampled field is a function of ``(t, x)`` alone and every solver (RK
+stages, rejected Dormand-Prince steps) integrates one well-defined ODE.
 
 Priors: translations ``T0 = length_unit * P(z)``, ``z ~ N(0, I)``, ``P`` the masked centring
 projection; rotations Haar-uniform or IGSO(3)(sigma) around the identity — the same prior in training
 and sampling (FrameFlow trains from IGSO(3) noise centred on the data but samples from uniform).
+``trans_coupling: ot`` pairs the batch's translation noise with its structures by exact minibatch OT
+(each noise draw restricted and re-centred to the partner's mask, which leaves the prior unchanged).
 
-Loss (per factor, averaged over unmasked residues, then over the batch):
+Loss (per factor, :func:`~proteinflow.flow.losses.cfm_loss` over unmasked residues, then the batch):
 
     L_f = mean_i || w_f(t) (Log_{x_t}(x1_hat) - Log_{x_t}(x1)) ||^2,
-    w_f(t) = d_kappa_f(t) / max(1 - kappa_f(t), c) / d_kappa_f(0),
+    w_f(t) = r_f(min(t, loss_t_cap)) / r_f(0),   r_f = d_kappa_f / (1 - kappa_f),
 
-which is the velocity-matching loss with its ``1/(1 - kappa)`` factor capped (``c = loss_norm_floor``,
-FrameFlow's "time normalisation") and divided by the schedule's initial speed, so that a fast rotation
-schedule (speed ~r) does not make the rotation term r^2 times larger than with the linear schedule.
-Translation errors are measured in ``length_unit`` (default 10 A = 1 nm, the only place the loss
-rescales lengths). An optional auxiliary loss compares ideal backbone atoms
-(N, CA, C) built from predicted and true frames for ``t >= aux_loss_t_min``.
+the velocity-matching loss normalised to weight 1 at ``t = 0`` and capped only near ``t = 1``
+(:func:`~proteinflow.flow.losses.velocity_matching_weight`). Translation errors are measured in
+``length_unit`` (default 10 A = 1 nm, the only place the loss rescales lengths). Times are drawn by
+:class:`~proteinflow.flow.time_samplers.UniformTimeSampler` on ``[t_min, 1]``. An optional auxiliary
+loss compares ideal backbone atoms (N, CA, C) built from predicted and true frames for
+``t >= aux_loss_t_min``.
 """
 
 from __future__ import annotations
@@ -44,11 +62,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from proteinflow.flow.losses import cfm_loss, velocity_matching_weight
 from proteinflow.flow.paths import GeodesicPath
 from proteinflow.flow.schedulers import CondOTScheduler, ConvexScheduler, ExpRateScheduler
 from proteinflow.flow.solvers import SolveResult, solve_ode
+from proteinflow.flow.time_samplers import UniformTimeSampler
 from proteinflow.geometry import rigid, so3
 from proteinflow.geometry.igso3 import IGSO3Sampler
 from proteinflow.geometry.manifolds import SO3, ProductManifold, ZeroCentreEuclidean
@@ -57,6 +78,7 @@ from proteinflow.models.ipa import FrameDenoiser, IPAConfig
 
 ROT_PRIORS = ("uniform", "igso3")
 ROT_SCHEDULES = ("linear", "exp")
+TRANS_COUPLINGS = ("independent", "ot")
 
 
 @dataclass(frozen=True)
@@ -66,14 +88,18 @@ class FrameFlowConfig:
     Attributes:
         rot_prior: ``"uniform"`` (Haar) or ``"igso3"`` (IGSO(3)(``igso3_sigma``) around the identity).
         igso3_sigma: sigma of the IGSO(3) prior.
-        rot_schedule: ``"linear"`` (kappa = t) or ``"exp"`` (exponential rate ``rot_rate``, trained).
+        rot_schedule: ``"linear"`` (kappa = t, default) or ``"exp"`` (exponential rate ``rot_rate``,
+            trained and sampled).
         rot_rate: rate r of the ``"exp"`` schedule.
         sampling_rot_rate: if set, sampling replaces the rotation velocity by ``r Log_{R_t}(R1_hat)``
-            (FrameFlow's inference-only speed-up; the solved ODE then differs from the trained one).
+            (FrameFlow's inference-only speed-up; the solved ODE then differs from the trained one, see
+            the module docstring).
+        trans_coupling: ``"independent"`` or ``"ot"`` (minibatch OT between translation noise and data).
         length_unit: Angstrom per unit: the translation prior's standard deviation per coordinate and
             the unit in which translation losses are measured.
         t_min: training times are drawn uniformly from ``[t_min, 1]``.
-        loss_norm_floor: ``c`` in the loss weight ``d_kappa / max(1 - kappa, c) / d_kappa(0)``.
+        loss_t_cap: the loss weight ``r(t) / r(0)``, ``r = d_kappa / (1 - kappa)``, is held at its
+            value at ``loss_t_cap`` for later times.
         velocity_floor: floor of ``1 - kappa`` in the sampling velocity.
         final_gap: sampling integrates ``[0, 1 - final_gap]``, then takes one Euler step to ``t = 1``.
         rot_loss_weight, trans_loss_weight, aux_loss_weight: weights of the three loss terms.
@@ -83,12 +109,13 @@ class FrameFlowConfig:
 
     rot_prior: str = "uniform"
     igso3_sigma: float = 1.5
-    rot_schedule: str = "exp"
+    rot_schedule: str = "linear"
     rot_rate: float = 10.0
     sampling_rot_rate: float | None = None
+    trans_coupling: str = "independent"
     length_unit: float = 10.0
     t_min: float = 0.01
-    loss_norm_floor: float = 0.1
+    loss_t_cap: float = 0.9
     velocity_floor: float = 1e-6
     final_gap: float = 1e-3
     rot_loss_weight: float = 0.5
@@ -104,7 +131,14 @@ class FrameFlowConfig:
             raise ValueError(
                 f"FrameFlowConfig.rot_schedule must be one of {ROT_SCHEDULES}, got {self.rot_schedule!r}"
             )
-        for name in ("igso3_sigma", "rot_rate", "length_unit", "loss_norm_floor", "velocity_floor"):
+        if self.trans_coupling not in TRANS_COUPLINGS:
+            raise ValueError(
+                f"FrameFlowConfig.trans_coupling must be one of {TRANS_COUPLINGS}, "
+                f"got {self.trans_coupling!r}"
+            )
+        if not 0.0 < self.loss_t_cap < 1.0:
+            raise ValueError(f"FrameFlowConfig.loss_t_cap must be in (0, 1), got {self.loss_t_cap!r}")
+        for name in ("igso3_sigma", "rot_rate", "length_unit", "velocity_floor"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"FrameFlowConfig.{name} must be > 0, got {getattr(self, name)!r}")
         if self.sampling_rot_rate is not None and not self.sampling_rot_rate > 0:
@@ -172,12 +206,6 @@ def solver_times(
     return t_last, times
 
 
-def _masked_residue_mean(sq: Tensor, mask: Tensor) -> Tensor:
-    """``sq`` ``[B, N]`` -> mean over unmasked residues per sample, then over the batch (scalar)."""
-    m = mask.to(sq.dtype)
-    return ((sq * m).sum(1) / m.sum(1).clamp_min(1.0)).mean()
-
-
 class FrameFlow(nn.Module):
     """Flow matching on residue frames with a :class:`FrameDenoiser` (see the module docstring).
 
@@ -197,6 +225,7 @@ class FrameFlow(nn.Module):
         self.schedulers: dict[str, ConvexScheduler] = {"rots": rot_sched, "trans": CondOTScheduler()}
         self.path = GeodesicPath(self.manifold, self.schedulers)
         self._igso3 = IGSO3Sampler() if self.cfg.rot_prior == "igso3" else None
+        self.time_sampler = UniformTimeSampler(self.cfg.t_min, 1.0)
 
     # -- prior ------------------------------------------------------------------------------------------
     def sample_prior(self, mask: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
@@ -221,6 +250,33 @@ class FrameFlow(nn.Module):
         trans = masked_centre(z, mask) * self.cfg.length_unit
         return {"rots": rots, "trans": trans}
 
+    @staticmethod
+    def ot_pair_translations(noise: Tensor, trans1: Tensor, mask: Tensor) -> Tensor:
+        """Translation noise re-assigned to the batch's structures by exact minibatch OT.
+
+        Noise draw ``i`` restricted to structure ``j``'s residues and re-centred, ``P_j(z_i)``, is again a
+        prior draw for mask ``j`` (residues are i.i.d. Gaussian), so pairing by the permutation ``pi`` that
+        minimises ``sum_j ||P_j(z_pi(j)) - T1_j||^2`` changes the coupling, not the prior.
+
+        Args:
+            noise: ``[B, N, 3]`` prior translations (zero masked centroid for their own mask; padding
+                positions may hold anything finite: they are re-drawn as part of the restriction).
+            trans1: ``[B, N, 3]`` data translations (zero masked centroid).
+            mask: ``[B, N]``.
+
+        Returns:
+            ``[B, N, 3]``: row ``j`` is ``P_j(noise_pi(j))``.
+        """
+        m = mask.to(noise.dtype)
+        # candidate[i, j] = P_j(noise_i)  -> [B, B, N, 3]
+        cand = masked_centre(noise[:, None] * m[None, :, :, None], m[None].expand(len(m), -1, -1))
+        cost = ((cand - trans1[None]).pow(2).sum(-1) * m[None]).sum(-1)  # [B(noise), B(data)]
+        rows, cols = linear_sum_assignment(cost.detach().cpu().double().numpy())
+        perm = torch.empty(len(cols), dtype=torch.long)
+        perm[torch.as_tensor(cols)] = torch.as_tensor(rows)  # data j gets noise perm[j]
+        perm = perm.to(noise.device)
+        return cand[perm, torch.arange(len(perm), device=noise.device)]
+
     # -- network ----------------------------------------------------------------------------------------
     def predict(
         self,
@@ -233,6 +289,15 @@ class FrameFlow(nn.Module):
         """Predicted clean frames ``x1_hat`` (translations re-centred on the masked centroid)."""
         out = self.net(x_t["rots"], x_t["trans"], t, mask, self_cond_trans=self_cond_trans, res_idx=res_idx)
         return {"rots": out.pred_rots, "trans": masked_centre(out.pred_trans, mask)}
+
+    def predict_self_conditioned(
+        self, x_t: dict[str, Tensor], t: Tensor, mask: Tensor, res_idx: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """``x1_hat(x_t, t)``, with self-conditioning (if the network uses it) computed in the same call:
+        ``x1_hat(x_t, t, sc = x1_hat(x_t, t, sc=None)["trans"])``: a deterministic function of ``(t, x_t)``.
+        """
+        sc = self.predict(x_t, t, mask, None, res_idx)["trans"] if self.net.cfg.self_condition else None
+        return self.predict(x_t, t, mask, sc, res_idx)
 
     def velocity(self, x_t: dict[str, Tensor], x1_hat: dict[str, Tensor], t: Tensor, mask: Tensor) -> dict:
         """``v^f = d_kappa_f / max(1 - kappa_f, velocity_floor) * Log_{x_t}(x1_hat)`` per factor."""
@@ -275,8 +340,9 @@ class FrameFlow(nn.Module):
         rots1 = torch.where(valid[..., None, None], rots1, eye)
         x1 = {"rots": rots1, "trans": masked_centre(trans1, mask)}
         x0 = self.sample_prior(mask, generator=generator)
-        u = torch.rand(bsz, generator=generator, device=device, dtype=dtype)
-        t = self.cfg.t_min + (1.0 - self.cfg.t_min) * u
+        if self.cfg.trans_coupling == "ot":
+            x0["trans"] = self.ot_pair_translations(x0["trans"], x1["trans"], mask)
+        t = self.time_sampler.sample(bsz, generator=generator, device=device, dtype=dtype)
         x_t = self.path.sample(x0, x1, t, mask=mask).x_t
 
         self_cond = None
@@ -289,22 +355,23 @@ class FrameFlow(nn.Module):
 
         terms: dict[str, Tensor] = {}
         for key, man in self.manifold.factors.items():
-            sched = self.schedulers[key]
-            err = man.logmap(x_t[key], x1_hat[key]) - man.logmap(x_t[key], x1[key])
-            tt = t.reshape(-1, *([1] * (err.dim() - 1)))
-            w = sched.d_kappa(tt) / (1.0 - sched.kappa(tt)).clamp_min(self.cfg.loss_norm_floor)
-            w = w / sched.d_kappa(torch.zeros_like(tt))
-            if key == "trans":
-                w = w / self.cfg.length_unit
-            terms[key] = _masked_residue_mean(((w * err) ** 2).sum(-1), mask)
+            w = velocity_matching_weight(self.schedulers[key], t, self.cfg.loss_t_cap)
+            scale = 1.0 / self.cfg.length_unit if key == "trans" else 1.0
+            terms[key] = cfm_loss(
+                man.logmap(x_t[key], x1_hat[key]) * scale,
+                man.logmap(x_t[key], x1[key]) * scale,
+                mask=mask,
+                weight=w.pow(2),
+            )
 
         aux = torch.zeros((), dtype=dtype, device=device)
         if self.cfg.aux_loss_weight > 0:
             pred_atoms = torch.stack(rigid.ideal_backbone_from_frames(x1_hat["rots"], x1_hat["trans"]), -2)
             true_atoms = torch.stack(rigid.ideal_backbone_from_frames(x1["rots"], x1["trans"]), -2)
-            sq = ((pred_atoms - true_atoms) / self.cfg.length_unit).pow(2).sum(-1).mean(-1)  # [B, N]
-            gate = (t >= self.cfg.aux_loss_t_min).to(dtype)[:, None]
-            aux = _masked_residue_mean(sq * gate, mask)
+            gate = (t >= self.cfg.aux_loss_t_min).to(dtype)
+            unit = self.cfg.length_unit  # mean over the 3 atoms of each residue: weight / 3
+            n_atoms = pred_atoms.shape[-2]
+            aux = cfm_loss(pred_atoms / unit, true_atoms / unit, mask=mask, weight=gate / n_atoms)
         total = (
             self.cfg.rot_loss_weight * terms["rots"]
             + self.cfg.trans_loss_weight * terms["trans"]
@@ -330,8 +397,9 @@ class FrameFlow(nn.Module):
         """Integrate the learned ODE from the prior (``t = 0``) to data (``t = 1``).
 
         The solver runs on ``[0, 1 - final_gap]``; one Euler step of size ``final_gap`` finishes at
-        ``t = 1`` (see the module docstring). Self-conditioning uses the previous network evaluation's
-        translation prediction (``None`` at the first one), so every evaluation counts as one NFE.
+        ``t = 1`` (see the module docstring). With self-conditioning every field evaluation runs the
+        network twice (first without, then with its own translation prediction), so the field is a
+        function of ``(t, x)``; ``nfe`` counts field evaluations.
 
         Args:
             mask: ``[B, N]`` residues to generate (padding allowed for mixed lengths).
@@ -345,13 +413,9 @@ class FrameFlow(nn.Module):
         """
         t_last, times = solver_times(self.cfg.final_gap, return_times)
         x0 = self.sample_prior(mask, generator=generator) if x_init is None else x_init
-        state: dict[str, Tensor | None] = {"sc": None}
 
         def field(t: Tensor, x: dict[str, Tensor]) -> dict[str, Tensor]:
-            sc = state["sc"] if self.net.cfg.self_condition else None
-            x1_hat = self.predict(x, t, mask, sc, res_idx)
-            state["sc"] = x1_hat["trans"]
-            return self.velocity(x, x1_hat, t, mask)
+            return self.velocity(x, self.predict_self_conditioned(x, t, mask, res_idx), t, mask)
 
         result: SolveResult = solve_ode(
             field,

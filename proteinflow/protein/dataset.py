@@ -22,6 +22,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from proteinflow.protein.filters import (
+    FilterConfig,
+    check_coil,
+    check_length,
+    check_radius_of_gyration,
+    coil_fraction,
+    radius_of_gyration,
+    reason_code,
+)
+
 __all__ = [
     "BackboneBatch",
     "BackboneItem",
@@ -30,6 +40,8 @@ __all__ = [
     "PreparedDataset",
     "collate_backbones",
     "load_prepared",
+    "select_structures",
+    "subset_prepared",
 ]
 
 _SUPPORTED_FORMAT = 1
@@ -108,6 +120,51 @@ def load_prepared(path: str | os.PathLike[str]) -> PreparedArrays:
     return arrays
 
 
+def select_structures(arrays: PreparedArrays, filters: FilterConfig) -> tuple[np.ndarray, dict[str, int]]:
+    """Indices of the structures that pass the length, coil-fraction and Rg filters of ``filters``.
+
+    Only ``min_len``/``max_len``, ``max_coil_frac`` (P-SEA, about 10 ms per 200 residues) and
+    ``max_rg_factor``/``rg_exponent`` apply: the other filters need the source files and belong to
+    ``proteinflow data prepare``.
+
+    Returns:
+        ``(keep [K] int64, dropped)`` with ``dropped`` counting the rejected structures per reason code.
+    """
+    keep: list[int] = []
+    dropped: dict[str, int] = {}
+    for i in range(len(arrays)):
+        start, stop = int(arrays.offsets[i]), int(arrays.offsets[i + 1])
+        ca = arrays.coords[start:stop, 1]
+        reason = check_length(stop - start, filters)
+        if reason is None and filters.max_rg_factor is not None:
+            reason = check_radius_of_gyration(radius_of_gyration(ca), stop - start, filters)
+        if reason is None and filters.max_coil_frac is not None:
+            reason = check_coil(coil_fraction(ca), filters)
+        if reason is None:
+            keep.append(i)
+        else:
+            code = reason_code(reason)
+            dropped[code] = dropped.get(code, 0) + 1
+    return np.asarray(keep, dtype=np.int64), dropped
+
+
+def subset_prepared(arrays: PreparedArrays, keep: np.ndarray) -> PreparedArrays:
+    """The structures ``keep`` (``[K]`` indices, in that order) of ``arrays`` as new arrays."""
+    starts, stops = arrays.offsets[keep], arrays.offsets[keep + 1]
+    rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True)]) if len(keep) else []
+    rows = np.asarray(rows, dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(stops - starts)]).astype(arrays.offsets.dtype)
+    return PreparedArrays(
+        coords=arrays.coords[rows],
+        offsets=offsets,
+        chain_breaks=arrays.chain_breaks[rows],
+        res_ids=arrays.res_ids[rows],
+        sequence=arrays.sequence[rows],
+        names=arrays.names[keep],
+        sources=arrays.sources[keep],
+    )
+
+
 @dataclass
 class BackboneItem:
     """One (possibly cropped) structure.
@@ -116,8 +173,8 @@ class BackboneItem:
         coords: ``[L, 4, 3]`` float32 N, CA, C, O (missing O set to 0, see ``atom_mask``); centred so that
             the mean CA is 0 when the dataset centres.
         atom_mask: ``[L, 4]`` bool, False for missing atoms (only O can be missing).
-        residue_index: ``[L]`` int64 position of each residue in the full structure (0-based; a crop
-            starting at residue s gives ``s, s+1, ...``).
+        residue_index: ``[L]`` int64 position of each residue in the item, ``0 .. L-1`` (a crop is
+            indexed from its own first residue, as sampled chains are).
         res_ids: ``[L]`` int64 residue numbers from the source file.
         chain_breaks: ``[L]`` bool break flags (a break into the cropped-away part is kept as is).
         index: position of the structure in the dataset.
@@ -197,6 +254,8 @@ class PreparedDataset(Dataset[BackboneItem]):
             index))``, so it is reproducible and changes with :meth:`set_epoch`.
         seed: seed of the crops.
         center: subtract the mean CA position of the (cropped) item from all its atoms.
+        filters: keep only the structures that pass these length / coil / Rg filters
+            (:func:`select_structures`); the dropped ones are counted by reason in :attr:`dropped`.
 
     Note:
         With ``DataLoader(num_workers > 0, persistent_workers=True)`` the workers hold copies of the dataset
@@ -204,11 +263,25 @@ class PreparedDataset(Dataset[BackboneItem]):
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], crop_len: int | None = None, seed: int = 0, center: bool = True
+        self,
+        path: str | os.PathLike[str],
+        crop_len: int | None = None,
+        seed: int = 0,
+        center: bool = True,
+        filters: FilterConfig | None = None,
     ) -> None:
         if crop_len is not None and (not isinstance(crop_len, int) or crop_len < 1):
             raise ValueError(f"crop_len must be a positive int or None, got {crop_len!r}")
-        self.arrays = load_prepared(path)
+        arrays = load_prepared(path)
+        self.dropped: dict[str, int] = {}
+        if filters is not None:
+            keep, self.dropped = select_structures(arrays, filters)
+            if keep.size == 0:
+                raise ValueError(
+                    f"filters: no structure of {path} passes {filters} (dropped: {self.dropped})"
+                )
+            arrays = subset_prepared(arrays, keep)
+        self.arrays = arrays
         self.crop_len = crop_len
         self.seed = int(seed)
         self.center = bool(center)
@@ -252,7 +325,7 @@ class PreparedDataset(Dataset[BackboneItem]):
         return BackboneItem(
             coords=torch.from_numpy(coords),
             atom_mask=torch.from_numpy(atom_mask),
-            residue_index=torch.arange(start, stop, dtype=torch.int64),
+            residue_index=torch.arange(stop - start, dtype=torch.int64),
             res_ids=torch.from_numpy(self.arrays.res_ids[rows].astype(np.int64)),
             chain_breaks=torch.from_numpy(np.array(self.arrays.chain_breaks[rows], dtype=bool)),
             index=index,

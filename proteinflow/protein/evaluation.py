@@ -27,6 +27,9 @@ from typing import TypeVar
 import numpy as np
 
 from proteinflow.protein.evaluation_metrics import (
+    CA_CA_RANGE,
+    CA_CLASH_DIST,
+    CA_CLASH_MIN_SEP,
     PowerLawFit,
     backbone_geometry,
     ca_angle_dihedral_pairs,
@@ -482,3 +485,48 @@ def summarise(rows: Iterable[dict[str, object]]) -> dict[str, float]:
         values = [v for v in values if math.isfinite(v)]
         out[column] = float(np.mean(values)) if values else float("nan")
     return out
+
+
+#: Keys of :func:`sample_quality` (validation curves use them in this order).
+QUALITY_KEYS: tuple[str, ...] = (
+    "ca_ca_outside",
+    "has_ca_clash",
+    "rg_ratio",
+    "psea_helix",
+    "psea_strand",
+    "psea_coil",
+    "with_sse",
+)
+
+
+def sample_quality(backbones: Sequence[np.ndarray], rg_law: PowerLawFit | None) -> dict[str, float]:
+    """Quick protein-likeness of generated backbones (used while training; ``eval`` is the full table).
+
+    Args:
+        backbones: ``[L_b, A >= 2, 3]`` arrays (CA at index 1), one per structure.
+        rg_law: reference ``Rg = a L^nu`` (e.g. fitted on the training set); without it ``rg_ratio`` is NaN.
+
+    Returns:
+        Means over structures of: fraction of consecutive CA-CA outside [3.6, 4.0] A, whether the
+        structure has a CA clash, ``Rg / (a L^nu)``, the P-SEA helix / strand / coil fractions, and
+        ``with_sse``, the fraction of structures with any P-SEA helix or strand.
+    """
+    from proteinflow.protein.filters import radius_of_gyration
+    from proteinflow.protein.metrics import psea_labels
+
+    rows: dict[str, list[float]] = {k: [] for k in QUALITY_KEYS}
+    for x in backbones:
+        ca = np.asarray(x, dtype=np.float64)[:, 1]
+        d = np.linalg.norm(ca[1:] - ca[:-1], axis=-1)
+        sep = np.abs(np.arange(len(ca))[:, None] - np.arange(len(ca))[None, :])
+        dist = np.linalg.norm(ca[:, None] - ca[None, :], axis=-1)
+        psea = label_fractions(psea_labels(ca), _PSEA_CODES)
+        outside = (d < CA_CA_RANGE[0]) | (d > CA_CA_RANGE[1])
+        rows["ca_ca_outside"].append(float(outside.mean()) if d.size else float("nan"))
+        rows["has_ca_clash"].append(float(((dist < CA_CLASH_DIST) & (sep >= CA_CLASH_MIN_SEP)).any()))
+        rg = radius_of_gyration(ca)
+        rows["rg_ratio"].append(float(rg / rg_law(len(ca))) if rg_law is not None else float("nan"))
+        for k in ("helix", "strand", "coil"):
+            rows[f"psea_{k}"].append(psea[k])
+        rows["with_sse"].append(float(psea["helix"] + psea["strand"] > 0))
+    return {k: float(np.mean(v)) if v else float("nan") for k, v in rows.items()}

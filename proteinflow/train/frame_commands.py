@@ -104,6 +104,50 @@ def plot_loss_curve(metrics_csv: Path, out_png: Path, window: int = 25) -> Path 
     return out_png
 
 
+def plot_val_curves(metrics_csv: Path, out_png: Path) -> Path | None:
+    """Plot the validation sample-quality curves (``val/*`` of :func:`sample_quality`) against the step.
+
+    Two panels: geometry (CA-CA outside [3.6, 4.0], CA-clash rate, Rg / reference law) and secondary
+    structure (P-SEA helix, strand, coil, fraction of samples with any helix or strand).
+    """
+    from matplotlib.figure import Figure
+
+    from proteinflow.protein.evaluation import QUALITY_KEYS
+
+    if not metrics_csv.is_file():
+        return None
+    series: dict[str, list[tuple[int, float]]] = {}
+    with metrics_csv.open() as fh:
+        for row in csv.DictReader(fh):
+            for key in QUALITY_KEYS:
+                value = row.get(f"val/{key}")
+                if value not in (None, ""):
+                    series.setdefault(key, []).append((int(row["step"]), float(value)))
+    if not series:
+        return None
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
+    panels = {
+        0: ("ca_ca_outside", "has_ca_clash", "rg_ratio"),
+        1: ("psea_helix", "psea_strand", "psea_coil", "with_sse"),
+    }
+    for i, keys in panels.items():
+        for key in keys:
+            if key in series:
+                steps, values = zip(*series[key], strict=True)
+                axes[i].plot(steps, values, marker="o", ms=3, label=key)
+        axes[i].set_xlabel("step")
+        axes[i].legend(fontsize=8)
+    axes[0].axhline(1.0, color="grey", lw=0.5, ls="--")
+    axes[0].set_title("validation samples: geometry")
+    axes[1].set_title("validation samples: P-SEA secondary structure")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    atomic_write_bytes(out_png, lambda handle: handle.write(buf.getvalue()))
+    return out_png
+
+
 def train_frames(
     config_path: str | Path,
     out: str | Path,
@@ -173,6 +217,7 @@ def train_frames(
         log_dir = getattr(trainer.logger, "log_dir", None)
         if log_dir is not None:
             plot_loss_curve(Path(log_dir) / "metrics.csv", out / "loss_curve.png")
+            plot_val_curves(Path(log_dir) / "metrics.csv", out / "val_curves.png")
     return last
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from proteinflow.protein.filters import FilterConfig
 from proteinflow.train.config import ConfigError, build_section, check_type
 
 
@@ -40,18 +41,40 @@ class FrameDataConfig:
     Attributes:
         path: prepared dataset (folder or ``dataset.npz``, from ``proteinflow data prepare``).
         val_path: prepared dataset used for validation metrics (optional; validation samples anyway).
-        crop_len: random contiguous crops of at most this many residues (None = whole chains).
-        max_residues_sq: batch budget ``batch_size * N_max^2`` (IPA memory grows with N^2).
+        crop_len: structures longer than this are cut to a random contiguous window (indexed from 0);
+            None (default) trains on whole chains, as sampling makes them.
+        min_len, max_len: keep structures with ``min_len <= L <= max_len`` (None = no bound); train on
+            the lengths you sample.
+        max_coil_frac: drop structures whose P-SEA coil fraction is above this (None = keep all).
+        max_rg_factor: drop structures with ``Rg > max_rg_factor * L^0.4`` (None = keep all; 3.0 keeps
+            elongated but folded domains).
+        max_residues_sq: batch budget ``batch_size * N_max^2`` (IPA memory grows with N^2); batches hold
+            structures of similar length (:class:`~proteinflow.protein.dataset.LengthBudgetBatchSampler`).
         max_batch_size: optional cap on structures per batch.
         num_workers: DataLoader workers.
     """
 
     path: str = "data/prepared/cath_train"
     val_path: str | None = None
-    crop_len: int | None = 128
+    crop_len: int | None = None
+    min_len: int | None = None
+    max_len: int | None = None
+    max_coil_frac: float | None = None
+    max_rg_factor: float | None = None
     max_residues_sq: int = 65536
     max_batch_size: int | None = None
     num_workers: int = 0
+
+    def filters(self) -> FilterConfig | None:
+        """The structure filters of this section (None when none is set)."""
+        if all(v is None for v in (self.min_len, self.max_len, self.max_coil_frac, self.max_rg_factor)):
+            return None
+        return FilterConfig(
+            min_len=self.min_len,
+            max_len=self.max_len,
+            max_coil_frac=self.max_coil_frac,
+            max_rg_factor=self.max_rg_factor,
+        )
 
 
 @dataclass
@@ -67,8 +90,10 @@ class FrameTrainConfig:
         accelerator, devices, num_nodes, strategy: Lightning Trainer settings (``strategy: ddp`` for
             multi-GPU / multi-node, also 2-process CPU).
         checkpoint_every: save ``last.ckpt`` every this many steps (the most a killed run can lose).
-        val_every: validate (sample backbones, log geometry metrics) every this many steps (0 = never).
-        val_samples, val_length, val_steps: validation samples, their length and Euler steps.
+        val_every: validate every this many steps (0 = never): sample ``val_samples`` backbones at each
+            of ``val_lengths`` with ``val_steps`` Euler steps and log CA-CA outside [3.6, 4.0], CA clash
+            rate, Rg over the training set's power law and P-SEA helix/strand/coil (``val_curves.png``).
+        val_samples, val_lengths, val_steps: validation samples per length, the lengths and Euler steps.
         log_every: log losses every this many steps.
     """
 
@@ -84,8 +109,8 @@ class FrameTrainConfig:
     strategy: str = "auto"
     checkpoint_every: int = 200
     val_every: int = 500
-    val_samples: int = 2
-    val_length: int = 64
+    val_samples: int = 4
+    val_lengths: list[int] = field(default_factory=lambda: [64, 100])
     val_steps: int = 50
     log_every: int = 10
 
@@ -155,6 +180,10 @@ def frame_config_from_dict(raw: Any, source: str = "<dict>") -> FrameExperimentC
             allowed = ", ".join(["kind", "model_kind", "name", "seed", *sections])
             raise ConfigError(f"unknown key '{key}' at the top level of {source}; allowed: {allowed}")
     cfg = FrameExperimentConfig(**kwargs)
+    try:
+        cfg.data.filters()
+    except ValueError as err:
+        raise ConfigError(f"section 'data' of {source}: {err}") from err
     if cfg.kind != "frames":
         raise ConfigError(f"key 'kind' in {source}: expected 'frames', got {cfg.kind!r}")
     checks = [
@@ -171,7 +200,12 @@ def frame_config_from_dict(raw: Any, source: str = "<dict>") -> FrameExperimentC
         (cfg.train.grad_clip >= 0, "train.grad_clip must be >= 0"),
         (cfg.train.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
         (cfg.train.val_every >= 0, "train.val_every must be >= 0"),
-        (cfg.train.val_samples >= 1 and cfg.train.val_length >= 2, "train.val_samples/val_length too small"),
+        (
+            cfg.train.val_samples >= 1
+            and len(cfg.train.val_lengths) >= 1
+            and min(cfg.train.val_lengths) >= 4,
+            "train.val_samples must be >= 1 and train.val_lengths a non-empty list of lengths >= 4",
+        ),
         (cfg.train.val_steps >= 1 and cfg.train.log_every >= 1, "train.val_steps/log_every must be >= 1"),
         (cfg.train.devices >= 1 and cfg.train.num_nodes >= 1, "train.devices/num_nodes must be >= 1"),
     ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
@@ -24,7 +25,9 @@ from proteinflow.protein.dataset import (
     PreparedDataset,
     collate_backbones,
 )
-from proteinflow.protein.metrics import ca_geometry
+from proteinflow.protein.evaluation import sample_quality
+from proteinflow.protein.evaluation_metrics import PowerLawFit, fit_power_law
+from proteinflow.protein.filters import radius_of_gyration
 from proteinflow.train.backbone_models import BackboneFlow, build_backbone_flow, sample_atoms
 from proteinflow.train.frame_config import FrameExperimentConfig, frame_config_from_dict
 
@@ -66,8 +69,18 @@ class FrameFlowModule(L.LightningModule):
         """The EMA weights if kept, else the trained weights."""
         return self.ema.module if self.ema is not None else self.flow  # type: ignore[return-value]
 
+    def on_fit_start(self) -> None:
+        # Per-rank randomness for times, noise and the self-conditioning coin: seed_everything gives every
+        # DDP rank the same global seed, which would make all ranks draw the same noise.
+        self._generator = torch.Generator(device=self.device).manual_seed(
+            self.cfg.seed * 1_000_003 + 7_919 * self.global_rank + 1
+        )
+        datamodule = getattr(self.trainer, "datamodule", None)
+        self.rg_law = getattr(datamodule, "rg_law", None)
+
     def training_step(self, batch: BackboneBatch, batch_idx: int) -> torch.Tensor:
-        losses = self.flow.loss(batch.coords, batch.mask, batch.residue_index)
+        generator = getattr(self, "_generator", None)
+        losses = self.flow.loss(batch.coords, batch.mask, batch.residue_index, generator=generator)
         terms = losses.terms()
         if not torch.isfinite(losses.total):
             parts = ", ".join(f"{k}={v.item()}" for k, v in terms.items())
@@ -96,14 +109,19 @@ class FrameFlowModule(L.LightningModule):
             dataset.set_epoch(self.current_epoch)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        """Sample ``val_samples`` backbones of ``val_length`` residues and log their CA geometry."""
+        """Sample ``val_samples`` backbones at each of ``val_lengths`` (Euler ``val_steps``, fixed noise) and
+        log their protein-likeness (:func:`~proteinflow.protein.evaluation.sample_quality`) as ``val/*``."""
         t = self.cfg.train
-        mask = torch.ones(t.val_samples, t.val_length, dtype=torch.bool, device=self.device)
-        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 1)
-        samples = self.sampling_flow().sample(mask, method="euler", steps=t.val_steps, generator=gen)
-        coords = sample_atoms(samples)
-        for key, value in ca_geometry(coords, mask).items():
-            self.log(f"val/{key}", value, batch_size=t.val_samples, sync_dist=True)
+        flow = self.sampling_flow()
+        backbones = []
+        for length in t.val_lengths:
+            mask = torch.ones(t.val_samples, length, dtype=torch.bool, device=self.device)
+            gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 1 + length)
+            samples = flow.sample(mask, method="euler", steps=t.val_steps, generator=gen)
+            backbones.extend(sample_atoms(samples).detach().cpu().numpy())
+        quality = sample_quality(backbones, getattr(self, "rg_law", None))
+        for key, value in quality.items():
+            self.log(f"val/{key}", value, batch_size=len(backbones), sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(
@@ -132,11 +150,26 @@ class FrameDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg = cfg
         self.train_set: PreparedDataset | None = None
+        self.rg_law: PowerLawFit | None = None
 
     def setup(self, stage: str | None = None) -> None:
         d = self.cfg.data
         if self.train_set is None:
-            self.train_set = PreparedDataset(d.path, crop_len=d.crop_len, seed=self.cfg.seed)
+            self.train_set = PreparedDataset(
+                d.path, crop_len=d.crop_len, seed=self.cfg.seed, filters=d.filters()
+            )
+            if self.train_set.dropped:
+                kept = len(self.train_set)
+                print(f"data: {kept} structures of {d.path} kept; filtered out {self.train_set.dropped}")
+            arrays = self.train_set.arrays
+            rgs = [
+                radius_of_gyration(arrays.coords[arrays.offsets[i] : arrays.offsets[i + 1], 1])
+                for i in range(len(arrays))
+            ]
+            try:  # the reference Rg law of validation: the training set's own power law
+                self.rg_law = fit_power_law(arrays.lengths, np.asarray(rgs))
+            except ValueError:
+                self.rg_law = None
         longest = int(self.train_set.lengths.max())
         if longest**2 > d.max_residues_sq:
             raise ValueError(
