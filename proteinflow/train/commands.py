@@ -199,6 +199,13 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
         "--lengths", type=_positive_int, nargs="+", default=None, help="backbone lengths; --num per length"
     )
     frames.add_argument("--trajectory", action="store_true", help="also write a multi-model trajectory PDB")
+    frames.add_argument(
+        "--rot-sampling-rate",
+        type=_positive_float,
+        default=None,
+        help="FrameFlow's inference-only rotation speed-up v = r Log(R_t, R1_hat): integrates an ODE that "
+        "was not trained (a sampling choice, recorded in samples.csv); default: the trained ODE",
+    )
     frames.add_argument("--batch-size", type=_positive_int, default=8, help="backbones per batch (default 8)")
     frames.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
@@ -208,8 +215,10 @@ def _run_frame_sample(args: argparse.Namespace) -> int | None:
     from proteinflow.train.frame_commands import is_frame_checkpoint, sample_frames
 
     if not is_frame_checkpoint(args.ckpt):
-        if args.lengths is not None or args.trajectory:
-            return _error("--lengths/--trajectory apply only to frame-flow (protein) checkpoints")
+        if args.lengths is not None or args.trajectory or args.rot_sampling_rate is not None:
+            return _error(
+                "--lengths/--trajectory/--rot-sampling-rate apply only to frame-flow (protein) checkpoints"
+            )
         return None
     if args.lengths is None:
         return _error("--lengths is required for a frame-flow checkpoint (e.g. --lengths 60 100)")
@@ -228,6 +237,7 @@ def _run_frame_sample(args: argparse.Namespace) -> int | None:
         trajectory=args.trajectory,
         batch_size=args.batch_size,
         device=args.device,
+        rot_sampling_rate=args.rot_sampling_rate,
     )
     print(f"wrote {len(records)} backbones to {args.out} (samples.csv lists NFE and seconds)")
     return 0

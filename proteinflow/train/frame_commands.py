@@ -274,6 +274,7 @@ class SampleRecord:
     atol: float | None
     nfe: int
     seconds: float
+    ode: str = "trained"
 
 
 def backbone_seed(seed: int, length: int, index: int) -> int:
@@ -315,13 +316,18 @@ def sample_frames(
     batch_size: int = 8,
     device: str | None = None,
     trajectory_frames: int = 21,
+    rot_sampling_rate: float | None = None,
 ) -> list[SampleRecord]:
     """Sample ``num`` backbones of each length and write them as PDB files (see the module docstring).
 
     Works for every ``model_kind``; a C-alpha model (``model_kind: ca``) writes CA-only PDB files.
+    ``rot_sampling_rate`` (frame flows only) replaces the rotation velocity by FrameFlow's inference-only
+    ``r Log_{R_t}(R1_hat)``: the ODE then differs from the trained one, and the ``ode`` column of
+    ``samples.csv`` says so.
     """
     from rich.progress import Progress
 
+    from proteinflow.models.frame_flow import FrameFlowConfig
     from proteinflow.protein.write import fits_pdb, write_mmcif, write_pdb, write_trajectory_pdb
     from proteinflow.train.backbone_models import concat_priors, sample_atoms, trajectory_atoms
 
@@ -333,6 +339,14 @@ def sample_frames(
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     flow, _ = load_frame_checkpoint(ckpt, dev)
+    ode = "trained"
+    if rot_sampling_rate is not None:
+        if not isinstance(getattr(flow, "cfg", None), FrameFlowConfig):
+            raise ValueError("--rot-sampling-rate applies only to frame flows (model_kind: frames)")
+        flow.cfg = replace(flow.cfg, sampling_rot_rate=float(rot_sampling_rate))
+    if isinstance(getattr(flow, "cfg", None), FrameFlowConfig) and flow.cfg.sampling_rot_rate is not None:
+        rate = flow.cfg.sampling_rot_rate
+        ode = f"not the trained ODE: rotations sampled at rate {rate:g} (inference-only)"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     records: list[SampleRecord] = []
@@ -385,6 +399,7 @@ def sample_frames(
                             atol=atol if solver == "dopri5" else None,
                             nfe=result.nfe,
                             seconds=seconds,
+                            ode=ode,
                         )
                     )
                 progress.advance(task, len(idx))
