@@ -181,8 +181,10 @@ def test_sampler_ranks_disjoint_equal_and_complete(replicas: int) -> None:
             assert len(batches) == len(sampler)
             _check_budget(batches, lengths, budget)
             per_rank.append([i for b in batches for i in b])
-        counts = {len(LengthBudgetBatchSampler(lengths, budget, seed=0, num_replicas=replicas, rank=r))
-                  for r in range(replicas)}
+        counts = {
+            len(LengthBudgetBatchSampler(lengths, budget, seed=0, num_replicas=replicas, rank=r))
+            for r in range(replicas)
+        }
         assert len(counts) == 1  # the same number of batches on every rank: DDP cannot hang
         everything = [i for ids in per_rank for i in ids]
         assert len(everything) == len(set(everything))  # disjoint
@@ -192,8 +194,10 @@ def test_sampler_ranks_disjoint_equal_and_complete(replicas: int) -> None:
 def test_sampler_drop_last_and_tiny_datasets() -> None:
     lengths = np.random.default_rng(5).integers(10, 256, size=101)
     budget = 256 * 256 * 2
-    per_rank = [list(LengthBudgetBatchSampler(lengths, budget, num_replicas=3, rank=r, drop_last=True))
-                for r in range(3)]
+    per_rank = [
+        list(LengthBudgetBatchSampler(lengths, budget, num_replicas=3, rank=r, drop_last=True))
+        for r in range(3)
+    ]
     assert len({len(b) for b in per_rank}) == 1
     flat = [i for batches in per_rank for b in batches for i in b]
     assert len(flat) == len(set(flat))
@@ -229,3 +233,43 @@ def test_dataloader_with_sampler(prepared: tuple[Path, list[ParsedRecord]]) -> N
         assert torch.equal(batch.mask.sum(dim=1), batch.lengths)
         seen.extend(batch.indices.tolist())
     assert sorted(seen) == list(range(len(ds)))
+
+
+def test_filters_select_by_length_rg_and_coil_against_independent_values(tmp_path: Path) -> None:
+    from proteinflow.protein import synthetic
+    from proteinflow.protein.dataset import select_structures, subset_prepared
+    from proteinflow.protein.filters import FilterConfig, coil_fraction, radius_of_gyration
+
+    rng = np.random.default_rng(1)
+    shapes = [("helix", 30), ("random", 30), ("strand", 20), ("helix", 50), ("random", 12), ("helix", 8)]
+    records = []
+    for i, (kind, n) in enumerate(shapes):
+        rec = _record(f"s{i}", n, rng)
+        if kind != "random":  # helices are compact and not coil; random clouds are all coil
+            atoms = getattr(synthetic, kind)(n).numpy().astype(np.float32)
+            rec.coords[:] = atoms
+        records.append(rec)
+    path = tmp_path / "dataset.npz"
+    write_prepared(path, records, [f"/src/s{i}.pdb" for i in range(len(records))])
+    arrays = load_prepared(path)
+    cfg = FilterConfig(min_len=10, max_len=40, max_rg_factor=4.0, max_coil_frac=0.5)
+    keep, dropped = select_structures(arrays, cfg)
+    expected = [
+        i
+        for i, r in enumerate(records)
+        if 10 <= len(r.sequence) <= 40
+        and radius_of_gyration(r.coords[:, 1]) <= 4.0 * len(r.sequence) ** 0.4
+        and coil_fraction(r.coords[:, 1]) <= 0.5
+    ]
+    assert keep.tolist() == expected and 0 < len(expected) < len(records)
+    assert sum(dropped.values()) == len(records) - len(expected)
+    assert set(dropped) == {"too_short", "too_long", "radius_of_gyration", "coil"}  # one of each, see above
+    sub = subset_prepared(arrays, keep)
+    for j, i in enumerate(keep):
+        np.testing.assert_array_equal(sub.coords[sub.offsets[j] : sub.offsets[j + 1]], records[i].coords)
+        assert sub.names[j] == records[i].name
+    ds = PreparedDataset(path, filters=FilterConfig(max_len=40))
+    assert len(ds) == sum(len(r.sequence) <= 40 for r in records)
+    assert ds.dropped == {"too_long": sum(len(r.sequence) > 40 for r in records)}
+    with pytest.raises(ValueError, match="filters"):
+        PreparedDataset(path, filters=FilterConfig(min_len=1000))

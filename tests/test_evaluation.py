@@ -345,3 +345,27 @@ def test_eval_cli_end_to_end(tmp_path: Path, cath_dir: Path) -> None:
     for name in ("rg_vs_length.png", "ca_angle_dihedral_hist.png", "sse_fractions.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob(".*tmp"))
+
+
+# ------------------------------------------------------------------------------- validation-time quality
+
+
+def test_sample_quality_of_helix_stretched_and_clashing_chains() -> None:
+    from proteinflow.protein.evaluation import QUALITY_KEYS, sample_quality
+    from proteinflow.protein.evaluation_metrics import PowerLawFit
+    from proteinflow.protein.filters import radius_of_gyration
+
+    helix = _helix(30)
+    law = PowerLawFit(prefactor=2.2, exponent=0.38, n=10)
+    q = sample_quality([helix], law)
+    assert set(q) == set(QUALITY_KEYS)
+    assert q["ca_ca_outside"] == 0.0 and q["has_ca_clash"] == 0.0 and q["with_sse"] == 1.0
+    assert q["psea_helix"] > 0.8 and q["psea_strand"] == 0.0
+    assert q["rg_ratio"] == pytest.approx(radius_of_gyration(helix[:, 1]) / (2.2 * 30**0.38))
+    stretched = helix * 1.3  # every CA-CA distance 1.3 x 3.8 = 4.9 A
+    clashing = helix.copy()
+    clashing[10, 1] = clashing[20, 1] + 0.5  # residues 10 and 20 closer than 3 A
+    q2 = sample_quality([stretched, clashing], None)
+    assert q2["ca_ca_outside"] > 0.5  # all of the stretched chain, a few of the clashing one
+    assert q2["has_ca_clash"] == 0.5
+    assert math.isnan(q2["rg_ratio"])

@@ -107,6 +107,13 @@ def test_train_resume_and_sample_end_to_end(tmp_path: Path, prepared: Path) -> N
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["global_step"] == 4
     assert (out / "loss_curve.png").stat().st_size > 1000
+    assert (out / "val_curves.png").stat().st_size > 1000
+    with open(next(out.glob("logs/version_*/metrics.csv"))) as fh:
+        logged = [r for r in csv.DictReader(fh) if r.get("val/rg_ratio")]
+    assert len(logged) == 2  # validation at steps 2 and 4
+    for key in ("ca_ca_outside", "has_ca_clash", "psea_helix", "psea_strand", "psea_coil", "with_sse"):
+        assert 0.0 <= float(logged[-1][f"val/{key}"]) <= 1.0
+    assert 0.1 < float(logged[-1]["val/rg_ratio"]) < 10.0  # Rg over the training set's power law
     first_weights = {k: v.clone() for k, v in ckpt["state_dict"].items()}
 
     last = train_frames(config, out, overrides=FrameTrainOverrides(max_steps=6), resume=True)
@@ -139,6 +146,25 @@ def test_train_resume_and_sample_end_to_end(tmp_path: Path, prepared: Path) -> N
         rows = list(csv.DictReader(fh))
     assert [int(r["length"]) for r in rows] == [20, 20, 25, 25]
     assert {"seed", "solver", "nfe", "seconds"} <= set(rows[0])
+    assert all(r["ode"] == "trained" for r in rows)
+
+    # FrameFlow's inference-only rotation speed-up is a different ODE, and the metadata says so
+    sped = sample_frames(
+        last,
+        tmp_path / "sped",
+        lengths=[20],
+        num=1,
+        solver="euler",
+        steps=5,
+        rtol=None,
+        atol=None,
+        seed=7,
+        rot_sampling_rate=10.0,
+    )
+    assert "not the trained ODE" in sped[0].ode and "rate 10" in sped[0].ode
+    assert (tmp_path / "sped" / sped[0].file).read_text() != (
+        tmp_path / "samples" / records[0].file
+    ).read_text()
 
     # reproducible for a seed, and independent of the batch size
     again = sample_frames(
@@ -157,6 +183,32 @@ def test_train_resume_and_sample_end_to_end(tmp_path: Path, prepared: Path) -> N
     a = (tmp_path / "samples" / "len20_sample1.pdb").read_text()
     b = (tmp_path / "again" / again[1].file).read_text()
     assert a == b
+
+
+def test_ddp_ranks_draw_different_noise(prepared: Path) -> None:
+    """Every rank is seeded alike by seed_everything; the module's own generator must differ per rank
+    (else all ranks train on the same times and noise) and be reproducible for a rank."""
+    from types import SimpleNamespace
+
+    from proteinflow.train.frames import FrameFlowModule
+
+    cfg = frame_config_from_dict(_config(prepared)).to_dict()
+    data = PreparedDataset(prepared, crop_len=32)
+    batch = collate_backbones([data[0], data[1]])
+
+    def loss_on_rank(rank: int) -> float:
+        torch.manual_seed(0)  # what seed_everything does on every rank
+        module = FrameFlowModule(cfg)
+        module._trainer = SimpleNamespace(global_rank=rank, datamodule=None)  # type: ignore[assignment]
+        module.on_fit_start()
+        torch.manual_seed(0)
+        with torch.no_grad():
+            return module.flow.loss(
+                batch.coords, batch.mask, batch.residue_index, generator=module._generator
+            ).total.item()
+
+    assert loss_on_rank(0) == loss_on_rank(0)
+    assert loss_on_rank(0) != loss_on_rank(1)
 
 
 def test_nan_loss_stops_with_the_step_named(prepared: Path) -> None:
@@ -212,7 +264,6 @@ def test_wandb_logger_writes_an_offline_run(
     assert os.environ["WANDB_MODE"] == "offline"  # offline unless the user configured a mode
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
-
 
 
 @pytest.mark.parametrize("steps", [1, 7, 50, 100, 333])
