@@ -102,7 +102,12 @@ def _frame_dispatch(args: argparse.Namespace) -> int | None:
 
     try:
         ckpt = train_frames(
-            args.config, args.out, overrides=overrides, logger=args.logger, resume=args.resume
+            args.config,
+            args.out,
+            overrides=overrides,
+            logger=args.logger,
+            resume=args.resume,
+            progress=not args.no_progress,
         )
     except (ConfigError, FileNotFoundError) as err:
         return _error(str(err))

@@ -155,6 +155,7 @@ def train_frames(
     overrides: FrameTrainOverrides | None = None,
     logger: str = "csv",
     resume: bool = False,
+    progress: bool = True,
 ) -> Path:
     """Train a frame flow; returns the path of ``last.ckpt``.
 
@@ -164,6 +165,7 @@ def train_frames(
         overrides: command-line overrides.
         logger: ``"csv"`` or ``"wandb"`` (offline unless ``WANDB_MODE`` says otherwise).
         resume: continue from ``out/last.ckpt`` (error if it does not exist).
+        progress: show Lightning's progress bar (``--no-progress`` turns it off, e.g. for log files).
     """
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -209,6 +211,7 @@ def train_frames(
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
         enable_model_summary=False,
+        enable_progress_bar=progress,
         default_root_dir=str(out),
     )
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
