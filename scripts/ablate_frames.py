@@ -45,10 +45,10 @@ ROWS: tuple[Row, ...] = (
     Row("linear -> linear (default)"),
     Row("linear -> exp 10 at sampling only", reuse="linear -> linear (default)", rot_sampling_rate=10.0),
     Row("exp 10 -> exp 10", {"flow": {"rot_schedule": "exp", "rot_rate": 10.0}}),
-    Row("exp 3 -> exp 3", {"flow": {"rot_schedule": "exp", "rot_rate": 3.0}}),
+    Row("no self-conditioning", {"model": {"self_condition": False}}),
     Row("IGSO(3)(1.5) rotation prior", {"flow": {"rot_prior": "igso3"}}),
     Row("minibatch-OT translation coupling", {"flow": {"trans_coupling": "ot"}}),
-    Row("no self-conditioning", {"model": {"self_condition": False}}),
+    Row("exp 3 -> exp 3", {"flow": {"rot_schedule": "exp", "rot_rate": 3.0}}),
     Row("no auxiliary backbone loss", {"flow": {"aux_loss_weight": 0.0}}),
     Row("rotation loss weight 1.0", {"flow": {"rot_loss_weight": 1.0}}),
     Row(
