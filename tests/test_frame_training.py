@@ -108,6 +108,7 @@ def test_train_resume_and_sample_end_to_end(tmp_path: Path, prepared: Path) -> N
     assert ckpt["global_step"] == 4
     assert (out / "loss_curve.png").stat().st_size > 1000
     assert (out / "val_curves.png").stat().st_size > 1000
+    assert next(out.glob("logs/version_*/val_curves.png")).stat().st_size > 1000  # redrawn while training
     with open(next(out.glob("logs/version_*/metrics.csv"))) as fh:
         logged = [r for r in csv.DictReader(fh) if r.get("val/rg_ratio")]
     assert len(logged) == 2  # validation at steps 2 and 4

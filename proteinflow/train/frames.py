@@ -11,6 +11,7 @@ Checkpoints hold only tensors and builtins (the config is stored as a plain dict
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -29,6 +30,7 @@ from proteinflow.protein.evaluation import sample_quality
 from proteinflow.protein.evaluation_metrics import PowerLawFit, fit_power_law
 from proteinflow.protein.filters import radius_of_gyration
 from proteinflow.train.backbone_models import BackboneFlow, build_backbone_flow, sample_atoms
+from proteinflow.train.curves import plot_val_curves
 from proteinflow.train.frame_config import FrameExperimentConfig, frame_config_from_dict
 
 
@@ -122,6 +124,15 @@ class FrameFlowModule(L.LightningModule):
         quality = sample_quality(backbones, getattr(self, "rg_law", None))
         for key, value in quality.items():
             self.log(f"val/{key}", value, batch_size=len(backbones), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        """Redraw ``val_curves.png`` beside the run's logs, so a long run shows where it stands."""
+        logger = self.logger
+        log_dir = getattr(logger, "log_dir", None)
+        if not self.trainer.is_global_zero or log_dir is None or not hasattr(logger, "save"):
+            return
+        logger.save()  # flush the CSV rows logged so far
+        plot_val_curves(Path(log_dir) / "metrics.csv", Path(log_dir) / "val_curves.png")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(
