@@ -186,9 +186,10 @@ def test_train_resume_and_sample_end_to_end(tmp_path: Path, prepared: Path) -> N
     assert a == b
 
 
-def test_ddp_ranks_draw_different_noise(prepared: Path) -> None:
-    """Every rank is seeded alike by seed_everything; the module's own generator must differ per rank
-    (else all ranks train on the same times and noise) and be reproducible for a rank."""
+def test_ddp_ranks_and_resumed_runs_draw_different_noise(prepared: Path) -> None:
+    """Every rank is seeded alike by seed_everything; the module's own generator must differ per rank (else
+    all ranks train on the same times and noise), differ after a resume (else a resumed run replays its
+    first steps' noise) and be reproducible for a (rank, step)."""
     from types import SimpleNamespace
 
     from proteinflow.train.frames import FrameFlowModule
@@ -197,19 +198,20 @@ def test_ddp_ranks_draw_different_noise(prepared: Path) -> None:
     data = PreparedDataset(prepared, crop_len=32)
     batch = collate_backbones([data[0], data[1]])
 
-    def loss_on_rank(rank: int) -> float:
+    def loss_on(rank: int, step: int = 0) -> float:
         torch.manual_seed(0)  # what seed_everything does on every rank
         module = FrameFlowModule(cfg)
-        module._trainer = SimpleNamespace(global_rank=rank, datamodule=None)  # type: ignore[assignment]
+        trainer = SimpleNamespace(global_rank=rank, global_step=step, datamodule=None)
+        module._trainer = trainer  # type: ignore[assignment]
         module.on_fit_start()
         torch.manual_seed(0)
+        gen = module.noise_generator()
         with torch.no_grad():
-            return module.flow.loss(
-                batch.coords, batch.mask, batch.residue_index, generator=module._generator
-            ).total.item()
+            return module.flow.loss(batch.coords, batch.mask, batch.residue_index, generator=gen).total.item()
 
-    assert loss_on_rank(0) == loss_on_rank(0)
-    assert loss_on_rank(0) != loss_on_rank(1)
+    assert loss_on(0) == loss_on(0)
+    assert loss_on(0) != loss_on(1)
+    assert loss_on(0, step=500) != loss_on(0)
 
 
 def test_nan_loss_stops_with_the_step_named(prepared: Path) -> None:

@@ -72,16 +72,22 @@ class FrameFlowModule(L.LightningModule):
         return self.ema.module if self.ema is not None else self.flow  # type: ignore[return-value]
 
     def on_fit_start(self) -> None:
-        # Per-rank randomness for times, noise and the self-conditioning coin: seed_everything gives every
-        # DDP rank the same global seed, which would make all ranks draw the same noise.
-        self._generator = torch.Generator(device=self.device).manual_seed(
-            self.cfg.seed * 1_000_003 + 7_919 * self.global_rank + 1
-        )
+        self._generator: torch.Generator | None = None  # drawn at the first step, see noise_generator
         datamodule = getattr(self.trainer, "datamodule", None)
         self.rg_law = getattr(datamodule, "rg_law", None)
 
+    def noise_generator(self) -> torch.Generator:
+        """The generator of training times, noise and the self-conditioning coin, seeded by
+        ``(seed, rank, step at which it was created)``: ``seed_everything`` gives every DDP rank the same
+        global seed (all ranks would draw the same noise), and a resumed run must not replay the noise
+        of its first steps."""
+        if getattr(self, "_generator", None) is None:
+            seed = self.cfg.seed * 1_000_003 + 7_919 * self.global_rank + 104_729 * self.global_step + 1
+            self._generator = torch.Generator(device=self.device).manual_seed(seed % (2**63 - 1))
+        return self._generator
+
     def training_step(self, batch: BackboneBatch, batch_idx: int) -> torch.Tensor:
-        generator = getattr(self, "_generator", None)
+        generator = self.noise_generator()
         losses = self.flow.loss(batch.coords, batch.mask, batch.residue_index, generator=generator)
         terms = losses.terms()
         if not torch.isfinite(losses.total):
