@@ -369,3 +369,15 @@ def test_sample_quality_of_helix_stretched_and_clashing_chains() -> None:
     assert q2["ca_ca_outside"] > 0.5  # all of the stretched chain, a few of the clashing one
     assert q2["has_ca_clash"] == 0.5
     assert math.isnan(q2["rg_ratio"])
+
+
+def test_structure_row_flags_structures_with_some_helix_or_strand() -> None:
+    from proteinflow.protein.evaluation import structure_row
+
+    helix = _helix(30)
+    rng = np.random.default_rng(0)
+    cloud = rng.normal(size=(30, 4, 3)) * 8.0  # no secondary structure
+    ids = np.arange(1, 31)
+    for coords, expected in ((helix, 1.0), (cloud, 0.0)):
+        row, *_ = structure_row(EvalStructure("x", coords, ids, np.array(["A"] * 30), "x.pdb"))
+        assert row["has_psea_sse"] == expected

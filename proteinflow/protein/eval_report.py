@@ -32,6 +32,7 @@ _TABLE: tuple[tuple[str, str, str], ...] = (
     ("psea_helix", "P-SEA H", ".3f"),
     ("psea_strand", "P-SEA E", ".3f"),
     ("psea_coil", "P-SEA C", ".3f"),
+    ("has_psea_sse", "with P-SEA H/E", ".3f"),
     ("dssp_helix", "DSSP H", ".3f"),
     ("dssp_strand", "DSSP E", ".3f"),
     ("dssp_coil", "DSSP C", ".3f"),

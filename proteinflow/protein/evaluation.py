@@ -70,6 +70,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "psea_helix",
     "psea_strand",
     "psea_coil",
+    "has_psea_sse",
     "dssp_helix",
     "dssp_strand",
     "dssp_coil",
@@ -265,6 +266,7 @@ def structure_row(s: EvalStructure) -> tuple[dict[str, object], np.ndarray, np.n
         row["atom_clashes"] = float("nan")
         row["has_atom_clash"] = float("nan")
     row.update({f"psea_{k}": v for k, v in psea.items()})
+    row["has_psea_sse"] = float(psea["helix"] + psea["strand"] > 0)
     row.update({f"dssp_{k}": v for k, v in dssp.items()})
     row["rg"] = radius_of_gyration(s.ca)
     return row, theta, tau, ca_angle_dihedral_pairs(s.ca, link)
