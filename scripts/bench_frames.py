@@ -31,6 +31,7 @@ from proteinflow.atomic import atomic_write_bytes, atomic_write_text
 from proteinflow.geometry.align import aligned_rmsd
 from proteinflow.protein.backbone import atoms_from_frames
 from proteinflow.protein.metrics import ca_geometry, sse_fractions
+from proteinflow.train.curves import save_png
 from proteinflow.train.frame_commands import backbone_seed, load_frame_checkpoint
 
 
@@ -149,10 +150,7 @@ def plot_trace(curves: dict[int, np.ndarray], path: Path) -> None:
     ax_ca.axhline(3.8, color="grey", lw=0.5, ls="--")
     ax_rg.legend()
     fig.suptitle("sampling trace (Euler): no late expansion means Rg settles as t -> 1")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    atomic_write_bytes(path, lambda handle: handle.write(buf.getvalue()))
+    save_png(fig, path)
 
 
 def plot_solvers(results: list[tuple[str, int, float, float]], path: Path) -> None:

@@ -7,10 +7,23 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from proteinflow.atomic import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def save_png(fig: Figure, path: Path, dpi: int = 120) -> Path:
+    """Write a :class:`~matplotlib.figure.Figure` to ``path`` as PNG (tight layout), atomically."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    atomic_write_bytes(path, lambda handle: handle.write(buf.getvalue()))
+    return path
 
 
 def plot_loss_curve(metrics_csv: Path, out_png: Path, window: int = 25) -> Path | None:
@@ -45,11 +58,7 @@ def plot_loss_curve(metrics_csv: Path, out_png: Path, window: int = 25) -> Path 
     ax.set_yscale("log")
     ax.legend()
     ax.set_title("training loss")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    atomic_write_bytes(out_png, lambda handle: handle.write(buf.getvalue()))
-    return out_png
+    return save_png(fig, out_png)
 
 
 def plot_val_curves(metrics_csv: Path, out_png: Path) -> Path | None:
@@ -89,8 +98,4 @@ def plot_val_curves(metrics_csv: Path, out_png: Path) -> Path | None:
     axes[0].axhline(1.0, color="grey", lw=0.5, ls="--")
     axes[0].set_title("validation samples: geometry")
     axes[1].set_title("validation samples: P-SEA secondary structure")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    atomic_write_bytes(out_png, lambda handle: handle.write(buf.getvalue()))
-    return out_png
+    return save_png(fig, out_png)
