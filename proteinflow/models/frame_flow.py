@@ -54,7 +54,10 @@ the velocity-matching loss normalised to weight 1 at ``t = 0`` and capped only n
 ``length_unit`` (default 10 A = 1 nm, the only place the loss rescales lengths). Times are drawn by
 :class:`~proteinflow.flow.time_samplers.UniformTimeSampler` on ``[t_min, 1]``. An optional auxiliary
 loss compares ideal backbone atoms (N, CA, C) built from predicted and true frames for
-``t >= aux_loss_t_min``.
+``t >= aux_loss_t_min``, and the local pair distance loss
+(:func:`~proteinflow.models.backbone_losses.local_pair_distance_loss`) compares their inter-residue
+distances over pairs closer than ``dist_loss_cutoff`` in the data or the prediction (CA-CA bonds,
+contacts and clashes), gated the same way and weighted like the translation term (``w_trans(t)^2``).
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ from proteinflow.geometry import rigid, so3
 from proteinflow.geometry.igso3 import IGSO3Sampler
 from proteinflow.geometry.manifolds import SO3, ProductManifold, ZeroCentreEuclidean
 from proteinflow.geometry.manifolds.zero_centre import masked_centre
+from proteinflow.models.backbone_losses import local_pair_distance_loss
 from proteinflow.models.ipa import FrameDenoiser, IPAConfig
 
 ROT_PRIORS = ("uniform", "igso3")
@@ -103,8 +107,12 @@ class FrameFlowConfig:
             value at ``loss_t_cap`` for later times.
         velocity_floor: floor of ``1 - kappa`` in the sampling velocity.
         final_gap: sampling integrates ``[0, 1 - final_gap]``, then takes one Euler step to ``t = 1``.
-        rot_loss_weight, trans_loss_weight, aux_loss_weight: weights of the three loss terms.
-        aux_loss_t_min: the auxiliary backbone loss applies to samples with ``t >= aux_loss_t_min``.
+        rot_loss_weight, trans_loss_weight, aux_loss_weight, dist_loss_weight: weights of the four loss
+            terms (rotation, translation, backbone atoms, local pair distances).
+        aux_loss_t_min: the backbone-atom and pair-distance losses apply to samples with
+            ``t >= aux_loss_t_min``.
+        dist_loss_cutoff: Angstrom; pairs of atoms of different residues closer than this in the data
+            or in the prediction enter the pair distance loss.
         self_condition_prob: probability that a training batch uses self-conditioning.
     """
 
@@ -122,7 +130,9 @@ class FrameFlowConfig:
     rot_loss_weight: float = 0.5
     trans_loss_weight: float = 1.0
     aux_loss_weight: float = 0.25
+    dist_loss_weight: float = 0.0
     aux_loss_t_min: float = 0.5
+    dist_loss_cutoff: float = 6.0
     self_condition_prob: float = 0.5
 
     def __post_init__(self) -> None:
@@ -139,7 +149,7 @@ class FrameFlowConfig:
             )
         if not 0.0 < self.loss_t_cap < 1.0:
             raise ValueError(f"FrameFlowConfig.loss_t_cap must be in (0, 1), got {self.loss_t_cap!r}")
-        for name in ("igso3_sigma", "rot_rate", "length_unit", "velocity_floor"):
+        for name in ("igso3_sigma", "rot_rate", "length_unit", "velocity_floor", "dist_loss_cutoff"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"FrameFlowConfig.{name} must be > 0, got {getattr(self, name)!r}")
         if self.sampling_rot_rate is not None and not self.sampling_rot_rate > 0:
@@ -153,23 +163,24 @@ class FrameFlowConfig:
                 raise ValueError(f"FrameFlowConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.t_min >= 1.0:
             raise ValueError(f"FrameFlowConfig.t_min must be < 1, got {self.t_min}")
-        for name in ("rot_loss_weight", "trans_loss_weight", "aux_loss_weight"):
+        for name in ("rot_loss_weight", "trans_loss_weight", "aux_loss_weight", "dist_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"FrameFlowConfig.{name} must be >= 0, got {getattr(self, name)!r}")
 
 
 @dataclass
 class FrameFlowLoss:
-    """Training losses (scalars). ``total = w_r rot + w_t trans + w_a aux``."""
+    """Training losses (scalars). ``total = w_r rot + w_t trans + w_a aux + w_d dist``."""
 
     total: Tensor
     rot: Tensor
     trans: Tensor
     aux: Tensor
+    dist: Tensor
 
     def terms(self) -> dict[str, Tensor]:
         """Named loss terms (for logging)."""
-        return {"rot": self.rot, "trans": self.trans, "aux": self.aux}
+        return {"rot": self.rot, "trans": self.trans, "aux": self.aux, "dist": self.dist}
 
 
 @dataclass
@@ -355,8 +366,9 @@ class FrameFlow(nn.Module):
         x1_hat = self.predict(x_t, t, mask, self_cond, res_idx)
 
         terms: dict[str, Tensor] = {}
+        weights: dict[str, Tensor] = {}
         for key, man in self.manifold.factors.items():
-            w = velocity_matching_weight(self.schedulers[key], t, self.cfg.loss_t_cap)
+            w = weights[key] = velocity_matching_weight(self.schedulers[key], t, self.cfg.loss_t_cap)
             scale = 1.0 / self.cfg.length_unit if key == "trans" else 1.0
             terms[key] = cfm_loss(
                 man.logmap(x_t[key], x1_hat[key]) * scale,
@@ -366,19 +378,34 @@ class FrameFlow(nn.Module):
             )
 
         aux = torch.zeros((), dtype=dtype, device=device)
-        if self.cfg.aux_loss_weight > 0:
+        dist = torch.zeros((), dtype=dtype, device=device)
+        if self.cfg.aux_loss_weight > 0 or self.cfg.dist_loss_weight > 0:
             pred_atoms = torch.stack(rigid.ideal_backbone_from_frames(x1_hat["rots"], x1_hat["trans"]), -2)
             true_atoms = torch.stack(rigid.ideal_backbone_from_frames(x1["rots"], x1["trans"]), -2)
             gate = (t >= self.cfg.aux_loss_t_min).to(dtype)
-            unit = self.cfg.length_unit  # mean over the 3 atoms of each residue: weight / 3
-            n_atoms = pred_atoms.shape[-2]
-            aux = cfm_loss(pred_atoms / unit, true_atoms / unit, mask=mask, weight=gate / n_atoms)
+            unit = self.cfg.length_unit
+            if self.cfg.aux_loss_weight > 0:  # mean over the 3 atoms of each residue: weight / 3
+                n_atoms = pred_atoms.shape[-2]
+                aux = cfm_loss(pred_atoms / unit, true_atoms / unit, mask=mask, weight=gate / n_atoms)
+            if self.cfg.dist_loss_weight > 0:
+                # distances are errors of the clean-structure prediction, like the translations: weight
+                # them as velocity errors too (w_trans(t)^2), or late times, where local geometry is
+                # settled, would count no more than early ones
+                dist = local_pair_distance_loss(
+                    pred_atoms,
+                    true_atoms,
+                    mask,
+                    cutoff=self.cfg.dist_loss_cutoff,
+                    unit=unit,
+                    weight=gate * weights["trans"].pow(2),
+                )
         total = (
             self.cfg.rot_loss_weight * terms["rots"]
             + self.cfg.trans_loss_weight * terms["trans"]
             + self.cfg.aux_loss_weight * aux
+            + self.cfg.dist_loss_weight * dist
         )
-        return FrameFlowLoss(total=total, rot=terms["rots"], trans=terms["trans"], aux=aux)
+        return FrameFlowLoss(total=total, rot=terms["rots"], trans=terms["trans"], aux=aux, dist=dist)
 
     # -- sampling ---------------------------------------------------------------------------------------
     @torch.no_grad()
