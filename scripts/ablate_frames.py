@@ -26,8 +26,10 @@ from typing import Any
 import yaml
 
 from proteinflow.atomic import atomic_write_text
-from proteinflow.protein.evaluation import evaluate, load_structure_set, summarise
-from proteinflow.train.frame_commands import sample_frames, train_frames
+from proteinflow.protein.evaluation import evaluate, summarise
+from proteinflow.protein.structure_set import load_structure_set
+from proteinflow.train.backbone_sampling import sample_backbones
+from proteinflow.train.run import TrainOptions, train_experiment
 
 
 @dataclass(frozen=True)
@@ -155,10 +157,10 @@ def main() -> None:
             cfg = _config_for(base, row, args.steps, args.budget, args.data)
             run.mkdir(parents=True, exist_ok=True)
             (run / "config.yaml").write_text(yaml.safe_dump(cfg))
-            ckpt = train_frames(run / "config.yaml", run, logger="csv")
+            ckpt = train_experiment(run / "config.yaml", run, TrainOptions(logger="csv"))
             steps, train_cpu = cfg["train"]["max_steps"], time.process_time() - cpu0
         samples_dir = run / "samples"
-        sample_frames(
+        sample_backbones(
             ckpt,
             samples_dir,
             lengths=args.lengths,

@@ -31,8 +31,8 @@ from proteinflow.atomic import atomic_write_bytes, atomic_write_text
 from proteinflow.geometry.align import aligned_rmsd
 from proteinflow.protein.backbone import atoms_from_frames
 from proteinflow.protein.metrics import ca_geometry, sse_fractions
+from proteinflow.train.backbone_sampling import backbone_seed, load_backbone_checkpoint
 from proteinflow.train.curves import save_png
-from proteinflow.train.frame_commands import backbone_seed, load_frame_checkpoint
 
 
 def _noise(flow, length: int, num: int, seed: int) -> dict[str, torch.Tensor]:
@@ -114,7 +114,7 @@ def solvers(flow, length: int, num: int, seed: int) -> tuple[str, list[tuple[str
 
 def trace(flow, lengths: list[int], num: int, steps: int, seed: int) -> tuple[str, dict[int, np.ndarray]]:
     """Rg and mean consecutive CA-CA of x_t along Euler sampling: ``{length: [T, 3] (t, Rg, CA-CA)}``."""
-    from proteinflow.train.frame_commands import trajectory_times
+    from proteinflow.train.backbone_sampling import trajectory_times
 
     curves: dict[int, np.ndarray] = {}
     rows = ["| N | t | Rg(x_t) (A) | CA-CA mean (A) |", "|---|---|---|---|"]
@@ -189,7 +189,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    flow, cfg = load_frame_checkpoint(args.ckpt)
+    flow, cfg = load_backbone_checkpoint(args.ckpt)
     args.out.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         q_table, summary = quality(flow, args.lengths, args.num, args.quality_steps, args.seed)

@@ -36,8 +36,8 @@ from torch import Tensor
 from proteinflow.atomic import atomic_write_text
 from proteinflow.flow.couplings import ReflowCoupling
 from proteinflow.flow.likelihood import log_likelihood
+from proteinflow.flow.metrics import wasserstein2
 from proteinflow.train import plots
-from proteinflow.train.config import ExperimentConfig, config_from_dict
 from proteinflow.train.data.toy import (
     Digits,
     Distribution,
@@ -46,8 +46,8 @@ from proteinflow.train.data.toy import (
     StandardNormal,
     TwoModeMixture1D,
 )
-from proteinflow.train.metrics import wasserstein2
 from proteinflow.train.module import FlowMatchingModule, generate
+from proteinflow.train.toy_config import ToyExperimentConfig, toy_config_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ class Trained:
 
 def make_cfg(
     target: str, source: str, coupling: str, seed: int, steps: int, **model: object
-) -> ExperimentConfig:
+) -> ToyExperimentConfig:
     raw = {
         "name": f"bench_{target}_{coupling}",
         "seed": seed,
@@ -72,7 +72,7 @@ def make_cfg(
         "flow": {"coupling": coupling},
         "train": {"max_steps": steps, "lr": 1e-3},
     }
-    return config_from_dict(raw, "bench")
+    return toy_config_from_dict(raw, "bench")
 
 
 def train_plain(
@@ -303,7 +303,7 @@ def section_digits(quick: bool, out: Path) -> list[str]:
         "flow": {"coupling": "independent", "cond_dropout": 0.1},
         "train": {"max_steps": steps, "lr": 1e-3},
     }
-    cfg = config_from_dict(raw, "bench")
+    cfg = toy_config_from_dict(raw, "bench")
     torch.manual_seed(0)
     module = FlowMatchingModule(cfg, (1, 8, 8), 10)
     tr = train_plain(module, StandardNormal((1, 8, 8)), digits, steps, 128, seed=0, conditional=True)

@@ -15,8 +15,8 @@ from proteinflow.models.egnn import EGNNConfig
 from proteinflow.models.euclidean_flow import EuclideanFlowConfig, centre_on_ca
 from proteinflow.models.ipa import IPAConfig
 from proteinflow.protein.synthetic import hairpin, helix
+from proteinflow.train.backbone_config import backbone_config_from_dict, load_backbone_config
 from proteinflow.train.config import ConfigError
-from proteinflow.train.frame_config import frame_config_from_dict, load_frame_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -117,40 +117,42 @@ def test_prior_and_samples_are_ca_centred_and_solvers_report_nfe(index: int) -> 
 
 def test_configs_select_the_model_and_old_configs_load_as_frames() -> None:
     from proteinflow.models.frame_flow import FrameFlow
-    from proteinflow.train.backbone_models import build_backbone_flow
+    from proteinflow.models.registry import build_backbone_flow
 
-    frames = load_frame_config(CONFIGS / "frames_tiny.yaml")
+    frames = load_backbone_config(CONFIGS / "frames_tiny.yaml")
     assert frames.model_kind == "frames"
-    counts = {"frames": sum(p.numel() for p in build_backbone_flow(frames).parameters())}
-    assert isinstance(build_backbone_flow(frames), FrameFlow)
+    frame_flow = build_backbone_flow(frames.model_kind, frames.model, frames.flow)
+    counts = {"frames": sum(p.numel() for p in frame_flow.parameters())}
+    assert isinstance(frame_flow, FrameFlow)
     for name, kind, cls in (("baseline_atoms_tiny", "atoms", AtomFlow), ("baseline_ca_tiny", "ca", CAFlow)):
-        cfg = load_frame_config(CONFIGS / f"{name}.yaml")
+        cfg = load_backbone_config(CONFIGS / f"{name}.yaml")
         assert cfg.model_kind == kind
         assert (cfg.data, cfg.train) == (frames.data, frames.train)  # same data and budget
-        flow = build_backbone_flow(cfg)
+        flow = build_backbone_flow(cfg.model_kind, cfg.model, cfg.flow)
         assert isinstance(flow, cls)
         counts[kind] = sum(p.numel() for p in flow.parameters())
-        assert frame_config_from_dict(cfg.to_dict()).model_kind == kind  # checkpoint round trip
+        assert backbone_config_from_dict(cfg.to_dict()).model_kind == kind  # checkpoint round trip
     assert abs(counts["ca"] - counts["frames"]) < 0.05 * counts["frames"], counts
     assert counts["atoms"] == counts["frames"]  # the same IPA trunk
 
 
 def test_config_errors_name_the_model_kind_and_its_sections() -> None:
     with pytest.raises(ConfigError, match="model_kind.*'egnn'"):
-        frame_config_from_dict({"kind": "frames", "model_kind": "egnn"}, "x.yaml")
+        backbone_config_from_dict({"kind": "frames", "model_kind": "egnn"}, "x.yaml")
     with pytest.raises(ConfigError, match="unknown key 'rot_prior' in section 'flow'"):
-        frame_config_from_dict({"kind": "frames", "model_kind": "atoms", "flow": {"rot_prior": "uniform"}})
+        backbone_config_from_dict({"kind": "frames", "model_kind": "atoms", "flow": {"rot_prior": "uniform"}})
     with pytest.raises(ConfigError, match="unknown key 'c_s' in section 'model'"):
-        frame_config_from_dict({"kind": "frames", "model_kind": "ca", "model": {"c_s": 8}})
+        backbone_config_from_dict({"kind": "frames", "model_kind": "ca", "model": {"c_s": 8}})
 
 
 def test_ca_only_structures_are_written_read_and_evaluated_on_ca_metrics(tmp_path: Path) -> None:
     from proteinflow.models.euclidean_flow import AtomSamples
+    from proteinflow.models.registry import sample_atoms
     from proteinflow.protein.eval_report import write_report
-    from proteinflow.protein.evaluation import evaluate, load_structure_set
+    from proteinflow.protein.evaluation import evaluate
     from proteinflow.protein.io import StructureError, read_structure
+    from proteinflow.protein.structure_set import load_structure_set
     from proteinflow.protein.write import write_pdb
-    from proteinflow.train.backbone_models import sample_atoms
 
     full = helix(20, dtype=torch.float64)[:, :4]
     ca = full[:, 1:2][None]

@@ -49,7 +49,7 @@ def test_train_then_sample_round_trip(tmp_path: Path) -> None:
     )
     assert (out / "last.ckpt").is_file() and (out / "config.yaml").is_file()
     blob = torch.load(out / "last.ckpt", weights_only=True)
-    assert blob["step"] == 15 and blob["config"]["train"]["max_steps"] == 15
+    assert blob["global_step"] == 15 and blob["hyper_parameters"]["config"]["train"]["max_steps"] == 15
     assert list((out / "logs").rglob("metrics.csv")), "CSV logs expected by default"
 
     samples = out / "samples"
@@ -150,9 +150,8 @@ def toy_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--solver", "euler"], "--steps is required with --solver euler"),
         (["--solver", "dopri5", "--steps", "5"], "--steps does not apply to --solver dopri5"),
-        (["--solver", "dopri5", "--rtol", "1e-3"], "needs both --rtol and --atol"),
+        (["--solver", "euler", "--rtol", "1e-3"], "apply only to --solver dopri5"),
         (["--solver", "rk4", "--steps", "2", "--atol", "1e-3"], "apply only to --solver dopri5"),
         (["--solver", "euler", "--steps", "2", "--guidance", "2"], "need a class-conditional checkpoint"),
     ],
@@ -190,10 +189,80 @@ def test_missing_files_and_bad_config(tmp_path: Path, capsys: pytest.CaptureFixt
             str(tmp_path / "s"),
         ]
     )
-    assert rc == 2 and "checkpoint not found" in capsys.readouterr().err
+    assert rc == 2 and f"--ckpt {tmp_path / 'nope.ckpt'} does not exist" in capsys.readouterr().err
     bad = _write_config(tmp_path, {"train": {"max_step": 3}})
     assert cli.main(["train", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "unknown key 'max_step' in section 'train'" in err and "cfg.yaml" in err
     assert cli.main(["train", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")]) == 2
-    assert "config file not found" in capsys.readouterr().err
+    assert f"--config {tmp_path / 'missing.yaml'} does not exist" in capsys.readouterr().err
+
+
+def test_sample_runs_on_documented_defaults(toy_ckpt: Path, tmp_path: Path) -> None:
+    from proteinflow.cli.sample import DEFAULT_NUM_TOY, DEFAULT_STEPS
+
+    out = tmp_path / "s"
+    assert cli.main(["sample", "--ckpt", str(toy_ckpt), "--out", str(out), "--no-plots"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (
+        metrics["solver"] == "euler" and metrics["nfe"] == DEFAULT_STEPS and metrics["num"] == DEFAULT_NUM_TOY
+    )
+    dop = tmp_path / "d"
+    assert (
+        cli.main(["sample", "--ckpt", str(toy_ckpt), "--solver", "dopri5", "--num", "20", "--out", str(dop)])
+        == 0
+    )
+    assert json.loads((dop / "metrics.json").read_text())["nfe"] >= 6
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("proteinflow: error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_bad_checkpoints_get_one_line_naming_the_file(
+    toy_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(toy_ckpt.read_bytes()[:500])
+    pdb = tmp_path / "model.pdb"
+    pdb.write_text("ATOM      1  CA  ALA A   1       0.000   0.000   0.000  1.00  0.00           C\nEND\n")
+    for bad in (truncated, pdb):
+        assert cli.main(["sample", "--ckpt", str(bad), "--out", str(tmp_path / "s")]) == 2
+        err = _one_line_error(capsys)
+        assert f"--ckpt: {bad} is not a readable proteinflow checkpoint" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_out_that_is_a_file_gets_one_line(
+    toy_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = tmp_path / "taken.txt"
+    taken.write_text("not a folder")
+    cfg = _write_config(tmp_path, TOY)
+    commands = [
+        ["train", "--config", str(cfg), "--out", str(taken)],
+        ["sample", "--ckpt", str(toy_ckpt), "--out", str(taken)],
+        ["eval", str(tmp_path), "--out", str(taken)],
+        ["data", "prepare", str(tmp_path), "--out", str(taken)],
+        ["bench", "--ckpts", str(toy_ckpt), "--reference", str(tmp_path), "--out", str(taken)],
+    ]
+    for argv in commands:
+        assert cli.main(argv) == 2, argv
+        assert f"--out {taken} exists and is not a directory" in _one_line_error(capsys)
+    below = taken / "run"
+    assert cli.main(["train", "--config", str(cfg), "--out", str(below)]) == 2
+    assert f"{taken} is a file, not a directory" in _one_line_error(capsys)
+
+
+def test_toy_training_takes_every_training_option(tmp_path: Path) -> None:
+    cfg = _write_config(tmp_path, TOY)
+    out = tmp_path / "run"
+    base = ["train", "--config", str(cfg), "--out", str(out), "--no-progress", "--devices", "1"]
+    assert cli.main([*base, "--max-steps", "6", "--logger", "none", "--accelerator", "cpu"]) == 0
+    assert torch.load(out / "last.ckpt", weights_only=True)["global_step"] == 6
+    assert not (out / "logs").exists()
+    assert cli.main([*base, "--max-steps", "10", "--resume", "--strategy", "auto"]) == 0
+    assert torch.load(out / "last.ckpt", weights_only=True)["global_step"] == 10
+    assert cli.main([*base, "--data", str(tmp_path)]) == 2  # a toy config generates its data

@@ -12,25 +12,24 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from proteinflow.flow.metrics import circular_wasserstein1, wasserstein1
 from proteinflow.geometry.rigid import ANGLE_N_CA_C_DEG
 from proteinflow.protein import synthetic
 from proteinflow.protein.backbone import ANGLE_C_N_CA_DEG, ANGLE_CA_C_N_DEG
 from proteinflow.protein.designability import run_designability
-from proteinflow.protein.evaluation import EvalStructure, diversity
-from proteinflow.protein.evaluation_metrics import (
+from proteinflow.protein.evaluation import diversity, fit_power_law
+from proteinflow.protein.metrics import (
     _dihedral,
     backbone_geometry,
     bond_angles,
     ca_angle_dihedral_pairs,
     ca_angles_dihedrals,
-    circular_wasserstein1,
     dssp_labels,
-    fit_power_law,
     label_fractions,
     linked_pairs,
-    wasserstein1,
+    psea_labels,
 )
-from proteinflow.protein.metrics import psea_labels
+from proteinflow.protein.structure_set import EvalStructure
 from proteinflow.protein.tmscore import cluster_count, nearest_tm, pairwise_tm, tm_score
 from proteinflow.protein.write import write_pdb
 
@@ -351,8 +350,7 @@ def test_eval_cli_end_to_end(tmp_path: Path, cath_dir: Path) -> None:
 
 
 def test_sample_quality_of_helix_stretched_and_clashing_chains() -> None:
-    from proteinflow.protein.evaluation import QUALITY_KEYS, sample_quality
-    from proteinflow.protein.evaluation_metrics import PowerLawFit
+    from proteinflow.protein.evaluation import QUALITY_KEYS, PowerLawFit, sample_quality
     from proteinflow.protein.filters import radius_of_gyration
 
     helix = _helix(30)

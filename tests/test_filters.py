@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import pdist
 
-from proteinflow.protein import commands, filters
+from proteinflow.cli import data as commands
+from proteinflow.protein import filters
 from proteinflow.protein.filters import (
     FilterConfig,
     StructureStats,

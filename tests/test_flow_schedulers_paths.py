@@ -11,6 +11,8 @@ import torch
 from proteinflow.flow import (
     AffinePath,
     CondOTScheduler,
+    ConvexScheduler,
+    CosineScheduler,
     ExpRateScheduler,
     GeodesicPath,
     PolynomialConvexScheduler,
@@ -23,11 +25,21 @@ SCHEDULERS = [
     CondOTScheduler(),
     PolynomialConvexScheduler(2),
     PolynomialConvexScheduler(0.7),
+    CosineScheduler(),
     VPScheduler(),
+    VPScheduler(beta_min=0.5, beta_max=5.0),
     ExpRateScheduler(10.0),
     ExpRateScheduler(1e-4),
 ]
-CONVEX = [s for s in SCHEDULERS if not isinstance(s, VPScheduler)]
+CONVEX = [s for s in SCHEDULERS if isinstance(s, ConvexScheduler)]
+
+
+def _start(sched) -> tuple[float, float]:
+    """``(alpha_0, sigma_0)``: exactly (0, 1), except for VP (DDPM's truncated schedule)."""
+    if isinstance(sched, VPScheduler):
+        total = 0.5 * (sched.beta_min + sched.beta_max)  # integral of the linear beta over [0, 1]
+        return math.exp(-0.5 * total), math.sqrt(1.0 - math.exp(-total))
+    return 0.0, 1.0
 
 
 def random_sphere(*shape, dtype=torch.float64):
@@ -42,8 +54,10 @@ def random_sphere(*shape, dtype=torch.float64):
 def test_scheduler_boundaries_and_derivatives(sched):
     t = torch.tensor([0.0, 1.0], dtype=torch.float64)
     out = sched(t)
-    torch.testing.assert_close(out.alpha_t, torch.tensor([0.0, 1.0], dtype=torch.float64), atol=1e-12, rtol=0)
-    torch.testing.assert_close(out.sigma_t, torch.tensor([1.0, 0.0], dtype=torch.float64), atol=1e-12, rtol=0)
+    alpha0, sigma0 = _start(sched)
+    f64 = torch.float64
+    torch.testing.assert_close(out.alpha_t, torch.tensor([alpha0, 1.0], dtype=f64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(out.sigma_t, torch.tensor([sigma0, 0.0], dtype=f64), atol=1e-12, rtol=0)
     t = torch.linspace(0.02, 0.98, 49, dtype=torch.float64)
     h = 1e-6
     up, dn, mid = sched(t + h), sched(t - h), sched(t)
@@ -63,7 +77,8 @@ def test_convex_scheduler_kappa(sched):
 
 def test_scheduler_closed_forms():
     t = torch.tensor([0.3], dtype=torch.float64)
-    assert math.isclose(float(VPScheduler()(t).alpha_t), math.sin(math.pi * 0.3 / 2), rel_tol=1e-12)
+    assert math.isclose(float(CosineScheduler()(t).alpha_t), math.sin(math.pi * 0.3 / 2), rel_tol=1e-12)
+    assert math.isclose(float(CosineScheduler()(t).sigma_t), math.cos(math.pi * 0.3 / 2), rel_tol=1e-12)
     r = 5.0
     assert math.isclose(
         float(ExpRateScheduler(r).kappa(t)), (1 - math.exp(-r * 0.3)) / (1 - math.exp(-r)), rel_tol=1e-12
@@ -73,11 +88,41 @@ def test_scheduler_closed_forms():
     assert math.isclose(float(PolynomialConvexScheduler(3).kappa(t)), 0.027, rel_tol=1e-12)
 
 
+def test_vp_scheduler_is_ddpm_linear_beta():
+    # DDPM / VP SDE in diffusion time s = 1 - t: beta(s) = b + (B - b) s, alpha = exp(-1/2 int_0^s beta),
+    # and the variance is preserved: alpha^2 + sigma^2 = 1. Checked by quadrature, not the closed form.
+    b, big_b = 0.1, 20.0
+    sched = VPScheduler()
+    assert (sched.beta_min, sched.beta_max) == (b, big_b)
+    t = torch.linspace(0.0, 1.0, 21, dtype=torch.float64)
+    out = sched(t)
+    for ti, alpha in zip(t.tolist(), out.alpha_t.tolist(), strict=True):
+        grid = torch.linspace(0.0, 1.0 - ti, 2001, dtype=torch.float64)
+        integral = float(torch.trapezoid(b + (big_b - b) * grid, grid))
+        assert math.isclose(alpha, math.exp(-0.5 * integral), rel_tol=1e-9, abs_tol=1e-15)
+    torch.testing.assert_close(out.alpha_t**2 + out.sigma_t**2, torch.ones_like(t))
+    # a DDPM-like start: almost pure noise, not exactly (alpha_0 = exp(-(b + B) / 4))
+    assert 0.006 < float(out.alpha_t[0]) < 0.007
+    # the rate of change of log(alpha) is beta / 2 at diffusion time 1 - t
+    h = 1e-6
+    mid = torch.tensor([0.2, 0.5, 0.8], dtype=torch.float64)
+    dlog = (torch.log(sched(mid + h).alpha_t) - torch.log(sched(mid - h).alpha_t)) / (2 * h)
+    torch.testing.assert_close(dlog, 0.5 * (b + (big_b - b) * (1 - mid)), atol=1e-6, rtol=1e-6)
+    # near the data end sigma is sqrt(beta_min (1 - t)) to first order; computed without cancellation
+    eps = torch.tensor([1e-10], dtype=torch.float64)
+    assert math.isclose(float(sched(1 - eps).sigma_t), math.sqrt(b * 1e-10), rel_tol=1e-5)
+    assert float(sched(torch.ones(1, dtype=torch.float64)).d_sigma_t) == -math.inf
+
+
 def test_scheduler_bad_arguments():
     with pytest.raises(ValueError, match="rate"):
         ExpRateScheduler(0.0)
     with pytest.raises(ValueError, match="n must"):
         PolynomialConvexScheduler(-1)
+    with pytest.raises(ValueError, match="beta_min"):
+        VPScheduler(beta_min=0.0)
+    with pytest.raises(ValueError, match="beta_max"):
+        VPScheduler(beta_min=2.0, beta_max=1.0)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -89,7 +134,8 @@ def test_affine_path_endpoints_and_velocity(sched):
     x0, x1 = torch.randn(4, 3, 2, dtype=torch.float64), torch.randn(4, 3, 2, dtype=torch.float64)
     s0 = path.sample(x0, x1, torch.zeros(4, dtype=torch.float64))
     s1 = path.sample(x0, x1, torch.ones(4, dtype=torch.float64))
-    torch.testing.assert_close(s0.x_t, x0)
+    alpha0, sigma0 = _start(sched)
+    torch.testing.assert_close(s0.x_t, alpha0 * x1 + sigma0 * x0)
     torch.testing.assert_close(s1.x_t, x1)
     t = torch.tensor([0.1, 0.35, 0.6, 0.9], dtype=torch.float64)
     h = 1e-6
@@ -217,3 +263,5 @@ def test_geodesic_path_dict_schedulers_and_mask():
         GeodesicPath(man, {"trans": CondOTScheduler()})
     with pytest.raises(TypeError, match="ConvexScheduler"):
         GeodesicPath(man, VPScheduler())
+    with pytest.raises(TypeError, match="ConvexScheduler"):
+        GeodesicPath(man, CosineScheduler())

@@ -12,7 +12,7 @@ import torch
 from proteinflow.flow.losses import velocity_matching_weight
 from proteinflow.flow.schedulers import CondOTScheduler, ExpRateScheduler, PolynomialConvexScheduler
 from proteinflow.flow.time_samplers import UniformTimeSampler
-from proteinflow.models import frame_flow as frame_flow_module
+from proteinflow.models import sampling as sampling_module
 from proteinflow.models.frame_flow import FrameFlow, FrameFlowConfig
 from proteinflow.models.ipa import IPAConfig
 from proteinflow.protein.synthetic import helix, strand
@@ -92,13 +92,13 @@ def test_sampling_field_is_a_function_of_t_and_x(monkeypatch: pytest.MonkeyPatch
         for param in flow.parameters():
             param.add_(0.1 * torch.randn_like(param))
     captured = {}
-    real_solve = frame_flow_module.solve_ode
+    real_solve = sampling_module.solve_ode
 
     def spy(field, x0, **kwargs):  # noqa: ANN001, ANN003 - test double of solve_ode
         captured["field"] = field
         return real_solve(field, x0, **kwargs)
 
-    monkeypatch.setattr(frame_flow_module, "solve_ode", spy)
+    monkeypatch.setattr(sampling_module, "solve_ode", spy)
     mask = torch.ones(2, 16, dtype=torch.bool)
     flow.sample(mask, method="euler", steps=2, generator=torch.Generator().manual_seed(1))
     field = captured["field"]

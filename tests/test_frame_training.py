@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +16,9 @@ import yaml
 from proteinflow.protein.dataset import PreparedDataset, collate_backbones
 from proteinflow.protein.filters import FilterConfig
 from proteinflow.protein.prepare import prepare_dataset
+from proteinflow.train.backbone_config import backbone_config_from_dict, load_backbone_config
+from proteinflow.train.checkpoints import CheckpointError
 from proteinflow.train.config import ConfigError
-from proteinflow.train.frame_config import frame_config_from_dict, load_frame_config
 
 TINY_MODEL = dict(
     c_s=16,
@@ -82,28 +82,29 @@ def test_config_rejects_misspelt_keys_and_names_them(tmp_path: Path, prepared: P
     cfg = _config(prepared)
     cfg["model"] = {**TINY_MODEL, "c_ss": 4}
     with pytest.raises(ConfigError, match="unknown key 'c_ss' in section 'model'"):
-        load_frame_config(_write(tmp_path / "a.yaml", cfg))
+        load_backbone_config(_write(tmp_path / "a.yaml", cfg))
     cfg = _config(prepared, max_stepz=3)
     with pytest.raises(ConfigError, match="max_stepz"):
-        frame_config_from_dict(cfg)
+        backbone_config_from_dict(cfg)
     cfg = _config(prepared)
     cfg["flow"] = {"rot_prior": "gaussian"}
     with pytest.raises(ConfigError, match="rot_prior"):
-        frame_config_from_dict(cfg, "x.yaml")
+        backbone_config_from_dict(cfg, "x.yaml")
     cfg = _config(prepared)
     cfg["lr"] = 1.0
     with pytest.raises(ConfigError, match="unknown key 'lr' at the top level"):
-        frame_config_from_dict(cfg)
+        backbone_config_from_dict(cfg)
 
 
 def test_train_resume_and_sample_end_to_end(tmp_path: Path, prepared: Path) -> None:
     from biotite.structure.io import pdb
 
-    from proteinflow.train.frame_commands import FrameTrainOverrides, sample_frames, train_frames
+    from proteinflow.train.backbone_sampling import sample_backbones
+    from proteinflow.train.run import TrainOptions, train_experiment
 
     config = _write(tmp_path / "cfg.yaml", _config(prepared))
     out = tmp_path / "run"
-    last = train_frames(config, out)
+    last = train_experiment(config, out)
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["global_step"] == 4
     assert (out / "loss_curve.png").stat().st_size > 1000
@@ -117,13 +118,13 @@ def test_train_resume_and_sample_end_to_end(tmp_path: Path, prepared: Path) -> N
     assert 0.1 < float(logged[-1]["val/rg_ratio"]) < 10.0  # Rg over the training set's power law
     first_weights = {k: v.clone() for k, v in ckpt["state_dict"].items()}
 
-    last = train_frames(config, out, overrides=FrameTrainOverrides(max_steps=6), resume=True)
+    last = train_experiment(config, out, TrainOptions(max_steps=6, resume=True))
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["global_step"] == 6
     changed = [k for k, v in ckpt["state_dict"].items() if not torch.equal(v, first_weights[k])]
     assert changed, "resuming did not train"
 
-    records = sample_frames(
+    records = sample_backbones(
         last,
         tmp_path / "samples",
         lengths=[20, 25],
@@ -150,7 +151,7 @@ def test_train_resume_and_sample_end_to_end(tmp_path: Path, prepared: Path) -> N
     assert all(r["ode"] == "trained" for r in rows)
 
     # FrameFlow's inference-only rotation speed-up is a different ODE, and the metadata says so
-    sped = sample_frames(
+    sped = sample_backbones(
         last,
         tmp_path / "sped",
         lengths=[20],
@@ -168,7 +169,7 @@ def test_train_resume_and_sample_end_to_end(tmp_path: Path, prepared: Path) -> N
     ).read_text()
 
     # reproducible for a seed, and independent of the batch size
-    again = sample_frames(
+    again = sample_backbones(
         last,
         tmp_path / "again",
         lengths=[20],
@@ -192,15 +193,15 @@ def test_ddp_ranks_and_resumed_runs_draw_different_noise(prepared: Path) -> None
     first steps' noise) and be reproducible for a (rank, step)."""
     from types import SimpleNamespace
 
-    from proteinflow.train.frames import FrameFlowModule
+    from proteinflow.train.backbone_module import BackboneFlowModule
 
-    cfg = frame_config_from_dict(_config(prepared)).to_dict()
+    cfg = backbone_config_from_dict(_config(prepared)).to_dict()
     data = PreparedDataset(prepared, crop_len=32)
     batch = collate_backbones([data[0], data[1]])
 
     def loss_on(rank: int, step: int = 0) -> float:
         torch.manual_seed(0)  # what seed_everything does on every rank
-        module = FrameFlowModule(cfg)
+        module = BackboneFlowModule(cfg)
         trainer = SimpleNamespace(global_rank=rank, global_step=step, datamodule=None)
         module._trainer = trainer  # type: ignore[assignment]
         module.on_fit_start()
@@ -215,9 +216,10 @@ def test_ddp_ranks_and_resumed_runs_draw_different_noise(prepared: Path) -> None
 
 
 def test_nan_loss_stops_with_the_step_named(prepared: Path) -> None:
-    from proteinflow.train.frames import FrameFlowModule, NonFiniteLossError
+    from proteinflow.train.backbone_module import BackboneFlowModule
+    from proteinflow.train.base_module import NonFiniteLossError
 
-    module = FrameFlowModule(frame_config_from_dict(_config(prepared)).to_dict())
+    module = BackboneFlowModule(backbone_config_from_dict(_config(prepared)).to_dict())
     data = PreparedDataset(prepared, crop_len=32)
     batch = collate_backbones([data[0], data[1]])
     batch.coords[0, 3, 1] = float("nan")
@@ -231,12 +233,12 @@ class _Payload:
 
 
 def test_checkpoints_are_loaded_without_running_pickled_code(tmp_path: Path) -> None:
-    from proteinflow.train.frame_commands import load_frame_checkpoint
+    from proteinflow.train.backbone_sampling import load_backbone_checkpoint
 
     bad = tmp_path / "evil.ckpt"
     torch.save({"hyper_parameters": {"config": _Payload()}, "state_dict": {}}, bad)
-    with pytest.raises(pickle.UnpicklingError):
-        load_frame_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="evil.ckpt is not a readable proteinflow checkpoint"):
+        load_backbone_checkpoint(bad)
 
 
 def test_two_process_cpu_ddp_trains_checkpoints_and_resumes(tmp_path: Path, prepared: Path) -> None:
@@ -258,13 +260,13 @@ def test_two_process_cpu_ddp_trains_checkpoints_and_resumes(tmp_path: Path, prep
 def test_wandb_logger_writes_an_offline_run(
     tmp_path: Path, prepared: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from proteinflow.train.frame_commands import train_frames
+    from proteinflow.train.run import TrainOptions, train_experiment
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
     config = _write(tmp_path / "cfg.yaml", _config(prepared, max_steps=2, val_every=0))
-    train_frames(config, tmp_path / "run", logger="wandb")
-    assert os.environ["WANDB_MODE"] == "offline"  # offline unless the user configured a mode
+    train_experiment(config, tmp_path / "run", TrainOptions(logger="wandb"))
+    assert "WANDB_MODE" not in os.environ  # offline by the logger's argument, not by process state
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
 
@@ -274,7 +276,7 @@ def test_wandb_logger_writes_an_offline_run(
 def test_trajectory_times_stay_on_the_solver_interval(steps: int, final_gap: float) -> None:
     """The recorded times end exactly at ``1 - final_gap`` and lie on the Euler grid (``make demo`` samples
     with 100 steps: ``0.999 * 100 / 100`` rounded to 0.9990000000000001 and the sampler rejected it)."""
-    from proteinflow.train.frame_commands import trajectory_times
+    from proteinflow.train.backbone_sampling import trajectory_times
 
     t_last = 1.0 - final_gap
     for solver, n in (("euler", steps), ("dopri5", None)):
@@ -290,7 +292,7 @@ def test_sampling_with_the_demo_trajectory_settings() -> None:
     them without adding solver steps."""
     from proteinflow.models.frame_flow import FrameFlow
     from proteinflow.models.ipa import IPAConfig
-    from proteinflow.train.frame_commands import trajectory_times
+    from proteinflow.train.backbone_sampling import trajectory_times
 
     torch.manual_seed(0)
     flow = FrameFlow(net_cfg=IPAConfig(**TINY_MODEL)).eval()

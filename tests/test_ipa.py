@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,6 +144,24 @@ def test_default_config_is_frameflow_size() -> None:
     assert (cfg.num_qk_points, cfg.num_v_points) == (8, 12)
     with pytest.raises(ValueError, match="c_s"):
         IPAConfig(c_s=0)
+
+
+def _num_params(cfg: IPAConfig) -> int:
+    return sum(p.numel() for p in FrameDenoiser(cfg).parameters())
+
+
+def test_parameter_counts_are_pinned() -> None:
+    # FrameFlow's base.yaml (ipa.c_hidden 128 per head, 2 sequence-transformer layers) has ~16.8M
+    # parameters; configs/frames_frameflow.yaml builds exactly that from the defaults.
+    import yaml
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "frames_frameflow.yaml"
+    frameflow = yaml.safe_load(config.read_text())["model"]
+    assert frameflow == {"seq_tfmr_layers": 2}
+    assert abs(_num_params(IPAConfig(**frameflow)) / 16.77e6 - 1) < 0.01
+    assert abs(_num_params(IPAConfig()) / 11.62e6 - 1) < 0.01
+    # AlphaFold's per-head size 16 (not FrameFlow's) would be a much smaller network
+    assert abs(_num_params(IPAConfig(c_hidden=16, seq_tfmr_layers=2)) / 11.25e6 - 1) < 0.01
 
 
 def test_initial_model_returns_input_frames() -> None:

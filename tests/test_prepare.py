@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import os
+import pickle
 import shutil
 import warnings
 from pathlib import Path
@@ -200,6 +201,70 @@ def test_rerun_is_incremental(messy_dir: Path, tmp_path: Path) -> None:
     fifth = prepare_dataset(messy_dir, out, FilterConfig(max_coil_frac=0.0), workers=1)
     assert fifth.n_parsed == 0 and fifth.dataset_written
     assert fifth.kept == 0 and fifth.reason_counts["coil"] == first.kept - 1
+
+
+class _Exploit:
+    """Unpickling this creates a folder: proof that a cache file was unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_cache_is_never_unpickled(messy_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    marker = tmp_path / "pwned"
+    # a hostile pickle under the old cache name and under the current one
+    for name in ("cache.pkl", prepare_module.CACHE_FILE):
+        (out / name).write_bytes(pickle.dumps({"version": 2, "entries": _Exploit(marker)}))
+    first = prepare_dataset(messy_dir, out, LENGTH_NO_BREAKS, workers=1)
+    assert not marker.exists()
+    assert first.n_parsed == 9 and first.n_cached == 0  # both files ignored, everything re-parsed
+    # the cache now written is a plain .npz readable without pickle, and it is used by the next run
+    cache_file = out / prepare_module.CACHE_FILE
+    assert cache_file.read_bytes()[:2] == b"PK"
+    with np.load(cache_file, allow_pickle=False) as data:
+        assert all(data[k].dtype != object for k in data.files)
+    second = prepare_dataset(messy_dir, out, LENGTH_NO_BREAKS, workers=1)
+    assert second.n_parsed == 0 and second.n_cached == 9
+    assert not marker.exists()
+    # an .npz holding an object array (which would need unpickling) is ignored as well
+    np.savez(cache_file, header=np.array([_Exploit(marker)], dtype=object))
+    third = prepare_dataset(messy_dir, out, LENGTH_NO_BREAKS, workers=1)
+    assert third.n_parsed == 9 and not marker.exists()
+
+
+def test_cache_round_trip_is_exact(messy_dir: Path, tmp_path: Path) -> None:
+    paths = sorted(str(p) for p in messy_dir.rglob("*") if is_structure_file(p.name))
+    outcomes = {p: process_file(p, with_coil=i % 2 == 0) for i, p in enumerate(paths)}
+    assert sum(o.record is not None for o in outcomes.values()) == 3
+    assert sum(o.error is not None for o in outcomes.values()) >= 5
+    cache_file = tmp_path / prepare_module.CACHE_FILE
+    prepare_module._save_cache(cache_file, outcomes)
+    back = prepare_module._load_cache(cache_file)
+    assert list(back) == list(outcomes)
+    for path, want in outcomes.items():
+        got = back[path]
+        assert (got.path, got.size, got.mtime_ns) == (want.path, want.size, want.mtime_ns)
+        assert got.error == want.error
+        if want.record is None:
+            assert got.record is None
+            continue
+        a, b = got.record, want.record
+        assert (a.name, a.sequence, a.stats) == (b.name, b.sequence, b.stats)
+        np.testing.assert_array_equal(a.coords, b.coords)  # NaN (missing O) compares equal here
+        assert a.coords.dtype == np.float32 and a.res_ids.dtype == np.int32
+        np.testing.assert_array_equal(a.chain_breaks, b.chain_breaks)
+        np.testing.assert_array_equal(a.chain_ids, b.chain_ids)
+        np.testing.assert_array_equal(a.res_ids, b.res_ids)
+    # a truncated or foreign file is an empty cache, not an error
+    cache_file.write_bytes(cache_file.read_bytes()[:100])
+    assert prepare_module._load_cache(cache_file) == {}
+    cache_file.write_text("not a cache")
+    assert prepare_module._load_cache(cache_file) == {}
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:

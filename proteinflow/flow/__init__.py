@@ -1,6 +1,7 @@
 """The general flow matching core: schedulers, paths, time samplers, losses, couplings, solvers, guidance,
-likelihoods. Written against :class:`~proteinflow.geometry.manifolds.FlowManifold`; Euclidean flows use the
-flat manifold (or ``manifold=None``). Convention: ``t = 0`` noise, ``t = 1`` data."""
+likelihoods, and the distances between sample sets (:mod:`proteinflow.flow.metrics`). Written against
+:class:`~proteinflow.geometry.manifolds.FlowManifold`; Euclidean flows use the flat manifold (or
+``manifold=None``). Convention: ``t = 0`` noise, ``t = 1`` data."""
 
 from proteinflow.flow.couplings import (
     CouplingResult,
@@ -17,10 +18,12 @@ from proteinflow.flow.likelihood import (
     log_likelihood,
 )
 from proteinflow.flow.losses import cfm_loss, masked_mean, velocity_matching_weight
+from proteinflow.flow.metrics import circular_wasserstein1, wasserstein1, wasserstein2
 from proteinflow.flow.paths import AffinePath, GeodesicPath, PathSample
 from proteinflow.flow.schedulers import (
     CondOTScheduler,
     ConvexScheduler,
+    CosineScheduler,
     ExpRateScheduler,
     PolynomialConvexScheduler,
     Scheduler,
@@ -43,6 +46,7 @@ __all__ = [
     "ClippedTimeSampler",
     "CondOTScheduler",
     "ConvexScheduler",
+    "CosineScheduler",
     "CouplingResult",
     "ExpRateScheduler",
     "GeodesicPath",
@@ -64,6 +68,7 @@ __all__ = [
     "velocity_matching_weight",
     "VectorField",
     "cfm_loss",
+    "circular_wasserstein1",
     "divergence_exact",
     "divergence_hutchinson",
     "drop_condition",
@@ -72,4 +77,6 @@ __all__ = [
     "pairwise_sq_dist",
     "shift_time",
     "solve_ode",
+    "wasserstein1",
+    "wasserstein2",
 ]

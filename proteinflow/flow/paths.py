@@ -246,8 +246,23 @@ class GeodesicPath:
             dx_parts[key] = man.proju(x_t, dx, mask=mask)
         return PathSample(x0=x0, x1=x1, t=t_checked, x_t=self._pack(xt_parts), dx_t=self._pack(dx_parts))
 
-    def x1_to_velocity(self, x1_hat: State, x_t: State, t: Tensor, mask: Tensor | None = None) -> State:
-        """``v = d_kappa / max(1 - kappa, eps) * logmap(x_t, x1_hat)`` with ``eps = ONE_MINUS_KAPPA_EPS``."""
+    def x1_to_velocity(
+        self,
+        x1_hat: State,
+        x_t: State,
+        t: Tensor,
+        mask: Tensor | None = None,
+        *,
+        eps: float = ONE_MINUS_KAPPA_EPS,
+    ) -> State:
+        """``v = d_kappa / max(1 - kappa, eps) * logmap(x_t, x1_hat)``.
+
+        ``eps`` (default :data:`ONE_MINUS_KAPPA_EPS`) bounds the field near ``t = 1``. A fast schedule
+        reaches it earlier than ``kappa = t`` (``exp`` rate 10 has ``1 - kappa = 4.5e-7`` at
+        ``t = 1 - 1e-3``), so callers that integrate close to ``t = 1`` choose it.
+        """
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps!r}")
         out: dict[str | None, Tensor] = {}
         for key, man, sched in self._parts(x_t):
             xt, y = self._get(x_t, key), self._get(x1_hat, key)
@@ -255,7 +270,7 @@ class GeodesicPath:
             u = man.logmap(xt, y)
             k = _bcast(sched.kappa(tt), u)
             dk = _bcast(sched.d_kappa(tt), u)
-            out[key] = man.proju(xt, u * (dk / (1.0 - k).clamp_min(ONE_MINUS_KAPPA_EPS)), mask=mask)
+            out[key] = man.proju(xt, u * (dk / (1.0 - k).clamp_min(eps)), mask=mask)
         return self._pack(out)
 
     def velocity_to_x1(self, velocity: State, x_t: State, t: Tensor) -> State:

@@ -4,9 +4,14 @@ Convention: ``t in [0, 1]``, ``t = 0`` is noise and ``t = 1`` is data. An affine
 
     x_t = alpha_t * x1 + sigma_t * x0,        d/dt x_t = d_alpha_t * x1 + d_sigma_t * x0,
 
-with ``alpha_0 = 0, sigma_0 = 1`` and ``alpha_1 = 1, sigma_1 = 0``. A *convex* scheduler has
-``alpha_t = kappa(t)`` and ``sigma_t = 1 - kappa(t)``; only convex schedulers define geodesic paths on
-manifolds (``x_t = expmap(x0, kappa(t) logmap(x0, x1))``).
+with ``alpha_0 = 0, sigma_0 = 1`` and ``alpha_1 = 1, sigma_1 = 0`` (:class:`VPScheduler` meets the first
+pair only approximately, as DDPM does). A *convex* scheduler has ``alpha_t = kappa(t)`` and
+``sigma_t = 1 - kappa(t)``; only convex schedulers define geodesic paths on manifolds
+(``x_t = expmap(x0, kappa(t) logmap(x0, x1))``).
+
+Names follow Meta's ``flow_matching`` (``flow_matching.path.scheduler``): :class:`CondOTScheduler`,
+:class:`PolynomialConvexScheduler`, :class:`CosineScheduler` and :class:`VPScheduler` have the same
+definitions there (cross-checked by ``tests/test_flow_matching_reference.py`` when it is installed).
 
 All methods take ``t`` of any shape and return tensors of the same shape.
 """
@@ -111,10 +116,11 @@ class ExpRateScheduler(ConvexScheduler):
         return f"ExpRateScheduler(rate={self.rate})"
 
 
-class VPScheduler(Scheduler):
-    """Variance-preserving cosine scheduler: ``alpha_t = sin(pi t / 2)``, ``sigma_t = cos(pi t / 2)``.
+class CosineScheduler(Scheduler):
+    """Cosine scheduler: ``alpha_t = sin(pi t / 2)``, ``sigma_t = cos(pi t / 2)``.
 
-    ``alpha_t**2 + sigma_t**2 = 1``. Not convex (``alpha + sigma != 1``), so Euclidean (affine) paths only.
+    ``alpha_t**2 + sigma_t**2 = 1`` (variance preserving in that sense, but not :class:`VPScheduler`).
+    Not convex (``alpha + sigma != 1``), so Euclidean (affine) paths only.
     """
 
     def __call__(self, t: Tensor) -> SchedulerOutput:
@@ -125,4 +131,47 @@ class VPScheduler(Scheduler):
         )
 
     def __repr__(self) -> str:
-        return "VPScheduler()"
+        return "CosineScheduler()"
+
+
+class VPScheduler(Scheduler):
+    """Variance-preserving scheduler of DDPM / the VP SDE (linear ``beta``), ``t = 0`` noise convention.
+
+    The VP SDE runs in diffusion time ``s = 1 - t`` (``s = 0`` data) with a noise rate rising linearly,
+    ``beta(s) = beta_min + (beta_max - beta_min) s``. With ``T(t) = int_0^{1-t} beta(s) ds
+    = beta_min (1 - t) + (beta_max - beta_min) (1 - t)**2 / 2``:
+
+        alpha_t = exp(-T / 2),        sigma_t = sqrt(1 - exp(-T)),
+        d_alpha_t = -T' alpha_t / 2,  d_sigma_t = T' exp(-T) / (2 sigma_t),   T' = -beta(1 - t).
+
+    ``alpha_t**2 + sigma_t**2 = 1``. At ``t = 1`` (data) ``alpha = 1, sigma = 0`` exactly and ``d_sigma``
+    is ``-inf`` (``sigma ~ sqrt(beta_min (1 - t))``); at ``t = 0`` the path is not exactly the prior:
+    ``alpha_0 = exp(-(beta_min + beta_max) / 4)`` (0.0066 for the defaults 0.1, 20). ``sigma`` is computed as
+    ``sqrt(-expm1(-T))`` (accurate near ``t = 1``). Not convex: Euclidean (affine) paths only.
+    """
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0) -> None:
+        for name, value in (("beta_min", beta_min), ("beta_max", beta_max)):
+            if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+                raise ValueError(f"VPScheduler: {name} must be a positive number, got {value!r}")
+        if beta_max < beta_min:
+            raise ValueError(f"VPScheduler: beta_max ({beta_max}) must be >= beta_min ({beta_min})")
+        self.beta_min = float(beta_min)
+        self.beta_max = float(beta_max)
+
+    def __call__(self, t: Tensor) -> SchedulerOutput:
+        s = 1.0 - t
+        slope = self.beta_max - self.beta_min
+        big_t = self.beta_min * s + 0.5 * slope * s * s
+        d_big_t = -(self.beta_min + slope * s)  # d T / dt = -beta(1 - t)
+        alpha = torch.exp(-0.5 * big_t)
+        sigma = torch.sqrt(-torch.expm1(-big_t))
+        return SchedulerOutput(
+            alpha_t=alpha,
+            sigma_t=sigma,
+            d_alpha_t=-0.5 * d_big_t * alpha,
+            d_sigma_t=0.5 * d_big_t * alpha * alpha / sigma,
+        )
+
+    def __repr__(self) -> str:
+        return f"VPScheduler(beta_min={self.beta_min}, beta_max={self.beta_max})"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from proteinflow.geometry.masked import masked_residue_mean
+
 
 def kabsch(x: Tensor, y: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The proper rotation ``R`` and translation ``t`` minimising ``sum_i m_i |R x_i + t - y_i|^2``.
@@ -26,9 +28,8 @@ def kabsch(x: Tensor, y: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Te
     if m.shape != x.shape[:-1]:
         raise ValueError(f"mask must have shape {tuple(x.shape[:-1])}, got {tuple(m.shape)}")
     w = m[..., None]
-    count = w.sum(-2, keepdim=True).clamp_min(1.0)
-    cx = (x * w).sum(-2, keepdim=True) / count
-    cy = (y * w).sum(-2, keepdim=True) / count
+    cx = masked_residue_mean(x, m, keepdim=True)
+    cy = masked_residue_mean(y, m, keepdim=True)
     h = ((x - cx) * w).transpose(-1, -2) @ (y - cy)
     u, _, vh = torch.linalg.svd(h)
     v = vh.transpose(-1, -2)
@@ -48,5 +49,4 @@ def aligned_rmsd(x: Tensor, y: Tensor, mask: Tensor | None = None) -> Tensor:
     sq = ((moved - y) ** 2).sum(-1)
     if mask is None:
         return sq.mean(-1).sqrt()
-    m = mask.to(x.dtype)
-    return ((sq * m).sum(-1) / m.sum(-1).clamp_min(1.0)).sqrt()
+    return masked_residue_mean(sq, mask.to(x.dtype)).sqrt()

@@ -15,10 +15,14 @@ floor (exactly as the frame flow's translation factor)::
     v(x_t, t) = (x1_hat - x_t) / max(1 - t, velocity_floor).
 
 Sampling integrates ``[0, 1 - final_gap]`` with the chosen solver, then takes one Euler step of size
-``final_gap`` (one more NFE; see :mod:`proteinflow.models.frame_flow` for why). Near ``t = 1`` the field is
+``final_gap`` (one more NFE; :func:`~proteinflow.models.sampling.sample_to_data`, see
+:mod:`proteinflow.models.sampling` for why). Near ``t = 1`` the field is
 stiff (its Jacobian contains ``-1 / (1 - t)``): an explicit adaptive solver with loose tolerances can take
 steps past its stability limit when the prediction barely moves (e.g. an untrained network), and diverge.
-The frame flow's translation factor has the same form. Loss, averaged over atoms,
+The frame flow's translation factor has the same form. With a self-conditioning network, sampling feeds
+each field evaluation the previous evaluation's prediction (``self_condition="previous_call"`` of
+:func:`~proteinflow.models.sampling.x1_prediction_field`: one network pass per NFE, but a field that depends
+on the call history, unlike the frame flow's ``"same_call"``). Loss, averaged over atoms,
 then unmasked residues, then the batch::
 
     L = mean || (x1_hat - x1) / (length_unit * max(1 - t, loss_norm_floor)) ||^2,
@@ -29,6 +33,7 @@ as the frame flow's translation term, so the two models' loss scales are compara
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -37,8 +42,8 @@ from torch import Tensor, nn
 
 from proteinflow.flow.paths import AffinePath
 from proteinflow.flow.schedulers import CondOTScheduler
-from proteinflow.flow.solvers import SolveResult, solve_ode
-from proteinflow.models.frame_flow import solver_times
+from proteinflow.geometry.masked import masked_residue_mean
+from proteinflow.models.sampling import sample_to_data, x1_prediction_field
 
 
 @dataclass(frozen=True)
@@ -106,12 +111,6 @@ class AtomSamples:
     trajectory: Tensor = field(repr=False)
 
 
-def masked_mean_residues(sq: Tensor, mask: Tensor) -> Tensor:
-    """``sq [B, N]`` -> mean over unmasked residues per sample, then over the batch (scalar)."""
-    m = mask.to(sq.dtype)
-    return ((sq * m).sum(1) / m.sum(1).clamp_min(1.0)).mean()
-
-
 def centre_on_ca(x: Tensor, mask: Tensor, ca_index: int) -> Tensor:
     """Subtract the masked centroid of atom ``ca_index`` from every atom; padded residues set to 0.
 
@@ -121,12 +120,11 @@ def centre_on_ca(x: Tensor, mask: Tensor, ca_index: int) -> Tensor:
     Returns:
         ``[B, N, A, 3]`` with ``sum_i m_i x[i, ca_index] = 0``.
     """
-    m = mask.to(x.dtype)[..., None]  # [B, N, 1]
-    centroid = (x[:, :, ca_index] * m).sum(1) / m.sum(1).clamp_min(1.0)  # [B, 3]
-    return (x - centroid[:, None, None, :]) * m[..., None]
+    centroid = masked_residue_mean(x[:, :, ca_index], mask)  # [B, 3]
+    return (x - centroid[:, None, None, :]) * mask.to(x.dtype)[..., None, None]
 
 
-class EuclideanBackboneFlow(nn.Module):
+class EuclideanBackboneFlow(nn.Module, ABC):
     """Straight-line flow matching on ``[B, N, A, 3]`` atoms (see the module docstring).
 
     Subclasses set :attr:`atom_indices` (which of N, CA, C, O they model), :attr:`ca_index` (CA's position
@@ -175,6 +173,7 @@ class EuclideanBackboneFlow(nn.Module):
         return centre_on_ca(z, mask, self.ca_index) * self.cfg.length_unit
 
     # -- network ----------------------------------------------------------------------------------------
+    @abstractmethod
     def predict(
         self,
         x_t: Tensor,
@@ -188,7 +187,6 @@ class EuclideanBackboneFlow(nn.Module):
         Must be E(3)- or SE(3)-equivariant: rotating and translating ``x_t`` (and ``self_cond``) rotates and
         translates the prediction.
         """
-        raise NotImplementedError
 
     def velocity(self, x_t: Tensor, x1_hat: Tensor, t: Tensor, mask: Tensor) -> Tensor:
         """``v = (x1_hat - x_t) / max(1 - t, velocity_floor)`` (0 at padding), ``[B, N, A, 3]``."""
@@ -222,7 +220,7 @@ class EuclideanBackboneFlow(nn.Module):
         x1_hat = self.predict(x_t, t, mask, self_cond, res_idx)
         w = 1.0 / ((1.0 - t).clamp_min(self.cfg.loss_norm_floor) * self.cfg.length_unit)
         sq = ((w.reshape(-1, 1, 1, 1) * (x1_hat - x1)) ** 2).sum(-1).mean(-1)  # [B, N]
-        coords_term = masked_mean_residues(sq, mask)
+        coords_term = masked_residue_mean(sq, mask).mean()
         return EuclideanFlowLoss(total=coords_term, coords=coords_term)
 
     # -- sampling ---------------------------------------------------------------------------------------
@@ -254,35 +252,24 @@ class EuclideanBackboneFlow(nn.Module):
             return_times: times in ``[0, 1 - final_gap]`` to record (``t = 1`` is always appended).
             res_idx: ``[B, N]`` residue indices (default ``0..N-1``).
         """
-        t_last, times = solver_times(self.cfg.final_gap, return_times)
         x0 = self.sample_prior(mask, generator=generator) if x_init is None else x_init
-        state: dict[str, Tensor | None] = {"sc": None}
-
-        def vector_field(t: Tensor, x: Tensor) -> Tensor:
-            sc = state["sc"] if self.self_conditioning else None
-            x1_hat = self.predict(x, t, mask, sc, res_idx)
-            state["sc"] = x1_hat
-            return self.velocity(x, x1_hat, t, mask)
-
-        result: SolveResult = solve_ode(
-            vector_field,
+        field = x1_prediction_field(
+            lambda x, t, sc: self.predict(x, t, mask, sc, res_idx),  # type: ignore[arg-type]
+            lambda x, x1_hat, t: self.velocity(x, x1_hat, t, mask),  # type: ignore[arg-type]
+            self_condition="previous_call" if self.self_conditioning else "off",
+        )
+        out = sample_to_data(
+            field,
             x0,
-            t_start=0.0,
-            t_end=t_last,
+            final_gap=self.cfg.final_gap,
             method=method,
-            steps=steps if method != "dopri5" else None,
+            steps=steps,
             rtol=rtol,
             atol=atol,
-            return_times=times or None,
+            return_times=return_times,
+            project=lambda x: centre_on_ca(x, mask, self.ca_index),  # type: ignore[arg-type]
         )
-        x = result.final
-        assert isinstance(x, Tensor) and isinstance(result.trajectory, Tensor)
-        t = torch.full((mask.shape[0],), t_last, dtype=x.dtype, device=mask.device)
-        final = centre_on_ca(x + self.cfg.final_gap * vector_field(t, x), mask, self.ca_index)
+        assert isinstance(out.final, Tensor) and isinstance(out.trajectory, Tensor)
         return AtomSamples(
-            x=final,
-            mask=mask.to(torch.bool),
-            nfe=result.nfe + 1,
-            times=torch.cat([result.times, result.times.new_ones(1)]),
-            trajectory=torch.cat([result.trajectory, final[None]]),
+            x=out.final, mask=mask.to(torch.bool), nfe=out.nfe, times=out.times, trajectory=out.trajectory
         )

@@ -16,7 +16,8 @@ i.e. :meth:`GeodesicPath.x1_to_velocity` with a documented floor so that the fie
 ``t -> 1``. At ``t = 1`` itself this x1-parametrised field is 0/0 (the prediction has been reached), so
 solvers whose stages evaluate at ``t = 1`` (RK4, Dormand-Prince) would see a zero velocity there; sampling
 therefore integrates ``[0, 1 - final_gap]`` with the chosen solver and finishes with one Euler step of
-size ``final_gap`` (one more NFE), which is exact when the prediction is exact.
+size ``final_gap`` (one more NFE), which is exact when the prediction is exact
+(:func:`~proteinflow.models.sampling.sample_to_data`, shared with the Euclidean baselines).
 
 Why the linear rotation schedule is the default: trained with ``exp`` rate 10, rotations are 95 % clean
 by ``t = 0.3``, the network learns to read the structure off the rotations, and sampled backbones expand
@@ -36,7 +37,8 @@ Self-conditioning. With ``IPAConfig.self_condition``, training feeds (with proba
 ``self_condition_prob``) a detached first prediction ``x1_hat(x_t, t)`` as an extra input. Sampling
 does the same *inside every field evaluation*: ``v(t, x) = V(t, x, sc = x1_hat(t, x, sc=None))`` (two
 network passes per NFE), so the sampled field is a function of ``(t, x)`` alone and every solver (RK
-stages, rejected Dormand-Prince steps) integrates one well-defined ODE.
+stages, rejected Dormand-Prince steps) integrates one well-defined ODE (``self_condition="same_call"`` of
+:func:`~proteinflow.models.sampling.x1_prediction_field`).
 
 Priors: translations ``T0 = length_unit * P(z)``, ``z ~ N(0, I)``, ``P`` the masked centring
 projection; rotations Haar-uniform or IGSO(3)(sigma) around the identity — the same prior in training
@@ -72,14 +74,14 @@ from torch import Tensor, nn
 from proteinflow.flow.losses import cfm_loss, velocity_matching_weight
 from proteinflow.flow.paths import GeodesicPath
 from proteinflow.flow.schedulers import CondOTScheduler, ConvexScheduler, ExpRateScheduler
-from proteinflow.flow.solvers import SolveResult, solve_ode
 from proteinflow.flow.time_samplers import UniformTimeSampler
 from proteinflow.geometry import rigid, so3
 from proteinflow.geometry.igso3 import IGSO3Sampler
 from proteinflow.geometry.manifolds import SO3, ProductManifold, ZeroCentreEuclidean
-from proteinflow.geometry.manifolds.zero_centre import masked_centre
+from proteinflow.geometry.masked import masked_centre
 from proteinflow.models.backbone_losses import local_pair_distance_loss
 from proteinflow.models.ipa import FrameDenoiser, IPAConfig
+from proteinflow.models.sampling import sample_to_data, x1_prediction_field
 
 ROT_PRIORS = ("uniform", "igso3")
 ROT_SCHEDULES = ("linear", "exp")
@@ -202,22 +204,6 @@ class FrameSamples:
     trajectory: dict[str, Tensor] = field(repr=False)
 
 
-def solver_times(
-    final_gap: float, return_times: Sequence[float] | Tensor | None
-) -> tuple[float, list[float]]:
-    """``(t_last, times)`` for a sampler that integrates ``[0, t_last = 1 - final_gap]`` and then takes one
-    Euler step to ``t = 1``: the requested trajectory times without a trailing ``1.0`` (the final state is
-    always appended), default ``[0, t_last]``. Raises ``ValueError`` for a time in ``(t_last, 1)``.
-    """
-    t_last = 1.0 - final_gap
-    times = [0.0, t_last] if return_times is None else [float(v) for v in return_times]
-    if times and times[-1] >= 1.0:
-        times = times[:-1]
-    if any(v > t_last for v in times):
-        raise ValueError(f"return_times must lie in [0, {t_last}] (1 - final_gap) or be 1.0, got {times}")
-    return t_last, times
-
-
 class FrameFlow(nn.Module):
     """Flow matching on residue frames with a :class:`FrameDenoiser` (see the module docstring).
 
@@ -302,27 +288,17 @@ class FrameFlow(nn.Module):
         out = self.net(x_t["rots"], x_t["trans"], t, mask, self_cond_trans=self_cond_trans, res_idx=res_idx)
         return {"rots": out.pred_rots, "trans": masked_centre(out.pred_trans, mask)}
 
-    def predict_self_conditioned(
-        self, x_t: dict[str, Tensor], t: Tensor, mask: Tensor, res_idx: Tensor | None = None
-    ) -> dict[str, Tensor]:
-        """``x1_hat(x_t, t)``, with self-conditioning (if the network uses it) computed in the same call:
-        ``x1_hat(x_t, t, sc = x1_hat(x_t, t, sc=None)["trans"])``: a deterministic function of ``(t, x_t)``.
-        """
-        sc = self.predict(x_t, t, mask, None, res_idx)["trans"] if self.net.cfg.self_condition else None
-        return self.predict(x_t, t, mask, sc, res_idx)
-
     def velocity(self, x_t: dict[str, Tensor], x1_hat: dict[str, Tensor], t: Tensor, mask: Tensor) -> dict:
-        """``v^f = d_kappa_f / max(1 - kappa_f, velocity_floor) * Log_{x_t}(x1_hat)`` per factor."""
-        out: dict[str, Tensor] = {}
-        for key, man in self.manifold.factors.items():
-            sched = self.schedulers[key]
-            u = man.logmap(x_t[key], x1_hat[key])
-            tt = t.reshape(-1, *([1] * (u.dim() - 1)))
-            scale = sched.d_kappa(tt) / (1.0 - sched.kappa(tt)).clamp_min(self.cfg.velocity_floor)
-            if key == "rots" and self.cfg.sampling_rot_rate is not None:
-                scale = torch.full_like(scale, self.cfg.sampling_rot_rate)
-            out[key] = man.proju(x_t[key], scale * u, mask=mask)
-        return out
+        """``v^f = d_kappa_f / max(1 - kappa_f, velocity_floor) * Log_{x_t}(x1_hat)`` per factor
+        (:meth:`GeodesicPath.x1_to_velocity`); with ``sampling_rot_rate = r`` the rotation factor is
+        ``r Log_{R_t}(R1_hat)`` instead."""
+        v = self.path.x1_to_velocity(x1_hat, x_t, t, mask, eps=self.cfg.velocity_floor)
+        assert isinstance(v, dict)
+        if self.cfg.sampling_rot_rate is not None:
+            rots = self.manifold.factors["rots"]
+            u = rots.logmap(x_t["rots"], x1_hat["rots"])
+            v["rots"] = rots.proju(x_t["rots"], self.cfg.sampling_rot_rate * u, mask=mask)
+        return v
 
     # -- training ---------------------------------------------------------------------------------------
     def loss(
@@ -439,36 +415,32 @@ class FrameFlow(nn.Module):
                 state at ``t = 1`` is always appended. Default: only ``t = 0`` and ``t = 1``.
             res_idx: ``[B, N]`` residue indices (default ``0..N-1``).
         """
-        t_last, times = solver_times(self.cfg.final_gap, return_times)
         x0 = self.sample_prior(mask, generator=generator) if x_init is None else x_init
-
-        def field(t: Tensor, x: dict[str, Tensor]) -> dict[str, Tensor]:
-            return self.velocity(x, self.predict_self_conditioned(x, t, mask, res_idx), t, mask)
-
-        result: SolveResult = solve_ode(
+        field = x1_prediction_field(
+            lambda x, t, sc: self.predict(x, t, mask, sc, res_idx),  # type: ignore[arg-type]
+            lambda x, x1_hat, t: self.velocity(x, x1_hat, t, mask),  # type: ignore[arg-type]
+            self_condition="same_call" if self.net.cfg.self_condition else "off",
+            sc_input=lambda x1_hat: x1_hat["trans"],  # type: ignore[index]
+        )
+        out = sample_to_data(
             field,
             x0,
-            t_start=0.0,
-            t_end=t_last,
+            final_gap=self.cfg.final_gap,
             method=method,
-            steps=steps if method != "dopri5" else None,
+            steps=steps,
             rtol=rtol,
             atol=atol,
+            return_times=return_times,
             manifold=self.manifold,
-            return_times=times or None,
+            project=lambda x: {**x, "trans": masked_centre(x["trans"], mask)},  # type: ignore[dict-item]
         )
-        x = result.final
-        assert isinstance(x, dict) and isinstance(result.trajectory, dict)
-        t = torch.full((mask.shape[0],), t_last, dtype=x["trans"].dtype, device=mask.device)
-        v = field(t, x)
-        final = self.manifold.expmap(x, {k: self.cfg.final_gap * v[k] for k in v})
-        final["trans"] = masked_centre(final["trans"], mask)
-        trajectory = {k: torch.cat([result.trajectory[k], final[k][None]]) for k in final}
+        final, trajectory = out.final, out.trajectory
+        assert isinstance(final, dict) and isinstance(trajectory, dict)
         return FrameSamples(
             rots=final["rots"],
             trans=final["trans"],
             mask=mask.to(torch.bool),
-            nfe=result.nfe + 1,
-            times=torch.cat([result.times, result.times.new_ones(1)]),
+            nfe=out.nfe,
+            times=out.times,
             trajectory=trajectory,
         )

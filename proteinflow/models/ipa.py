@@ -66,6 +66,10 @@ class IPAConfig:
     edge 128, IPA hidden 128 per head, 8 heads, 8 query/key points, 12 value points, 6 blocks,
     relative-position clip 64, 22 distance bins, time/position embeddings of 128. FrameFlow runs a
     2-layer sequence transformer inside each block; here it is off by default (``seq_tfmr_layers=0``).
+    ``c_hidden`` is per head as in FrameFlow's ``ipa_pytorch.py`` (``linear_q: c_s -> c_hidden * heads``);
+    FrameFlow's ``ipa.c_hidden`` is 128, not AlphaFold's 16. Parameter counts (pinned by
+    ``tests/test_ipa.py``): 11.62M with these defaults, 16.77M with ``seq_tfmr_layers=2`` (FrameFlow's
+    size, ``configs/frames_frameflow.yaml``); ``c_hidden=16`` would give 6.10M and 11.25M.
 
     Attributes:
         c_s: node (single) feature size.

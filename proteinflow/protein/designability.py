@@ -23,9 +23,22 @@ import os
 import shlex
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-__all__ = ["ENV_VAR", "DesignabilityOutcome", "resolve_command", "run_designability"]
+import numpy as np
+
+if TYPE_CHECKING:
+    from proteinflow.protein.structure_set import EvalStructure
+
+__all__ = [
+    "ENV_VAR",
+    "DesignabilityOutcome",
+    "add_designability_columns",
+    "resolve_command",
+    "run_designability",
+]
 
 #: Environment variable read when ``--designability-cmd`` is not given.
 ENV_VAR = "PROTEINFLOW_DESIGNABILITY_CMD"
@@ -73,3 +86,28 @@ def run_designability(template: str, pdb_path: str, timeout_s: float = 3600.0) -
     if "sc_rmsd" in values:
         values["designable"] = float(values["sc_rmsd"] < DESIGNABLE_RMSD)
     return DesignabilityOutcome(values=values)
+
+
+def add_designability_columns(
+    structures: Sequence[EvalStructure], rows: list[dict[str, object]], command: str | None, progress: bool
+) -> str:
+    """Run the hook ``command`` on every structure's file, add ``designability_*`` columns to its row and
+    return a one-line status (the number of failures and the designable fraction when known)."""
+    from proteinflow.protein.structure_set import track
+
+    if not command:
+        return f"not configured (pass --designability-cmd 'CMD {{pdb}} {{workdir}}' or set {ENV_VAR})"
+    failures, designable = 0, []
+    for s, row in zip(track(structures, "designability", progress), rows, strict=False):
+        outcome = run_designability(command, s.source)
+        if outcome.error is not None:
+            failures += 1
+            row["designability_error"] = outcome.error
+            continue
+        row.update({f"designability_{k}": v for k, v in outcome.values.items()})
+        if "designable" in outcome.values:
+            designable.append(outcome.values["designable"])
+    text = f"ran `{command}` on {len(rows)} structures, {failures} failed"
+    if designable:
+        text += f"; designable (sc-RMSD < 2 A): {np.mean(designable):.3f} of {len(designable)}"
+    return text

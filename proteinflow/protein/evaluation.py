@@ -1,61 +1,66 @@
-"""``proteinflow eval``: load structure sets and compute per-structure and set-level metrics.
+"""``proteinflow eval``: per-structure rows and set-level metrics of structure sets, and the eval summary.
 
-A structure set comes from a directory of structure files (walked by
-:func:`proteinflow.protein.prepare.discover_inputs`; unreadable files are skipped with their reason) or from
-a prepared dataset (``dataset.npz`` or its folder). :func:`evaluate` computes, for the evaluated set and an
-optional reference set, the per-structure metrics of :mod:`proteinflow.protein.evaluation_metrics`, then
+:func:`evaluate` computes, for the evaluated set and an optional reference set (read by
+:func:`proteinflow.protein.structure_set.load_structure_set`), the per-structure metrics of
+:mod:`proteinflow.protein.metrics`, then
 
-- distributions: W1 between the sets' CA virtual bond angles (linear) and CA dihedrals (circular);
-- shape: the power-law fit ``Rg = a L^nu`` of each set and ``Rg / (a_ref L^nu_ref)`` per structure;
+- distributions: W1 between the sets' CA virtual bond angles (linear) and CA dihedrals (circular), see
+  :mod:`proteinflow.flow.metrics`;
+- shape: the power-law fit ``Rg = a L^nu`` of each set (:func:`fit_power_law`, least squares on
+  ``log Rg = log a + nu log L``) and ``Rg / (a_ref L^nu_ref)`` per structure;
 - diversity: structures grouped by length; within groups of >= 2, mean pairwise TM-score and the number of
   average-linkage clusters at TM 0.5 (:func:`proteinflow.protein.tmscore.cluster_count`);
 - novelty: highest TM-score (normalised by the sample) to the training set, nearest-reference TM-score to
   the reference set (:func:`proteinflow.protein.tmscore.nearest_tm`, optional length window);
 - designability through the external hook of :mod:`proteinflow.protein.designability`.
+
+:func:`sample_quality` is the quick validation-time summary of generated backbones, built from the same
+per-structure functions.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TypeVar
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from proteinflow.protein.evaluation_metrics import (
-    CA_CA_RANGE,
+from proteinflow.flow.metrics import circular_wasserstein1, wasserstein1
+from proteinflow.protein.designability import add_designability_columns
+from proteinflow.protein.metrics import (
     CA_CLASH_DIST,
-    CA_CLASH_MIN_SEP,
-    PowerLawFit,
+    DSSP_CODES,
+    PSEA_CODES,
     backbone_geometry,
     ca_angle_dihedral_pairs,
     ca_angles_dihedrals,
-    circular_wasserstein1,
+    ca_ca_distances,
+    ca_ca_outside,
     dssp_labels,
-    fit_power_law,
     label_fractions,
     linked_pairs,
-    wasserstein1,
+    nonlocal_ca_distances,
+    psea_labels,
 )
+from proteinflow.protein.structure_set import EvalStructure, StructureSet, seeded_subset, track
 
 __all__ = [
+    "QUALITY_KEYS",
+    "SUMMARY_COLUMNS",
     "DiversityResult",
-    "EvalStructure",
     "EvaluationResult",
+    "PowerLawFit",
     "SetMetrics",
-    "StructureSet",
     "compute_set_metrics",
     "diversity",
     "evaluate",
-    "load_structure_set",
+    "fit_power_law",
+    "sample_quality",
+    "structure_row",
     "summarise",
 ]
-
-T = TypeVar("T")
 
 #: Columns of the per-structure table that are averaged in the summary (in this order).
 SUMMARY_COLUMNS: tuple[str, ...] = (
@@ -82,132 +87,28 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
-class EvalStructure:
-    """One backbone to evaluate.
+class PowerLawFit:
+    """``y = prefactor * x ** exponent`` fitted on log-log axes (``n`` points)."""
 
-    Attributes:
-        name: structure name.
-        coords: ``[L, 4, 3]`` float N, CA, C, O in Angstrom (O may be NaN).
-        res_ids: ``[L]`` residue numbers (or ``None``: 1..L).
-        chain_ids: ``[L]`` chain ids (or ``None``: one chain).
-        source: the file or dataset it came from.
-    """
+    prefactor: float
+    exponent: float
+    n: int
 
-    name: str
-    coords: np.ndarray
-    res_ids: np.ndarray | None
-    chain_ids: np.ndarray | None
-    source: str
-
-    def __len__(self) -> int:
-        return int(self.coords.shape[0])
-
-    @property
-    def ca(self) -> np.ndarray:
-        """``[L, 3]`` CA coordinates."""
-        return self.coords[:, 1]
+    def __call__(self, x: np.ndarray | float) -> np.ndarray:
+        return self.prefactor * np.asarray(x, dtype=np.float64) ** self.exponent
 
 
-@dataclass(frozen=True)
-class StructureSet:
-    """Structures read from one input, plus the files that could not be read.
-
-    Attributes:
-        origin: the directory or dataset path.
-        structures: the structures (possibly a random subset, see ``n_available``).
-        skipped: ``(path, reason)`` of every unreadable file among those tried.
-        n_available: number of structures / files before subsampling.
-    """
-
-    origin: str
-    structures: list[EvalStructure]
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    n_available: int = 0
-
-
-def _track(items: Sequence[T], description: str, progress: bool) -> Iterator[T]:
-    if not progress or len(items) < 2:
-        yield from items
-        return
-    from rich.progress import track
-
-    yield from track(items, description=description, total=len(items), transient=True)
-
-
-def _subset(n: int, max_count: int | None, seed: int) -> np.ndarray:
-    """Sorted indices of a seeded random subset of ``range(n)`` of size ``min(n, max_count)``."""
-    if max_count is None or max_count >= n:
-        return np.arange(n)
-    if max_count < 0:
-        raise ValueError(f"max_structures must be >= 0 or None, got {max_count}")
-    return np.sort(np.random.default_rng(seed).choice(n, size=max_count, replace=False))
-
-
-def _is_prepared(path: Path) -> bool:
-    return (path.is_file() and path.suffix == ".npz") or (path.is_dir() and (path / "dataset.npz").is_file())
-
-
-def load_structure_set(
-    path: str | os.PathLike[str],
-    *,
-    max_structures: int | None = None,
-    seed: int = 0,
-    progress: bool = False,
-) -> StructureSet:
-    """Read a directory of structure files or a prepared dataset.
-
-    Args:
-        path: a directory of PDB/mmCIF/BinaryCIF files (recursive), a prepared folder or its ``.npz``.
-        max_structures: keep a random subset of this many (seeded by ``seed``); ``None`` keeps all. For a
-            directory the subset is drawn among files before reading.
-        progress: show a progress bar while reading files.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-    """
-    root = Path(path)
-    if not root.exists():
-        raise FileNotFoundError(f"path: {root} does not exist")
-    if _is_prepared(root):
-        from proteinflow.protein.dataset import load_prepared
-
-        arrays = load_prepared(root)
-        chosen = _subset(len(arrays), max_structures, seed)
-        structures = []
-        for i in chosen:
-            start, stop = int(arrays.offsets[i]), int(arrays.offsets[i + 1])
-            structures.append(
-                EvalStructure(
-                    name=str(arrays.names[i]),
-                    coords=np.asarray(arrays.coords[start:stop], dtype=np.float64),
-                    res_ids=np.asarray(arrays.res_ids[start:stop], dtype=np.int64),
-                    chain_ids=None,
-                    source=str(arrays.sources[i]),
-                )
-            )
-        return StructureSet(origin=str(root), structures=structures, n_available=len(arrays))
-    from proteinflow.protein.io import StructureError, read_structure
-    from proteinflow.protein.prepare import discover_inputs
-
-    files = discover_inputs(root)
-    chosen_files = [files[i] for i in _subset(len(files), max_structures, seed)]
-    structures, skipped = [], []
-    for file in _track(chosen_files, f"reading {root.name}", progress):
-        try:
-            s = read_structure(file, allow_ca_only=True)
-        except StructureError as exc:
-            skipped.append((str(file), exc.reason))
-            continue
-        except Exception as exc:  # noqa: BLE001 - one bad file must never stop the evaluation
-            skipped.append((str(file), f"{type(exc).__name__}: {exc}"[:300]))
-            continue
-        if len(s) < 3:
-            skipped.append((str(file), f"only {len(s)} residues (need >= 3)"))
-            continue
-        structures.append(
-            EvalStructure(s.name, np.asarray(s.coords, np.float64), s.res_ids, s.chain_ids, str(file))
-        )
-    return StructureSet(origin=str(root), structures=structures, skipped=skipped, n_available=len(files))
+def fit_power_law(x: np.ndarray, y: np.ndarray) -> PowerLawFit:
+    """Least-squares fit of ``log y = log a + nu log x`` over the points with ``x, y > 0`` (at least 2)."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same shape, got {x.shape} and {y.shape}")
+    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    if np.unique(x[keep]).size < 2:
+        raise ValueError("x: need at least two distinct positive values to fit a power law")
+    exponent, intercept = np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)
+    return PowerLawFit(prefactor=float(np.exp(intercept)), exponent=float(exponent), n=int(keep.sum()))
 
 
 @dataclass
@@ -219,7 +120,7 @@ class SetMetrics:
         ca_angles: ``[A]`` all CA virtual bond angles (degrees).
         ca_dihedrals: ``[D]`` all CA dihedrals (degrees).
         ca_pairs: ``[D, 2]`` joint (angle, dihedral) pairs (see
-            :func:`proteinflow.protein.evaluation_metrics.ca_angle_dihedral_pairs`).
+            :func:`proteinflow.protein.metrics.ca_angle_dihedral_pairs`).
         rg_fit: power-law fit of Rg against length (``None`` with fewer than two distinct lengths).
     """
 
@@ -228,10 +129,6 @@ class SetMetrics:
     ca_dihedrals: np.ndarray
     ca_pairs: np.ndarray
     rg_fit: PowerLawFit | None
-
-
-_PSEA_CODES = {"helix": "a", "strand": "b", "coil": "c"}
-_DSSP_CODES = {"helix": "H", "strand": "E", "coil": "-"}
 
 
 def is_ca_only(coords: np.ndarray) -> bool:
@@ -247,17 +144,16 @@ def structure_row(s: EvalStructure) -> tuple[dict[str, object], np.ndarray, np.n
     deviations, atom clashes, DSSP) are NaN, and the row has ``ca_only = 1``.
     """
     from proteinflow.protein.filters import radius_of_gyration
-    from proteinflow.protein.metrics import psea_labels
 
     ca_only = is_ca_only(s.coords)
     link = linked_pairs(len(s), s.res_ids, s.chain_ids)
     geometry = backbone_geometry(s.coords, link)
     theta, tau = ca_angles_dihedrals(s.ca, link)
-    psea = label_fractions(psea_labels(s.ca, s.res_ids, s.chain_ids), _PSEA_CODES)
+    psea = label_fractions(psea_labels(s.ca, s.res_ids, s.chain_ids), PSEA_CODES)
     if ca_only:
-        dssp = {name: float("nan") for name in _DSSP_CODES}
+        dssp = {name: float("nan") for name in DSSP_CODES}
     else:
-        dssp = label_fractions(dssp_labels(s.coords), _DSSP_CODES)
+        dssp = label_fractions(dssp_labels(s.coords), DSSP_CODES)
     row: dict[str, object] = {"name": s.name, "source": s.source, "length": len(s), "ca_only": float(ca_only)}
     row.update(vars(geometry))
     row["has_ca_clash"] = float(geometry.ca_clashes > 0)
@@ -275,7 +171,7 @@ def structure_row(s: EvalStructure) -> tuple[dict[str, object], np.ndarray, np.n
 def compute_set_metrics(structures: Sequence[EvalStructure], *, progress: bool = False) -> SetMetrics:
     """Per-structure metrics, pooled CA angles/dihedrals and the Rg power-law fit of a set."""
     rows, thetas, taus, pairs = [], [], [], []
-    for s in _track(structures, "structure metrics", progress):
+    for s in track(structures, "structure metrics", progress):
         row, theta, tau, pair = structure_row(s)
         rows.append(row)
         thetas.append(theta)
@@ -328,7 +224,7 @@ def diversity(
     for members in groups.values():
         if len(members) < 2:
             continue
-        members = [members[i] for i in _subset(len(members), max_group, seed)]
+        members = [members[i] for i in seeded_subset(len(members), max_group, seed)]
         matrix = pairwise_tm([structures[i].ca for i in members])
         n = len(members)
         means.append(float(matrix[~np.eye(n, dtype=bool)].mean()))
@@ -383,7 +279,7 @@ def _nearest_column(
     from proteinflow.protein.tmscore import nearest_tm
 
     cas = [p.ca for p in pool]
-    return [nearest_tm(s.ca, cas, length_window=window).tm for s in _track(samples, description, progress)]
+    return [nearest_tm(s.ca, cas, length_window=window).tm for s in track(samples, description, progress)]
 
 
 def evaluate(
@@ -440,7 +336,7 @@ def evaluate(
         for row, value in zip(sample_metrics.rows, nearest, strict=True):
             row["nearest_ref_tm"] = value
         n_ref_tm = len(reference.structures)
-    status = _run_hook(samples.structures, sample_metrics.rows, designability_cmd, progress)
+    status = add_designability_columns(samples.structures, sample_metrics.rows, designability_cmd, progress)
     return EvaluationResult(
         samples=sample_metrics,
         reference=ref_metrics,
@@ -453,29 +349,6 @@ def evaluate(
         length_window=length_window,
         designability=status,
     )
-
-
-def _run_hook(
-    structures: Sequence[EvalStructure], rows: list[dict[str, object]], command: str | None, progress: bool
-) -> str:
-    from proteinflow.protein.designability import ENV_VAR, run_designability
-
-    if not command:
-        return f"not configured (pass --designability-cmd 'CMD {{pdb}} {{workdir}}' or set {ENV_VAR})"
-    failures, designable = 0, []
-    for s, row in zip(_track(structures, "designability", progress), rows, strict=False):
-        outcome = run_designability(command, s.source)
-        if outcome.error is not None:
-            failures += 1
-            row["designability_error"] = outcome.error
-            continue
-        row.update({f"designability_{k}": v for k, v in outcome.values.items()})
-        if "designable" in outcome.values:
-            designable.append(outcome.values["designable"])
-    text = f"ran `{command}` on {len(rows)} structures, {failures} failed"
-    if designable:
-        text += f"; designable (sc-RMSD < 2 A): {np.mean(designable):.3f} of {len(designable)}"
-    return text
 
 
 def summarise(rows: Iterable[dict[str, object]]) -> dict[str, float]:
@@ -514,18 +387,14 @@ def sample_quality(backbones: Sequence[np.ndarray], rg_law: PowerLawFit | None) 
         ``with_sse``, the fraction of structures with any P-SEA helix or strand.
     """
     from proteinflow.protein.filters import radius_of_gyration
-    from proteinflow.protein.metrics import psea_labels
 
     rows: dict[str, list[float]] = {k: [] for k in QUALITY_KEYS}
     for x in backbones:
         ca = np.asarray(x, dtype=np.float64)[:, 1]
-        d = np.linalg.norm(ca[1:] - ca[:-1], axis=-1)
-        sep = np.abs(np.arange(len(ca))[:, None] - np.arange(len(ca))[None, :])
-        dist = np.linalg.norm(ca[:, None] - ca[None, :], axis=-1)
-        psea = label_fractions(psea_labels(ca), _PSEA_CODES)
-        outside = (d < CA_CA_RANGE[0]) | (d > CA_CA_RANGE[1])
-        rows["ca_ca_outside"].append(float(outside.mean()) if d.size else float("nan"))
-        rows["has_ca_clash"].append(float(((dist < CA_CLASH_DIST) & (sep >= CA_CLASH_MIN_SEP)).any()))
+        outside = ca_ca_outside(ca_ca_distances(ca))
+        psea = label_fractions(psea_labels(ca), PSEA_CODES)
+        rows["ca_ca_outside"].append(float(outside.mean()) if outside.size else float("nan"))
+        rows["has_ca_clash"].append(float((nonlocal_ca_distances(ca) < CA_CLASH_DIST).any()))
         rg = radius_of_gyration(ca)
         rows["rg_ratio"].append(float(rg / rg_law(len(ca))) if rg_law is not None else float("nan"))
         for k in ("helix", "strand", "coil"):

@@ -11,9 +11,12 @@ Pipeline (:func:`prepare_dataset`):
    :class:`~proteinflow.protein.io.StructureError` is recorded as ``structure_error: <reason>``, any other
    exception as ``exception: <Type>: <message>``.
 3. **Cache**: every per-file outcome (parsed record with its statistics, or the error) is stored in
-   ``<out>/cache.pkl`` keyed by absolute path and validated by ``(size, mtime_ns)``. The statistics do not
+   ``<out>/cache.npz`` keyed by absolute path and validated by ``(size, mtime_ns)``. The statistics do not
    depend on the thresholds, so a rerun re-parses only new or changed files, and changing a threshold
-   re-parses nothing (the P-SEA coil fraction is computed on demand from cached coordinates).
+   re-parses nothing (the P-SEA coil fraction is computed on demand from cached coordinates). The cache
+   holds only plain arrays and a JSON header, read with ``allow_pickle=False`` (see :func:`_save_cache`):
+   loading it never executes code, even if someone else wrote it. A ``cache.pkl`` of older versions is
+   never read (everything is re-parsed once).
 4. **Filtering** with a :class:`~proteinflow.protein.filters.FilterConfig` (in the main process).
 5. **Outputs** in ``<out>/``, each written atomically (temporary file in the same folder + ``os.replace``,
    so a reader sees the old or the new file, never half of one):
@@ -40,8 +43,8 @@ import hashlib
 import io
 import json
 import os
-import pickle
 import time
+import zipfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -63,14 +66,14 @@ from proteinflow.protein.filters import (
 
 #: File names inside the output folder.
 DATASET_FILE = "dataset.npz"
-CACHE_FILE = "cache.pkl"
+CACHE_FILE = "cache.npz"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 LENGTHS_PNG = "lengths.png"
 #: Version of the prepared ``dataset.npz`` layout.
 FORMAT_VERSION = 1
 #: Version of the cache layout; a cache with another version is ignored (everything is re-parsed).
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 #: Recognised structure suffixes (each also with ``.gz``).
 STRUCTURE_SUFFIXES: tuple[str, ...] = (".pdb", ".ent", ".cif", ".mmcif", ".bcif")
 
@@ -270,23 +273,104 @@ def _process_star(task: tuple[str, bool]) -> FileOutcome:
 # --------------------------------------------------------------------------------------------- cache
 
 
-def _load_cache(path: Path) -> dict[str, FileOutcome]:
-    if not path.is_file():
-        return {}
-    try:
-        with open(path, "rb") as handle:
-            payload = pickle.load(handle)
-    except Exception:  # noqa: BLE001 - a corrupt or foreign cache is simply ignored
-        return {}
-    if not isinstance(payload, dict) or payload.get("version") != CACHE_VERSION:
-        return {}
-    entries = payload.get("entries")
-    return entries if isinstance(entries, dict) else {}
+def _json_scalar(value: object) -> object:
+    """``json.dumps`` fallback for numpy scalars in the statistics."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__} in the prepare cache")
 
 
 def _save_cache(path: Path, entries: dict[str, FileOutcome]) -> None:
-    payload = {"version": CACHE_VERSION, "entries": entries}
-    atomic_write_bytes(path, lambda h: pickle.dump(payload, h, protocol=pickle.HIGHEST_PROTOCOL))
+    """Write the cache as one uncompressed ``.npz`` of plain arrays (no object arrays, no pickle), atomically.
+
+    Layout: ``header`` (uint8, UTF-8 JSON ``{"version", "entries": [...]}``; one entry per file with
+    ``path, size, mtime_ns, error`` and, for parsed files, ``record = {name, sequence, length, stats}``), and
+    the parsed records' per-residue arrays concatenated in entry order: ``coords`` float32 ``[T, 4, 3]``,
+    ``chain_breaks`` bool ``[T]``, ``chain_ids`` unicode ``[T]``, ``res_ids`` int32 ``[T]``.
+    """
+    header: list[dict] = []
+    records: list[ParsedRecord] = []
+    for outcome in entries.values():
+        item: dict = {
+            "path": outcome.path,
+            "size": int(outcome.size),
+            "mtime_ns": int(outcome.mtime_ns),
+            "error": outcome.error,
+            "record": None,
+        }
+        rec = outcome.record
+        if rec is not None:
+            item["record"] = {
+                "name": rec.name,
+                "sequence": rec.sequence,
+                "length": int(rec.coords.shape[0]),
+                "stats": asdict(rec.stats),
+            }
+            records.append(rec)
+        header.append(item)
+
+    def cat(values: list[np.ndarray], shape: tuple[int, ...], dtype: type | str) -> np.ndarray:
+        return np.concatenate(values).astype(dtype) if values else np.zeros(shape, dtype=dtype)
+
+    text = json.dumps({"version": CACHE_VERSION, "entries": header}, default=_json_scalar)
+    arrays = {
+        "header": np.frombuffer(text.encode("utf-8"), dtype=np.uint8).copy(),
+        "coords": cat([r.coords for r in records], (0, 4, 3), np.float32),
+        "chain_breaks": cat([r.chain_breaks for r in records], (0,), bool),
+        "chain_ids": cat([np.asarray(r.chain_ids, dtype=str) for r in records], (0,), str),
+        "res_ids": cat([r.res_ids for r in records], (0,), np.int32),
+    }
+    atomic_write_bytes(path, lambda h: np.savez(h, **arrays))
+
+
+def _load_cache(path: Path) -> dict[str, FileOutcome]:
+    """Read a cache written by :func:`_save_cache`; anything else (missing, corrupt, another version, object
+    arrays that would need unpickling) gives an empty cache, i.e. every file is parsed again."""
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            payload = json.loads(bytes(data["header"].astype(np.uint8)).decode("utf-8"))
+            if not isinstance(payload, dict) or payload.get("version") != CACHE_VERSION:
+                return {}
+            arrays = {k: data[k] for k in ("coords", "chain_breaks", "chain_ids", "res_ids")}
+        total = arrays["coords"].shape[0]
+        per_residue = [arrays[k] for k in ("chain_breaks", "chain_ids", "res_ids")]
+        if arrays["coords"].shape[1:] != (4, 3) or any(a.shape != (total,) for a in per_residue):
+            return {}
+        entries: dict[str, FileOutcome] = {}
+        start = 0
+        for item in payload["entries"]:
+            record = None
+            rec = item["record"]
+            if rec is not None:
+                stop = start + int(rec["length"])
+                if stop > total:
+                    return {}
+                record = ParsedRecord(
+                    name=str(rec["name"]),
+                    coords=np.ascontiguousarray(arrays["coords"][start:stop], dtype=np.float32),
+                    sequence=str(rec["sequence"]),
+                    chain_breaks=arrays["chain_breaks"][start:stop].astype(bool),
+                    chain_ids=arrays["chain_ids"][start:stop].astype(str),
+                    res_ids=arrays["res_ids"][start:stop].astype(np.int32),
+                    stats=StructureStats(**rec["stats"]),
+                )
+                start = stop
+            error = item["error"]
+            outcome = FileOutcome(
+                path=str(item["path"]),
+                size=int(item["size"]),
+                mtime_ns=int(item["mtime_ns"]),
+                record=record,
+                error=None if error is None else str(error),
+            )
+            entries[outcome.path] = outcome
+        if start != total:
+            return {}
+    except (OSError, ValueError, LookupError, TypeError, AttributeError, zipfile.BadZipFile, EOFError):
+        return {}  # a corrupt, foreign or older cache is simply ignored
+    return entries
 
 
 def _cache_valid(entry: FileOutcome | None, size: int, mtime_ns: int) -> bool:

@@ -1,22 +1,32 @@
-"""Experiment configuration: nested dataclasses loaded from YAML with every unknown key rejected.
+"""The one config system: typed dataclass sections loaded from YAML, every unknown key rejected.
 
-A config file has the sections ``data``, ``model``, ``flow``, ``train`` and the top-level keys ``name``,
-``seed`` and optionally ``kind: toy`` (``kind: frames`` files are protein configs, see ``frame_config``).
-Every section is a dataclass; :func:`load_config` raises :class:`ConfigError` naming the file, the
-section and the offending key (``unknown key 'lrr' in section 'train' of configs/x.yaml; allowed: ...``),
-and type errors likewise. Defaults reproduce the torchcfm 8-gaussians -> moons protocol.
+A config file is a mapping with ``kind`` (``toy`` — the default, also image flows — or ``frames`` for
+protein backbones), ``name``, ``seed`` and the sections ``data``, ``model``, ``flow``, ``train``. Each
+kind declares its sections as dataclasses (:mod:`proteinflow.train.toy_config`,
+:mod:`proteinflow.train.backbone_config`); the loop settings of ``train`` are shared
+(:class:`TrainConfig`), so every training option works for every kind. :func:`load_config` reads any
+kind; errors are :class:`ConfigError` naming the file, the section and the key
+(``unknown key 'lrr' in section 'train' of configs/x.yaml; allowed: ...``) or the expected type.
+
+Why dataclasses and not pydantic: the sections are already dataclasses that the models take directly
+(``FrameFlowConfig``, ``IPAConfig``), validation needs only types, choices and a few cross-field
+checks, and a dependency would add a second way to declare configs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+#: Values of the top-level ``kind`` key.
+KINDS: tuple[str, ...] = ("toy", "frames")
 
 
 class ConfigError(ValueError):
@@ -24,91 +34,54 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class DataConfig:
-    """``target``: data distribution (two_mode_1d, 8gaussians, moons, checkerboard, digits);
-    ``source``: prior (normal, 8gaussians); ``batch_size``; ``conditional``: yield class labels."""
-
-    target: str = "moons"
-    source: str = "normal"
-    batch_size: int = 256
-    conditional: bool = False
-
-
-@dataclass
-class ModelConfig:
-    """``kind``: ``mlp`` (:class:`~proteinflow.models.mlp.TimeMLP`) or ``unet``
-    (:class:`~proteinflow.models.unet.SmallUNet`); the other keys are those networks' arguments."""
-
-    kind: str = "mlp"
-    hidden: int = 64
-    depth: int = 3
-    time_embedding: str = "raw"
-    activation: str = "selu"
-    cond_dim: int = 16
-    base: int = 32
-    emb_dim: int = 64
-
-
-@dataclass
-class FlowConfig:
-    """The flow: path scheduler, time sampler, coupling and classifier-free-guidance dropout.
-
-    ``scheduler``: cond_ot | polynomial (exponent ``scheduler_n``) | vp. ``time_sampler``: uniform |
-    logit_normal (``time_mean``, ``time_std``). ``coupling``: independent | ot | reflow (``reflow_ckpt``:
-    checkpoint of the teacher flow, integrated with ``reflow_steps`` Euler steps). ``cond_dropout``:
-    probability of replacing a class label by the null class during training.
-    """
-
-    scheduler: str = "cond_ot"
-    scheduler_n: float = 1.0
-    time_sampler: str = "uniform"
-    time_mean: float = 0.0
-    time_std: float = 1.0
-    coupling: str = "independent"
-    reflow_ckpt: str | None = None
-    reflow_steps: int = 20
-    cond_dropout: float = 0.0
-
-
-@dataclass
 class TrainConfig:
-    """Optimiser and loop: Adam with ``lr`` and ``weight_decay``; ``max_steps`` optimisation steps;
-    ``grad_clip`` (0 = none); ``log_every`` steps; ``checkpoint_every`` steps (0 = only at the end)."""
+    """Optimisation and run settings shared by every kind of experiment.
+
+    Attributes:
+        max_steps: optimiser steps.
+        lr, weight_decay: AdamW settings (with ``weight_decay = 0`` AdamW is Adam).
+        grad_clip: gradient-norm clip (0 = off).
+        ema_decay: exponential moving average of the weights, used for sampling (0 = off).
+        precision: Lightning precision (``"32-true"``; ``"bf16-mixed"`` on a GPU).
+        accelerator, devices, num_nodes, strategy: Lightning Trainer settings (``strategy: ddp`` for
+            multi-GPU / multi-node, also 2-process CPU).
+        checkpoint_every: save ``last.ckpt`` every this many steps (0 = only at the end).
+        log_every: log losses every this many steps.
+    """
 
     max_steps: int = 2000
     lr: float = 1e-3
     weight_decay: float = 0.0
     grad_clip: float = 0.0
-    log_every: int = 50
+    ema_decay: float = 0.0
+    precision: str = "32-true"
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
     checkpoint_every: int = 1000
+    log_every: int = 50
 
 
-@dataclass
-class ExperimentConfig:
-    """A whole experiment: ``name``, ``seed`` and the four sections."""
-
-    name: str = "experiment"
-    seed: int = 0
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    flow: FlowConfig = field(default_factory=FlowConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (YAML/torch.save friendly)."""
-        return dataclasses.asdict(self)
+def train_problems(t: TrainConfig) -> list[tuple[bool, str]]:
+    """``(ok, message)`` checks of the shared loop settings."""
+    return [
+        (t.max_steps >= 1, "train.max_steps must be >= 1"),
+        (t.lr > 0, "train.lr must be > 0"),
+        (t.weight_decay >= 0, "train.weight_decay must be >= 0"),
+        (t.grad_clip >= 0, "train.grad_clip must be >= 0"),
+        (0.0 <= t.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
+        (t.checkpoint_every >= 0, "train.checkpoint_every must be >= 0"),
+        (t.log_every >= 1, "train.log_every must be >= 1"),
+        (t.devices >= 1 and t.num_nodes >= 1, "train.devices/num_nodes must be >= 1"),
+    ]
 
 
-_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("data", "target"): ("two_mode_1d", "8gaussians", "moons", "checkerboard", "digits"),
-    ("data", "source"): ("normal", "8gaussians"),
-    ("model", "kind"): ("mlp", "unet"),
-    ("model", "time_embedding"): ("raw", "fourier"),
-    ("model", "activation"): ("selu", "silu", "relu", "gelu"),
-    ("flow", "scheduler"): ("cond_ot", "polynomial", "vp"),
-    ("flow", "time_sampler"): ("uniform", "logit_normal"),
-    ("flow", "coupling"): ("independent", "ot", "reflow"),
-}
+def raise_problems(checks: list[tuple[bool, str]], source: str) -> None:
+    """Raise :class:`ConfigError` for the first failed ``(ok, message)`` check, naming ``source``."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{message} ({source})")
 
 
 def _type_name(hint: Any) -> str:
@@ -117,27 +90,13 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint)
 
 
-def check_type(value: Any, annotation: Any, where: str) -> Any:
-    """Return ``value`` converted to ``annotation`` or raise :class:`ConfigError` naming ``where``.
+def check_type(value: Any, hint: Any, where: str) -> Any:
+    """Return ``value`` converted to the type ``hint`` or raise :class:`ConfigError` naming ``where``.
 
     Handles ``bool``, ``int``, ``float`` (ints accepted), ``str``, ``None``, unions, ``list[T]`` /
-    ``tuple[T, ...]`` (YAML lists, elements checked) and ``dict``; a string annotation is resolved with
-    those names.
+    ``tuple[T, ...]`` (YAML lists, elements checked), ``dict`` and ``Any``. ``hint`` is a resolved type
+    (see :func:`field_types`), never a string.
     """
-    hint = annotation
-    if isinstance(hint, str):
-        names = {
-            "str": str,
-            "int": int,
-            "float": float,
-            "bool": bool,
-            "None": None,
-            "list": list,
-            "tuple": tuple,
-            "dict": dict,
-            "Any": Any,
-        }
-        hint = eval(hint, names)
     if hint is None:
         hint = type(None)
     if hint is Any:
@@ -173,6 +132,13 @@ def check_type(value: Any, annotation: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {names}, got {type(value).__name__} {value!r}")
 
 
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """The resolved field types of dataclass ``cls`` (``typing.get_type_hints``: no ``eval`` of ours)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
 def build_section(
     cls: type,
     raw: Any,
@@ -183,92 +149,66 @@ def build_section(
     """Build dataclass ``cls`` from mapping ``raw`` (section ``section`` of file ``source``).
 
     Unknown keys and values of the wrong type raise :class:`ConfigError` naming ``section.key`` and
-    ``source``; ``choices[(section, key)]`` optionally restricts a key to a set of values.
+    ``source``; ``choices[(section, key)]`` optionally restricts a key to a set of values; a
+    ``ValueError`` from the dataclass's own checks is reported with the section and file.
     """
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"section '{section}' of {source} must be a mapping, got {type(raw).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = field_types(cls)
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
-        if key not in fields:
+        if key not in hints:
             raise ConfigError(
-                f"unknown key '{key}' in section '{section}' of {source}; allowed: {', '.join(fields)}"
+                f"unknown key '{key}' in section '{section}' of {source}; allowed: {', '.join(hints)}"
             )
         where = f"key '{section}.{key}' in {source}"
-        kwargs[key] = check_type(value, fields[key].type, where)
+        kwargs[key] = check_type(value, hints[key], where)
         allowed = None if choices is None else choices.get((section, key))
         if allowed is not None and kwargs[key] not in allowed:
             raise ConfigError(f"{where}: expected one of {list(allowed)}, got {kwargs[key]!r}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"section '{section}' of {source}: {err}") from err
 
 
-def _validate(cfg: ExperimentConfig, source: str) -> None:
-    checks = [
-        (cfg.data.batch_size >= 1, "data.batch_size must be >= 1"),
-        (cfg.model.hidden >= 1 and cfg.model.depth >= 1, "model.hidden and model.depth must be >= 1"),
-        (cfg.train.max_steps >= 1, "train.max_steps must be >= 1"),
-        (cfg.train.lr > 0, "train.lr must be > 0"),
-        (cfg.train.checkpoint_every >= 0, "train.checkpoint_every must be >= 0"),
-        (cfg.train.log_every >= 1, "train.log_every must be >= 1"),
-        (0.0 <= cfg.flow.cond_dropout < 1.0, "flow.cond_dropout must be in [0, 1)"),
-        (cfg.flow.scheduler_n > 0, "flow.scheduler_n must be > 0"),
-        (cfg.flow.time_std > 0, "flow.time_std must be > 0"),
-        (cfg.flow.reflow_steps >= 1, "flow.reflow_steps must be >= 1"),
-        (
-            cfg.flow.coupling != "reflow" or cfg.flow.reflow_ckpt is not None,
-            "flow.coupling 'reflow' needs flow.reflow_ckpt",
-        ),
-        (
-            cfg.flow.cond_dropout == 0.0 or cfg.data.conditional,
-            "flow.cond_dropout > 0 needs data.conditional",
-        ),
-        (
-            cfg.model.kind != "unet" or cfg.data.target == "digits",
-            "model.kind 'unet' needs data.target digits",
-        ),
-        (
-            cfg.model.kind != "mlp" or cfg.data.target != "digits",
-            "data.target 'digits' needs model.kind unet",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(f"{message} ({source})")
-
-
-def config_from_dict(raw: Any, source: str = "<dict>") -> ExperimentConfig:
-    """Build and validate an :class:`ExperimentConfig` from a nested mapping (``source``: for errors)."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source} must contain a mapping at the top level, got {type(raw).__name__}")
-    sections = {"data": DataConfig, "model": ModelConfig, "flow": FlowConfig, "train": TrainConfig}
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key in sections:
-            kwargs[key] = build_section(sections[key], value, key, source, _CHOICES)
-        elif key == "kind":
-            if value != "toy":
-                raise ConfigError(f"key 'kind' in {source}: expected 'toy' here (or omit it), got {value!r}")
-        elif key in ("name", "seed"):
-            kwargs[key] = check_type(value, "str" if key == "name" else "int", f"key '{key}' in {source}")
-        else:
-            allowed = ", ".join(["kind", "name", "seed", *sections])
-            raise ConfigError(f"unknown key '{key}' at the top level of {source}; allowed: {allowed}")
-    cfg = ExperimentConfig(**kwargs)
-    _validate(cfg, source)
-    return cfg
-
-
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read a YAML config file; unknown keys and wrong types raise :class:`ConfigError` naming them."""
+def read_yaml(path: str | Path) -> Any:
+    """The parsed YAML file; :class:`ConfigError` if it is missing or not valid YAML."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from err
-    return config_from_dict(raw, str(path))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not a text (YAML) file: {err}") from err
+
+
+def config_from_dict(raw: Any, source: str = "<dict>") -> Any:
+    """Build and validate the config of any kind from a nested mapping (``source``: for errors).
+
+    Returns a :class:`~proteinflow.train.toy_config.ToyExperimentConfig` (``kind: toy`` or no kind) or
+    a :class:`~proteinflow.train.backbone_config.BackboneExperimentConfig` (``kind: frames``).
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must contain a mapping at the top level, got {type(raw).__name__}")
+    kind = raw.get("kind", "toy")
+    if kind not in KINDS:
+        raise ConfigError(f"key 'kind' in {source}: expected one of {list(KINDS)}, got {kind!r}")
+    if kind == "frames":
+        from proteinflow.train.backbone_config import backbone_config_from_dict
+
+        return backbone_config_from_dict(raw, source)
+    from proteinflow.train.toy_config import toy_config_from_dict
+
+    return toy_config_from_dict(raw, source)
+
+
+def load_config(path: str | Path) -> Any:
+    """Read and validate a YAML config of any kind (see :func:`config_from_dict`)."""
+    return config_from_dict(read_yaml(path), str(path))

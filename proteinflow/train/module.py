@@ -7,9 +7,9 @@ One optimisation step on a batch ``(x0, x1, cond)``:
 3. with probability ``cond_dropout`` replace each label by the null class (classifier-free guidance);
 4. minimise ``cfm_loss(v_theta(t, x_t, cond), dx_t)``.
 
-Also here: :func:`build_network`, :func:`build_flow` (path, time sampler, coupling from a config),
-:func:`save_checkpoint` / :func:`load_checkpoint` (a plain dict ``{"config", "state_dict", "step"}`` that
-``torch.load(weights_only=True)`` reads) and :func:`generate` (integrate the learned ODE from ``t=0`` to 1,
+Also here: :func:`build_network`, the path, time sampler and coupling of a config,
+:func:`load_checkpoint` (the Lightning checkpoint of every kind, read with ``weights_only=True``; see
+:mod:`proteinflow.train.checkpoints`) and :func:`generate` (integrate the learned ODE from ``t=0`` to 1,
 optionally with classifier-free guidance).
 """
 
@@ -19,23 +19,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning
 import torch
 from torch import Tensor, nn
 
-from proteinflow.atomic import atomic_path
 from proteinflow.flow.losses import cfm_loss
 from proteinflow.flow.paths import AffinePath
-from proteinflow.flow.schedulers import CondOTScheduler, PolynomialConvexScheduler, Scheduler, VPScheduler
+from proteinflow.flow.schedulers import (
+    CondOTScheduler,
+    CosineScheduler,
+    PolynomialConvexScheduler,
+    Scheduler,
+    VPScheduler,
+)
 from proteinflow.flow.time_samplers import LogitNormalTimeSampler, TimeSampler, UniformTimeSampler
 from proteinflow.models.mlp import TimeMLP
 from proteinflow.models.unet import SmallUNet
-from proteinflow.train.config import ExperimentConfig, config_from_dict
+from proteinflow.train.base_module import FlowTrainingModule
+from proteinflow.train.checkpoints import CheckpointError, checkpoint_kind, read_checkpoint, stored_config
+from proteinflow.train.toy_config import ToyExperimentConfig, toy_config_from_dict
 
-CHECKPOINT_FORMAT = "proteinflow-flow-v1"
 
-
-def build_network(cfg: ExperimentConfig, event_shape: tuple[int, ...], num_classes: int | None) -> nn.Module:
+def build_network(
+    cfg: ToyExperimentConfig, event_shape: tuple[int, ...], num_classes: int | None
+) -> nn.Module:
     """The velocity network of ``cfg.model`` for data of ``event_shape`` (classes only if conditional)."""
     classes = num_classes if cfg.data.conditional else None
     m = cfg.model
@@ -56,19 +62,21 @@ def build_network(cfg: ExperimentConfig, event_shape: tuple[int, ...], num_class
     return SmallUNet(event_shape[0], base=m.base, cond_classes=classes, emb_dim=m.emb_dim)
 
 
-def build_scheduler(cfg: ExperimentConfig) -> Scheduler:
+def build_scheduler(cfg: ToyExperimentConfig) -> Scheduler:
     """The path scheduler named by ``cfg.flow.scheduler``."""
     name = cfg.flow.scheduler
     if name == "cond_ot":
         return CondOTScheduler()
     if name == "polynomial":
         return PolynomialConvexScheduler(cfg.flow.scheduler_n)
+    if name == "cosine":
+        return CosineScheduler()
     if name == "vp":
         return VPScheduler()
     raise ValueError(f"unknown flow.scheduler {name!r}")
 
 
-def build_time_sampler(cfg: ExperimentConfig) -> TimeSampler:
+def build_time_sampler(cfg: ToyExperimentConfig) -> TimeSampler:
     """The time sampler named by ``cfg.flow.time_sampler``."""
     if cfg.flow.time_sampler == "uniform":
         return UniformTimeSampler()
@@ -77,7 +85,7 @@ def build_time_sampler(cfg: ExperimentConfig) -> TimeSampler:
     raise ValueError(f"unknown flow.time_sampler {cfg.flow.time_sampler!r}")
 
 
-def build_coupling(cfg: ExperimentConfig) -> Any:
+def build_coupling(cfg: ToyExperimentConfig) -> Any:
     """The coupling named by ``cfg.flow.coupling`` (reflow loads its teacher from ``flow.reflow_ckpt``)."""
     from proteinflow.flow import couplings
 
@@ -156,59 +164,58 @@ def generate(
     )
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+def load_checkpoint(path: str | Path) -> tuple[ToyExperimentConfig, nn.Module]:
+    """The config and network (EMA weights if kept; eval mode) of a toy or image checkpoint.
 
-
-def save_checkpoint(path: str | Path, cfg: ExperimentConfig, network: nn.Module, step: int) -> None:
-    """Atomically write ``{"format", "config", "state_dict", "step"}`` to ``path`` (temp + os.replace)."""
-    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
-    _atomic_torch_save(
-        {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "state_dict": state, "step": int(step)},
-        Path(path),
-    )
-
-
-def load_checkpoint(path: str | Path) -> tuple[ExperimentConfig, nn.Module]:
-    """Read a checkpoint with ``torch.load(weights_only=True)``; returns the config and the network (eval)."""
+    Read with ``torch.load(weights_only=True)``; :class:`~proteinflow.train.checkpoints.CheckpointError`
+    names the file when it is not a toy/image checkpoint of ``proteinflow train``.
+    """
     from proteinflow.train.data.toy import make_distribution
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a proteinflow flow checkpoint (expected format {CHECKPOINT_FORMAT})")
-    cfg = config_from_dict(blob["config"], str(path))
+    blob = read_checkpoint(path)
+    if checkpoint_kind(blob) != "toy":
+        raise CheckpointError(f"{path} is a protein-backbone checkpoint, not a toy or image flow")
+    cfg = toy_config_from_dict(stored_config(blob), f"{path} (stored config)")
     target = make_distribution(cfg.data.target)
     network = build_network(cfg, target.event_shape, target.num_classes)
-    network.load_state_dict(blob["state_dict"])
+    state = blob["state_dict"]
+    prefix = "ema.module." if any(k.startswith("ema.module.") for k in state) else "network."
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        network.load_state_dict(weights)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: the weights do not match the stored config ({err})") from err
     network.eval()
     return cfg, network
 
 
-class FlowMatchingModule(lightning.LightningModule):
+class FlowMatchingModule(FlowTrainingModule):
     """Flow-matching training of ``network`` along an affine path (see the module docstring).
 
     Args:
         cfg: the experiment config (or its dict form).
-        event_shape: shape of one data point, e.g. ``(2,)`` or ``(1, 8, 8)``.
-        num_classes: number of data classes (used only if ``cfg.data.conditional``).
+        event_shape: shape of one data point, e.g. ``(2,)`` or ``(1, 8, 8)``; default: that of
+            ``cfg.data.target``.
+        num_classes: number of data classes (used only if ``cfg.data.conditional``); default: that of
+            ``cfg.data.target``.
         network: optional prebuilt network; default :func:`build_network`.
         coupling: optional prebuilt coupling; default :func:`build_coupling`.
     """
 
     def __init__(
         self,
-        cfg: ExperimentConfig | dict,
-        event_shape: tuple[int, ...],
+        cfg: ToyExperimentConfig | dict,
+        event_shape: tuple[int, ...] | None = None,
         num_classes: int | None = None,
         network: nn.Module | None = None,
         coupling: Any = None,
     ) -> None:
-        super().__init__()
-        self.cfg = cfg if isinstance(cfg, ExperimentConfig) else config_from_dict(cfg)
+        super().__init__(cfg.to_dict() if isinstance(cfg, ToyExperimentConfig) else cfg)
+        if event_shape is None:
+            from proteinflow.train.data.toy import make_distribution
+
+            target = make_distribution(self.cfg.data.target)
+            event_shape, num_classes = target.event_shape, target.num_classes
         self.event_shape = tuple(event_shape)
         self.network = (
             network if network is not None else build_network(self.cfg, self.event_shape, num_classes)
@@ -217,48 +224,33 @@ class FlowMatchingModule(lightning.LightningModule):
         self.time_sampler = build_time_sampler(self.cfg)
         self.coupling = coupling if coupling is not None else build_coupling(self.cfg)
         self.null_class: int | None = getattr(self.network, "null_class", None)
-        self._generator = torch.Generator().manual_seed(self.cfg.seed + 1)
+        self.init_ema()
+
+    def trained_model(self) -> nn.Module:
+        return self.network
 
     def forward(self, t: Tensor, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """Velocity ``v_theta(t [B], x [B, *event], cond [B]) -> [B, *event]``."""
         return self.network(t, x, cond)
 
-    def loss(self, x0: Tensor, x1: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Flow-matching loss (scalar) on one batch ``x0, x1 [B, *event]``, ``cond [B]`` or ``None``."""
+    def loss(
+        self, x0: Tensor, x1: Tensor, cond: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Flow-matching loss (scalar) on one batch ``x0, x1 [B, *event]``, ``cond [B]`` or ``None``;
+        times and label dropout come from ``generator`` (default :meth:`noise_generator`)."""
+        gen = generator if generator is not None else self.noise_generator()
         coupled = self.coupling(x0, x1, cond)
         x0, x1, cond = coupled.x0, coupled.x1, coupled.cond
-        t = self.time_sampler.sample(x0.shape[0], generator=self._generator, dtype=x0.dtype).to(x0.device)
+        t = self.time_sampler.sample(x0.shape[0], generator=gen, dtype=x0.dtype, device=x0.device)
         ps = self.path.sample(x0, x1, t)
         if cond is not None and self.cfg.flow.cond_dropout > 0:
             from proteinflow.flow.guidance import drop_condition
 
-            cond = drop_condition(cond, self.cfg.flow.cond_dropout, self.null_class, self._generator)
+            cond = drop_condition(cond, self.cfg.flow.cond_dropout, self.null_class, gen)
         return cfm_loss(self.network(ps.t, ps.x_t, cond), ps.dx_t)
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = self.loss(batch["x0"], batch["x1"], batch.get("cond"))
-        self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=batch["x0"].shape[0])
-        return loss
+    def batch_losses(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
+        return {"loss": self.loss(batch["x0"], batch["x1"], batch.get("cond"), generator)}
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(
-            self.network.parameters(), lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay
-        )
-
-
-class SaveFlowCheckpoint(lightning.Callback):
-    """Writes ``<out>/last.ckpt`` (plain dict, atomic) every ``every`` steps and at the end of training."""
-
-    def __init__(self, out: str | Path, every: int = 0) -> None:
-        self.path = Path(out) / "last.ckpt"
-        self.every = every
-
-    def _save(self, trainer: lightning.Trainer, module: FlowMatchingModule) -> None:
-        save_checkpoint(self.path, module.cfg, module.network, trainer.global_step)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        if self.every > 0 and trainer.global_step % self.every == 0:
-            self._save(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module) -> None:  # noqa: ANN001
-        self._save(trainer, pl_module)
+    def batch_size(self, batch: dict[str, Tensor]) -> int:
+        return int(batch["x0"].shape[0])

@@ -5,17 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from proteinflow.geometry.manifolds.base import FlowManifold, expand_mask
+from proteinflow.geometry.manifolds.base import FlowManifold
+from proteinflow.geometry.masked import masked_centre
 
-
-def masked_centre(x: Tensor, mask: Tensor | None) -> Tensor:
-    """Subtract the (masked) mean over dim -2 of ``x`` ``[B, N, 3]``; masked positions set to 0."""
-    if mask is None:
-        return x - x.mean(dim=-2, keepdim=True)
-    m = expand_mask(mask, x, 1)
-    count = m.sum(dim=-2, keepdim=True).clamp_min(1.0)
-    mean = (x * m).sum(dim=-2, keepdim=True) / count
-    return (x - mean) * m
+__all__ = ["ZeroCentreEuclidean", "masked_centre"]
 
 
 class ZeroCentreEuclidean(FlowManifold):

@@ -2,18 +2,18 @@
 
 For every model (a ``kind: frames`` config to train with ``max_steps`` steps, or a checkpoint to load):
 
-1. train with :func:`~proteinflow.train.frame_commands.train_frames` (same data override, same step budget)
+1. train with :func:`~proteinflow.train.run.train_experiment` (same data override, same step budget)
    and time it, or read the checkpoint's step count;
-2. sample ``num`` backbones of every length with :func:`~proteinflow.train.frame_commands.sample_frames`
+2. sample ``num`` backbones of every length with :func:`~proteinflow.train.backbone_sampling.sample_backbones`
    (Euler, ``steps`` steps; the same seeds, hence the same per-backbone prior seeds, for every model);
 3. evaluate them with :func:`~proteinflow.protein.evaluation.evaluate` against the reference (real,
    held-out) set, writing the ``proteinflow eval`` CSV and summary under ``OUT/eval/<model>`` (the plots are
-   drawn once, for all models together, by :mod:`proteinflow.train.bench_report`);
+   drawn once, for all models together, by :mod:`proteinflow.bench.report`);
 4. quality versus NFE: sample ``curve_num`` backbones per length with Euler at each of ``curve_euler`` steps
    and Dormand-Prince at each of ``curve_dopri`` tolerances (``rtol = atol``), and measure the CA-CA MAD
    (mean ``|d - 3.80 A|``) and the W1 distance of CA virtual bond angles to the reference set.
 
-:mod:`proteinflow.train.bench_report` writes ``OUT/report.md``, ``OUT/bench.json`` and the PNGs.
+:mod:`proteinflow.bench.report` writes ``OUT/report.md``, ``OUT/bench.json`` and the PNGs.
 """
 
 from __future__ import annotations
@@ -25,16 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
+from proteinflow.flow.metrics import wasserstein1
 from proteinflow.protein.evaluation import (
     EvaluationResult,
     SetMetrics,
-    StructureSet,
     compute_set_metrics,
     evaluate,
-    load_structure_set,
     summarise,
 )
-from proteinflow.protein.evaluation_metrics import wasserstein1
+from proteinflow.protein.structure_set import StructureSet, load_structure_set
 
 
 @dataclass(frozen=True)
@@ -138,10 +137,10 @@ def describe_checkpoint(ckpt: Path, name: str, train_minutes: float | None) -> M
     """A :class:`ModelRun` for a checkpoint (loaded with ``weights_only=True``)."""
     import torch
 
-    from proteinflow.train.backbone_models import generated_atoms
-    from proteinflow.train.frame_commands import load_frame_checkpoint
+    from proteinflow.models.registry import generated_atoms
+    from proteinflow.train.backbone_sampling import load_backbone_checkpoint
 
-    flow, cfg = load_frame_checkpoint(ckpt)
+    flow, cfg = load_backbone_checkpoint(ckpt)
     raw = torch.load(ckpt, map_location="cpu", weights_only=True)
     return ModelRun(
         name=name,
@@ -158,31 +157,31 @@ def train_models(
     configs: Sequence[str | Path], out: Path, settings: BenchSettings, taken: set[str]
 ) -> list[ModelRun]:
     """Train every config for ``settings.max_steps`` steps under ``out/models/<name>``."""
-    from proteinflow.train.frame_commands import FrameTrainOverrides, train_frames
-    from proteinflow.train.frame_config import load_frame_config
+    from proteinflow.train.backbone_config import load_backbone_config
+    from proteinflow.train.run import TrainOptions, train_experiment
 
     if configs and settings.max_steps is None:
         raise ValueError("max_steps is required to train configs (the common training budget)")
     runs = []
-    overrides = FrameTrainOverrides(
+    options = TrainOptions(
         data_path=settings.data_path, max_steps=settings.max_steps, accelerator=settings.accelerator
     )
     for config in configs:
-        name = _unique(load_frame_config(config).name, taken)
+        name = _unique(load_backbone_config(config).name, taken)
         start = time.perf_counter()
-        ckpt = train_frames(config, out / "models" / name, overrides=overrides)
+        ckpt = train_experiment(config, out / "models" / name, options)
         runs.append(describe_checkpoint(ckpt, name, (time.perf_counter() - start) / 60.0))
     return runs
 
 
 def load_models(ckpts: Sequence[str | Path], taken: set[str]) -> list[ModelRun]:
     """Describe checkpoints to evaluate without training (row name: the stored config's name)."""
-    from proteinflow.train.frame_commands import load_frame_checkpoint
+    from proteinflow.train.backbone_sampling import load_backbone_checkpoint
 
     runs = []
     for ckpt in ckpts:
         path = Path(ckpt)
-        _, cfg = load_frame_checkpoint(path)
+        _, cfg = load_backbone_checkpoint(path)
         runs.append(describe_checkpoint(path, _unique(cfg.name, taken), None))
     return runs
 
@@ -198,9 +197,9 @@ def _sample(
     seed: int,
 ) -> tuple[StructureSet, float, float]:
     """Sample into ``out``; returns (the structures read back, mean NFE, mean seconds per backbone)."""
-    from proteinflow.train.frame_commands import sample_frames
+    from proteinflow.train.backbone_sampling import sample_backbones
 
-    records = sample_frames(
+    records = sample_backbones(
         run.ckpt, out, lengths=lengths, num=num, solver=solver, steps=steps, rtol=tol, atol=tol, seed=seed
     )
     structures = load_structure_set(out)
@@ -263,7 +262,7 @@ def evaluate_model(
         settings.seed,
     )
     result = evaluate(samples, reference, train, length_window=settings.length_window)
-    # per-model CSV + summary; the plots are drawn once for all models by bench_report
+    # per-model CSV + summary; the plots are drawn once for all models by bench.report
     write_report(out / "eval" / run.name, result, run.name, "reference", plots=False)
     points = quality_curve(run, out / "curve" / run.name, settings, result.reference) if curve else []
     return ModelResult(run=run, evaluation=result, nfe=nfe, seconds_per_backbone=seconds, curve=points)
@@ -280,7 +279,7 @@ def run_benchmark(
     curve: bool = True,
 ) -> Path:
     """Train/load, sample, evaluate and report (see the module docstring); returns ``OUT/report.md``."""
-    from proteinflow.train.bench_report import write_bench_report
+    from proteinflow.bench.report import write_bench_report
 
     if not configs and not ckpts:
         raise ValueError("configs/ckpts: give at least one config to train or checkpoint to load")

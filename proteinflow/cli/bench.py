@@ -1,4 +1,4 @@
-"""``proteinflow bench``: compare backbone models trained on one budget (see :mod:`proteinflow.train.bench`).
+"""``proteinflow bench``: compare backbone models trained on one budget (see :mod:`proteinflow.bench.run`).
 
 Heavy imports (torch, lightning, biotite, matplotlib) happen inside :func:`run_bench`.
 """
@@ -7,27 +7,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
+from pathlib import Path
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
+from proteinflow.cli.common import error, output_dir_problem, positive_float, positive_int
 
 
 def _subset_size(text: str) -> int | None:
     if text.lower() in ("all", "none"):
         return None
-    return _positive_int(text)
+    return positive_int(text)
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,29 +36,29 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--train", default=None, help="training structures for novelty: prepared dataset or directory"
     )
     parser.add_argument(
-        "--max-steps", type=_positive_int, default=None, help="training steps of every trained model"
+        "--max-steps", type=positive_int, default=None, help="training steps of every trained model"
     )
-    parser.add_argument("--lengths", type=_positive_int, nargs="+", default=[60, 80], help="backbone lengths")
-    parser.add_argument("--num", type=_positive_int, default=4, help="backbones per length (default 4)")
+    parser.add_argument("--lengths", type=positive_int, nargs="+", default=[60, 80], help="backbone lengths")
+    parser.add_argument("--num", type=positive_int, default=4, help="backbones per length (default 4)")
     parser.add_argument(
-        "--steps", type=_positive_int, default=100, help="Euler steps of the evaluation samples"
+        "--steps", type=positive_int, default=100, help="Euler steps of the evaluation samples"
     )
     parser.add_argument(
         "--curve-euler",
-        type=_positive_int,
+        type=positive_int,
         nargs="*",
         default=[10, 20, 50, 100],
         help="Euler steps of the NFE curve",
     )
     parser.add_argument(
         "--curve-dopri",
-        type=_positive_float,
+        type=positive_float,
         nargs="*",
         default=[1e-2, 1e-3],
         help="dopri5 rtol=atol of the curve",
     )
     parser.add_argument(
-        "--curve-num", type=_positive_int, default=1, help="backbones per length per curve point"
+        "--curve-num", type=positive_int, default=1, help="backbones per length per curve point"
     )
     parser.add_argument("--no-curve", action="store_true", help="skip the quality-vs-NFE curve")
     parser.add_argument(
@@ -86,23 +74,21 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run ``proteinflow bench``; returns 0 on success."""
-    from proteinflow.train.bench import BenchSettings, run_benchmark
+    from proteinflow.bench.run import BenchSettings, run_benchmark
 
+    if (problem := output_dir_problem(Path(args.out))) is not None:
+        return error(problem)
     if not args.configs and not args.ckpts:
-        print("error: give --configs to train and/or --ckpts to load", file=sys.stderr)
-        return 1
+        return error("give --configs to train and/or --ckpts to load", 1)
     if args.configs and args.max_steps is None:
-        print("error: --max-steps is required with --configs (the common training budget)", file=sys.stderr)
-        return 1
+        return error("--max-steps is required with --configs (the common training budget)", 1)
     for flag, paths in (("--configs", args.configs), ("--ckpts", args.ckpts)):
         for path in paths:
             if not os.path.isfile(path):
-                print(f"error: {flag} {path!r} is not a file", file=sys.stderr)
-                return 1
+                return error(f"{flag} {path!r} is not a file", 1)
     for flag, path in (("--reference", args.reference), ("--train", args.train), ("--data", args.data)):
         if path is not None and not os.path.exists(path):
-            print(f"error: {flag} {path!r} does not exist", file=sys.stderr)
-            return 1
+            return error(f"{flag} {path!r} does not exist", 1)
     settings = BenchSettings(
         max_steps=args.max_steps,
         lengths=tuple(args.lengths),

@@ -1,19 +1,25 @@
-"""The three backbone models behind one interface: build by ``model_kind``, convert samples to atoms.
+"""The model registry: the three backbone models behind one interface, built by ``model_kind``.
 
 :class:`~proteinflow.models.frame_flow.FrameFlow` (frames on ``(SO(3) x R^3_0)^N``),
 :class:`~proteinflow.models.atom_flow.AtomFlow` (N, CA, C in ``R^(9N)``) and
 :class:`~proteinflow.models.ca_flow.CAFlow` (CA in ``R^(3N)``) share ``sample_prior(mask, generator)``,
 ``loss(coords, mask, res_idx) -> (total, terms())`` and ``sample(mask, method=..., steps=..., rtol=...,
-atol=..., x_init=..., return_times=...)``; this module turns whatever ``sample`` returns into backbone atoms
-``[B, N, 4, 3]`` (N, CA, C, O; atoms a model does not generate are NaN, which :func:`write_pdb` skips).
+atol=..., x_init=..., return_times=...)``; this module builds one from plain config sections
+(:func:`build_backbone_flow`) and turns whatever ``sample`` returns into backbone atoms ``[B, N, 4, 3]``
+(N, CA, C, O; atoms a model does not generate are NaN, which :func:`write_pdb` skips).
+
+It takes plain inputs (a kind and two mappings), so ``models/`` knows nothing of the config files that
+``train/`` reads: the experiment config passes its ``model_kind``, ``model`` and ``flow`` sections.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from proteinflow.models.atom_flow import AtomFlow
 from proteinflow.models.ca_flow import CAFlow
@@ -21,22 +27,51 @@ from proteinflow.models.egnn import EGNNConfig
 from proteinflow.models.euclidean_flow import AtomSamples, EuclideanFlowConfig
 from proteinflow.models.frame_flow import FrameFlow, FrameFlowConfig, FrameSamples
 from proteinflow.models.ipa import IPAConfig
-from proteinflow.train.frame_config import FrameExperimentConfig
+from proteinflow.protein.backbone import atoms_from_frames, oxygen_from_backbone
 
 BackboneFlow = FrameFlow | AtomFlow | CAFlow
 BackboneSamples = FrameSamples | AtomSamples
 Prior = dict[str, Tensor] | Tensor
 
 
-def build_backbone_flow(cfg: FrameExperimentConfig) -> BackboneFlow:
-    """The model of an experiment config, chosen by ``cfg.model_kind``."""
-    if cfg.model_kind == "frames":
-        return FrameFlow(FrameFlowConfig(**cfg.flow), IPAConfig(**cfg.model))
-    if cfg.model_kind == "atoms":
-        return AtomFlow(EuclideanFlowConfig(**cfg.flow), IPAConfig(**cfg.model))
-    if cfg.model_kind == "ca":
-        return CAFlow(EuclideanFlowConfig(**cfg.flow), EGNNConfig(**cfg.model))
-    raise ValueError(f"cfg.model_kind must be 'frames', 'atoms' or 'ca', got {cfg.model_kind!r}")
+@dataclass(frozen=True)
+class BackboneModelSpec:
+    """What a ``model_kind`` builds: the flow class and the dataclasses of its ``model`` (network) and
+    ``flow`` (prior / path / loss) sections; the flow is
+    ``flow_cls(flow_config(**flow), net_config(**model))``.
+    """
+
+    flow_cls: type[nn.Module]
+    net_config: type
+    flow_config: type
+
+
+#: ``model_kind`` -> what it builds.
+BACKBONE_MODELS: dict[str, BackboneModelSpec] = {
+    "frames": BackboneModelSpec(FrameFlow, IPAConfig, FrameFlowConfig),
+    "atoms": BackboneModelSpec(AtomFlow, IPAConfig, EuclideanFlowConfig),
+    "ca": BackboneModelSpec(CAFlow, EGNNConfig, EuclideanFlowConfig),
+}
+
+#: The valid ``model_kind`` values.
+MODEL_KINDS: tuple[str, ...] = tuple(BACKBONE_MODELS)
+
+
+def build_backbone_flow(
+    model_kind: str, model: Mapping[str, Any] | None = None, flow: Mapping[str, Any] | None = None
+) -> BackboneFlow:
+    """The backbone flow of kind ``model_kind`` (``"frames"``, ``"atoms"`` or ``"ca"``).
+
+    Args:
+        model_kind: which model (see :data:`BACKBONE_MODELS`).
+        model: keyword arguments of the network's config (``IPAConfig`` or ``EGNNConfig``); default all
+            defaults.
+        flow: keyword arguments of the flow's config (``FrameFlowConfig`` or ``EuclideanFlowConfig``).
+    """
+    spec = BACKBONE_MODELS.get(model_kind)
+    if spec is None:
+        raise ValueError(f"model_kind must be one of {MODEL_KINDS}, got {model_kind!r}")
+    return spec.flow_cls(spec.flow_config(**(flow or {})), spec.net_config(**(model or {})))  # type: ignore[return-value]
 
 
 def concat_priors(priors: Sequence[Prior]) -> Prior:
@@ -51,8 +86,6 @@ def concat_priors(priors: Sequence[Prior]) -> Prior:
 
 def _atoms_from_state(x: Tensor, mask: Tensor | None) -> Tensor:
     """``[..., N, A, 3]`` Euclidean state (A = 3: N, CA, C; A = 1: CA) -> ``[..., N, 4, 3]``."""
-    from proteinflow.protein.backbone import oxygen_from_backbone
-
     if x.shape[-2] == 3:
         o = oxygen_from_backbone(x[..., 0, :], x[..., 1, :], x[..., 2, :], mask=mask)
         return torch.cat([x, o[..., None, :]], dim=-2)
@@ -64,8 +97,6 @@ def _atoms_from_state(x: Tensor, mask: Tensor | None) -> Tensor:
 
 def sample_atoms(samples: BackboneSamples) -> Tensor:
     """Backbone atoms ``[B, N, 4, 3]`` (N, CA, C, O; NaN where not generated) of sampled structures."""
-    from proteinflow.protein.backbone import atoms_from_frames
-
     if isinstance(samples, FrameSamples):
         return atoms_from_frames(samples.rots, samples.trans)
     return _atoms_from_state(samples.x, samples.mask)
@@ -73,8 +104,6 @@ def sample_atoms(samples: BackboneSamples) -> Tensor:
 
 def trajectory_atoms(samples: BackboneSamples, index: int) -> Tensor:
     """The recorded trajectory of backbone ``index`` as atoms ``[T, N, 4, 3]``."""
-    from proteinflow.protein.backbone import atoms_from_frames
-
     if isinstance(samples, FrameSamples):
         return atoms_from_frames(samples.trajectory["rots"][:, index], samples.trajectory["trans"][:, index])
     return _atoms_from_state(samples.trajectory[:, index], None)

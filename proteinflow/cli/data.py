@@ -9,35 +9,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
+
+from proteinflow.cli.common import error, optional_fraction, optional_int, output_dir_problem, positive_int
 
 #: Documented prefactor used by ``--max-rg-factor`` without a value (kept equal to
 #: :data:`proteinflow.protein.filters.DEFAULT_RG_FACTOR`; a test checks this).
 _DEFAULT_RG_FACTOR = 3.0
-
-
-def _optional_int(text: str) -> int | None:
-    if text.lower() in ("none", "off"):
-        return None
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer or 'off', got {text!r}")
-    return value
-
-
-def _optional_fraction(text: str) -> float | None:
-    if text.lower() in ("none", "off"):
-        return None
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1] or 'off', got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,20 +26,20 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
         "or a text file listing structure paths, one per line",
     )
     parser.add_argument("--out", required=True, help="output folder (dataset.npz, report.json/.md, cache)")
-    parser.add_argument("--min-len", type=_optional_int, default=40, help="minimum residues ('off': none)")
-    parser.add_argument("--max-len", type=_optional_int, default=256, help="maximum residues ('off': none)")
+    parser.add_argument("--min-len", type=optional_int, default=40, help="minimum residues ('off': none)")
+    parser.add_argument("--max-len", type=optional_int, default=256, help="maximum residues ('off': none)")
     parser.add_argument(
-        "--max-breaks", type=_optional_int, default=0, help="maximum chain breaks, C(i)-N(i+1) > 2 A ('off')"
+        "--max-breaks", type=optional_int, default=0, help="maximum chain breaks, C(i)-N(i+1) > 2 A ('off')"
     )
     parser.add_argument(
         "--max-numbering-gaps",
-        type=_optional_int,
+        type=optional_int,
         default=None,
         help="maximum residue-numbering gaps, res_id(i+1) != res_id(i)+1 (default off)",
     )
     parser.add_argument(
         "--max-missing-frac",
-        type=_optional_fraction,
+        type=optional_fraction,
         default=None,
         help="maximum fraction of residues dropped for a missing N/CA/C (default off)",
     )
@@ -70,13 +48,13 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-nonstandard",
-        type=_optional_int,
+        type=optional_int,
         default=None,
         help="maximum residues outside the 20 standard amino acids (UNK, ASX, GLX, ...; default off)",
     )
     parser.add_argument(
         "--max-coil-frac",
-        type=_optional_fraction,
+        type=optional_fraction,
         default=None,
         help="maximum P-SEA coil fraction (default off)",
     )
@@ -91,19 +69,21 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
         " (default off)",
     )
     parser.add_argument(
-        "--workers", type=_positive_int, default=None, help="worker processes (default: CPU count)"
+        "--workers", type=positive_int, default=None, help="worker processes (default: CPU count)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run_prepare(args: argparse.Namespace) -> int:
     """Run ``proteinflow data prepare``; returns 0 on success (dropped files are not an error)."""
+    problem = output_dir_problem(Path(args.out))
+    if problem is not None:
+        return error(problem)
     from proteinflow.protein.filters import FilterConfig
     from proteinflow.protein.prepare import REPORT_MD, prepare_dataset
 
     if not os.path.exists(args.source):
-        print(f"error: source {args.source!r} does not exist", file=sys.stderr)
-        return 1
+        return error(f"source {args.source!r} does not exist", 1)
     try:
         config = FilterConfig(
             min_len=args.min_len,
@@ -117,8 +97,7 @@ def run_prepare(args: argparse.Namespace) -> int:
             max_rg_factor=args.max_rg_factor,
         )
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error(f"{exc}", 2)
     result = prepare_dataset(
         args.source, args.out, config, workers=args.workers, progress=not args.no_progress
     )
@@ -145,19 +124,20 @@ def add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_fetch(args: argparse.Namespace) -> int:
     """Run ``proteinflow data fetch``; returns 0 if every id is present afterwards, else 1 (2: bad input)."""
+    problem = output_dir_problem(Path(args.out))
+    if problem is not None:
+        return error(problem)
     from proteinflow.protein.fetch import FetchError, fetch_structures, read_id_file, validate_pdb_ids
 
     try:
         raw_ids = list(args.ids) if args.ids is not None else read_id_file(args.ids_file)
         ids = validate_pdb_ids(raw_ids)
     except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error(f"{exc}", 2)
     try:
         result = fetch_structures(ids, args.out, args.format, overwrite=args.overwrite, timeout=args.timeout)
     except FetchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return error(f"{exc}", 1)
     print(
         f"downloaded {len(result.downloaded)}, already present {len(result.skipped)}, "
         f"failed {len(result.failed)}"

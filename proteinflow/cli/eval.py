@@ -10,6 +10,8 @@ import os
 import sys
 import time
 
+from proteinflow.cli.common import error, output_dir_problem
+
 
 def _non_negative_int(text: str) -> int | None:
     if text.lower() in ("none", "off", "all"):
@@ -75,26 +77,27 @@ def run_eval(args: argparse.Namespace) -> int:
     """Run ``proteinflow eval``; returns 0 on success (skipped files are not an error)."""
     from pathlib import Path
 
+    if args.out is not None and (problem := output_dir_problem(Path(args.out))) is not None:
+        return error(problem)
+
     from proteinflow.protein.designability import resolve_command
     from proteinflow.protein.eval_report import SUMMARY_NAME, write_report
-    from proteinflow.protein.evaluation import evaluate, load_structure_set
+    from proteinflow.protein.evaluation import evaluate
+    from proteinflow.protein.structure_set import load_structure_set
 
     start = time.perf_counter()
     if not os.path.isdir(args.input):
-        print(f"error: input {args.input!r} is not a directory", file=sys.stderr)
-        return 1
+        return error(f"input {args.input!r} is not a directory", 1)
     for name in ("reference", "train"):
         value = getattr(args, name)
         if value is not None and not os.path.exists(value):
-            print(f"error: --{name} {value!r} does not exist", file=sys.stderr)
-            return 1
+            return error(f"--{name} {value!r} does not exist", 1)
     progress = not args.no_progress
     samples = load_structure_set(args.input, progress=progress)
     for path, reason in samples.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if not samples.structures:
-        print(f"error: no readable structure in {args.input}", file=sys.stderr)
-        return 1
+        return error(f"no readable structure in {args.input}", 1)
     reference = train = None
     if args.reference is not None:
         reference = load_structure_set(
@@ -106,8 +109,12 @@ def run_eval(args: argparse.Namespace) -> int:
             and Path(args.train).resolve() == Path(args.reference).resolve()
             and args.train_max == args.reference_max
         )
-        train = reference if same else load_structure_set(
-            args.train, max_structures=args.train_max, seed=args.seed, progress=progress
+        train = (
+            reference
+            if same
+            else load_structure_set(
+                args.train, max_structures=args.train_max, seed=args.seed, progress=progress
+            )
         )
     result = evaluate(
         samples,

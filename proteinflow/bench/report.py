@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from proteinflow.atomic import atomic_write_bytes, atomic_write_text
+from proteinflow.bench.run import BenchSettings, ModelResult
 from proteinflow.protein.eval_report import SUMMARY_TABLE
-from proteinflow.protein.evaluation import SetMetrics, StructureSet, summarise
-from proteinflow.train.bench import BenchSettings, ModelResult
+from proteinflow.protein.evaluation import SetMetrics, summarise
+from proteinflow.protein.structure_set import StructureSet
 
 REPORT_NAME = "report.md"
 JSON_NAME = "bench.json"

@@ -1,8 +1,11 @@
 """The ``proteinflow`` command line: ``proteinflow {train,sample,eval,bench,data} ...``.
 
-Each area owns its subcommands in a ``commands`` module exposing ``add_<name>_arguments(parser)`` and
-``run_<name>(args) -> int``. Those modules keep heavy imports (torch, lightning, biotite) inside the
-``run_*`` functions so that ``--help`` is fast.
+One module per command under :mod:`proteinflow.cli`, each thin (parse, call a library function,
+print), exposing an add-arguments function and a ``run(args) -> int`` function (named in
+``_COMMANDS``). They keep heavy imports (torch, lightning, biotite) inside the ``run`` functions so
+that ``--help`` is fast. Bad input is
+answered with one line, ``proteinflow: error: ...``, naming the file or flag
+(:mod:`proteinflow.cli.common`).
 """
 
 from __future__ import annotations
@@ -12,14 +15,38 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-# (subcommand path, module, function suffix, help)
-_COMMANDS: list[tuple[tuple[str, ...], str, str, str]] = [
-    (("train",), "proteinflow.train.commands", "train", "train a flow from a YAML config"),
-    (("sample",), "proteinflow.train.commands", "sample", "sample from a trained checkpoint"),
-    (("eval",), "proteinflow.protein.eval_commands", "eval", "evaluate generated or real structures"),
-    (("bench",), "proteinflow.train.bench_commands", "bench", "train, sample and evaluate on one budget"),
-    (("data", "prepare"), "proteinflow.protein.commands", "prepare", "prepare a structure dataset"),
-    (("data", "fetch"), "proteinflow.protein.commands", "fetch", "download structures from the RCSB PDB"),
+# (subcommand path, module, name of the add-arguments function, name of the run function, help)
+_COMMANDS: list[tuple[tuple[str, ...], str, str, str, str]] = [
+    (("train",), "proteinflow.cli.train", "add_arguments", "run", "train a flow from a YAML config"),
+    (("sample",), "proteinflow.cli.sample", "add_arguments", "run", "sample from a trained checkpoint"),
+    (
+        ("eval",),
+        "proteinflow.cli.eval",
+        "add_eval_arguments",
+        "run_eval",
+        "evaluate generated or real structures",
+    ),
+    (
+        ("bench",),
+        "proteinflow.cli.bench",
+        "add_bench_arguments",
+        "run_bench",
+        "train, sample and evaluate on one budget",
+    ),
+    (
+        ("data", "prepare"),
+        "proteinflow.cli.data",
+        "add_prepare_arguments",
+        "run_prepare",
+        "prepare a structure dataset",
+    ),
+    (
+        ("data", "fetch"),
+        "proteinflow.cli.data",
+        "add_fetch_arguments",
+        "run_fetch",
+        "download structures from the RCSB PDB",
+    ),
 ]
 
 
@@ -31,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     top = parser.add_subparsers(dest="command", metavar="COMMAND")
     groups: dict[str, argparse._SubParsersAction] = {}
-    for path, module_name, suffix, help_text in _COMMANDS:
+    for path, module_name, add_name, run_name, help_text in _COMMANDS:
         module = importlib.import_module(module_name)
         if len(path) == 1:
             sub = top.add_parser(path[0], help=help_text, description=help_text)
@@ -40,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                 group_parser = top.add_parser(path[0], help=f"{path[0]} commands")
                 groups[path[0]] = group_parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
             sub = groups[path[0]].add_parser(path[1], help=help_text, description=help_text)
-        getattr(module, f"add_{suffix}_arguments")(sub)
-        sub.set_defaults(_run=getattr(module, f"run_{suffix}"))
+        getattr(module, add_name)(sub)
+        sub.set_defaults(_run=getattr(module, run_name))
     return parser
 
 

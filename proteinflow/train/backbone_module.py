@@ -1,4 +1,8 @@
-"""Lightning wiring of the frame flow: :class:`FrameFlowModule` and :class:`FrameDataModule`.
+"""Lightning wiring of the backbone flows: :class:`BackboneFlowModule` and :class:`BackboneDataModule`.
+
+The module trains a frame flow or a Euclidean baseline (by ``model_kind``) on the shared base
+(:class:`~proteinflow.train.base_module.FlowTrainingModule`: config in the checkpoint, EMA, per-rank
+noise, AdamW) and samples a few backbones at every validation to log their protein-likeness.
 
 Training batches come from a prepared dataset (``proteinflow data prepare``) through
 :class:`~proteinflow.protein.dataset.LengthBudgetBatchSampler`, which packs structures under a budget
@@ -17,95 +21,58 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
+from proteinflow.models.registry import BackboneFlow, build_backbone_flow, sample_atoms
 from proteinflow.protein.dataset import (
     BackboneBatch,
     LengthBudgetBatchSampler,
     PreparedDataset,
     collate_backbones,
 )
-from proteinflow.protein.evaluation import sample_quality
-from proteinflow.protein.evaluation_metrics import PowerLawFit, fit_power_law
+from proteinflow.protein.evaluation import PowerLawFit, fit_power_law, sample_quality
 from proteinflow.protein.filters import radius_of_gyration
-from proteinflow.train.backbone_models import BackboneFlow, build_backbone_flow, sample_atoms
+from proteinflow.train.backbone_config import BackboneExperimentConfig
+from proteinflow.train.base_module import FlowTrainingModule
 from proteinflow.train.curves import plot_val_curves
-from proteinflow.train.frame_config import FrameExperimentConfig, frame_config_from_dict
 
 
-class NonFiniteLossError(RuntimeError):
-    """Raised when a training loss is NaN or infinite; the message names the step."""
-
-
-def build_frame_flow(cfg: FrameExperimentConfig) -> BackboneFlow:
-    """The backbone model described by an experiment config (``FrameFlow``, ``AtomFlow`` or ``CAFlow``,
-    by ``model_kind``)."""
-    return build_backbone_flow(cfg)
-
-
-class FrameFlowModule(L.LightningModule):
+class BackboneFlowModule(FlowTrainingModule):
     """Trains a backbone flow (frames or a Euclidean baseline, by ``model_kind``) on backbone batches; keeps
     an EMA copy used for sampling.
 
     Args:
-        config: the experiment config as a plain dict (``FrameExperimentConfig.to_dict()``); stored in the
-            checkpoint's ``hyper_parameters``.
+        config: the experiment config as a plain dict (``BackboneExperimentConfig.to_dict()``); stored in
+            the checkpoint's ``hyper_parameters``.
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
-        super().__init__()
-        self.save_hyperparameters({"config": config})
-        self.cfg = frame_config_from_dict(config, "<checkpoint config>")
-        self.flow = build_frame_flow(self.cfg)
-        decay = self.cfg.train.ema_decay
-        self.ema = (
-            AveragedModel(self.flow, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-            if decay > 0
-            else None
-        )
-        if self.ema is not None:  # the average is not trained (DDP would flag its parameters as unused)
-            self.ema.requires_grad_(False)
+        super().__init__(config)
+        self.flow = build_backbone_flow(self.cfg.model_kind, self.cfg.model, self.cfg.flow)
+        self.init_ema()
+
+    def trained_model(self) -> torch.nn.Module:
+        return self.flow
 
     def sampling_flow(self) -> BackboneFlow:
         """The EMA weights if kept, else the trained weights."""
-        return self.ema.module if self.ema is not None else self.flow  # type: ignore[return-value]
+        return self.sampling_model()  # type: ignore[return-value]
 
     def on_fit_start(self) -> None:
-        self._generator: torch.Generator | None = None  # drawn at the first step, see noise_generator
+        super().on_fit_start()
         datamodule = getattr(self.trainer, "datamodule", None)
         self.rg_law = getattr(datamodule, "rg_law", None)
 
-    def noise_generator(self) -> torch.Generator:
-        """The generator of training times, noise and the self-conditioning coin, seeded by
-        ``(seed, rank, step at which it was created)``: ``seed_everything`` gives every DDP rank the same
-        global seed (all ranks would draw the same noise), and a resumed run must not replay the noise
-        of its first steps."""
-        if getattr(self, "_generator", None) is None:
-            seed = self.cfg.seed * 1_000_003 + 7_919 * self.global_rank + 104_729 * self.global_step + 1
-            self._generator = torch.Generator(device=self.device).manual_seed(seed % (2**63 - 1))
-        return self._generator
-
-    def training_step(self, batch: BackboneBatch, batch_idx: int) -> torch.Tensor:
-        generator = self.noise_generator()
+    def batch_losses(self, batch: BackboneBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
         losses = self.flow.loss(batch.coords, batch.mask, batch.residue_index, generator=generator)
-        terms = losses.terms()
-        if not torch.isfinite(losses.total):
-            parts = ", ".join(f"{k}={v.item()}" for k, v in terms.items())
-            raise NonFiniteLossError(
-                f"non-finite training loss at step {self.global_step} (batch {batch_idx}): "
-                f"total={losses.total.item()}, {parts}; structures {batch.names[:4]}"
-            )
-        bsz = len(batch)
-        self.log("train/loss", losses.total, prog_bar=True, batch_size=bsz)
-        for key, value in terms.items():
-            self.log(f"train/{key}", value, batch_size=bsz)
-        self.log("train/residues", batch.mask.sum().to(torch.float32), batch_size=bsz)
-        return losses.total
+        self.log("train/residues", batch.mask.sum().to(torch.float32), batch_size=len(batch))
+        return {"loss": losses.total, **losses.terms()}
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is not None:
-            self.ema.update_parameters(self.flow)
+    def batch_size(self, batch: BackboneBatch) -> int:
+        return len(batch)
+
+    def describe_batch(self, batch: BackboneBatch) -> str:
+        return f"structures {batch.names[:4]}"
 
     def on_train_epoch_start(self) -> None:
         loader = self.trainer.train_dataloader
@@ -140,10 +107,6 @@ class FrameFlowModule(L.LightningModule):
         logger.save()  # flush the CSV rows logged so far
         plot_val_curves(Path(log_dir) / "metrics.csv", Path(log_dir) / "val_curves.png")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(
-            self.flow.parameters(), lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay
-        )
 
 
 class _ValidationTrigger(torch.utils.data.Dataset):
@@ -156,14 +119,14 @@ class _ValidationTrigger(torch.utils.data.Dataset):
         return index
 
 
-class FrameDataModule(L.LightningDataModule):
+class BackboneDataModule(L.LightningDataModule):
     """Prepared-dataset loaders with the length-budget batch sampler (DDP-aware).
 
     Args:
         cfg: the experiment config.
     """
 
-    def __init__(self, cfg: FrameExperimentConfig) -> None:
+    def __init__(self, cfg: BackboneExperimentConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.train_set: PreparedDataset | None = None

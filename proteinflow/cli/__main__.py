@@ -1,0 +1,7 @@
+"""``python -m proteinflow.cli``: the same as the ``proteinflow`` console script."""
+
+import sys
+
+from proteinflow.cli import main
+
+sys.exit(main())
