@@ -19,7 +19,6 @@ and ``OUT/trace.png`` (Rg and CA-CA of x_t against t).
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from proteinflow.atomic import atomic_write_bytes, atomic_write_text
+from proteinflow.atomic import atomic_write_text
 from proteinflow.geometry.align import aligned_rmsd
 from proteinflow.protein.backbone import atoms_from_frames
 from proteinflow.protein.metrics import ca_geometry, sse_fractions
@@ -154,12 +153,10 @@ def plot_trace(curves: dict[int, np.ndarray], path: Path) -> None:
 
 
 def plot_solvers(results: list[tuple[str, int, float, float]], path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no process-wide backend or figure state
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.subplots()
     for name, nfe, _, rmsd in results:
         marker = "o" if name.startswith("euler") else "s"
         ax.scatter(nfe, max(rmsd, 1e-4), marker=marker)
@@ -169,11 +166,7 @@ def plot_solvers(results: list[tuple[str, int, float, float]], path: Path) -> No
     ax.set_xlabel("NFE")
     ax.set_ylabel("CA RMSD to Euler-500 (A)")
     ax.set_title("frame flow: solver accuracy vs cost")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, lambda handle: handle.write(buf.getvalue()))
+    save_png(fig, path)
 
 
 def main() -> None:

@@ -90,13 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         for line in failures:
             print(f"- {line}")
 
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no process-wide backend or figure state
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from proteinflow.train.curves import save_png
 
     args.out.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     bins = np.linspace(0.0, 0.3, 61)
     for name in ("N", "C", "O interior (N(i+1) known)", "O interior, rule on file atoms"):
         values = np.clip(merged[name], 0.0, bins[-1])
@@ -106,10 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ax.set_yscale("log")
     ax.set_title(f"Frame round trip, {n_ok} structures")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    png = args.out / "roundtrip_errors.png"
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    png = save_png(fig, args.out / "roundtrip_errors.png")
     print(f"\nhistogram: {png}")
     return 0
 

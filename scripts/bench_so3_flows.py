@@ -55,22 +55,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from scipy.optimize import linear_sum_assignment  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-
-from proteinflow.atomic import atomic_write_text  # noqa: E402
-from proteinflow.flow import CondOTScheduler, GeodesicPath, cfm_loss, solve_ode  # noqa: E402
-from proteinflow.geometry import so3  # noqa: E402
-from proteinflow.geometry.igso3 import IGSO3Sampler  # noqa: E402
-from proteinflow.geometry.manifolds import SO3, FlowManifold, Sphere  # noqa: E402
-from proteinflow.models.mlp import FourierTimeEmbedding  # noqa: E402
-from proteinflow.train.plots import save_figure  # noqa: E402
+from proteinflow.atomic import atomic_write_text
+from proteinflow.flow import CondOTScheduler, GeodesicPath, cfm_loss, solve_ode
+from proteinflow.geometry import so3
+from proteinflow.geometry.igso3 import IGSO3Sampler
+from proteinflow.geometry.manifolds import SO3, FlowManifold, Sphere
+from proteinflow.models.mlp import FourierTimeEmbedding
+from proteinflow.train.plots import save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 DT64 = torch.float64
@@ -246,7 +243,8 @@ def section_order(out: Path, seed: int) -> tuple[list[str], dict[str, bool]]:
 def _plot_order(
     path: Path, flows: list[ClosedFormFlow], errs: dict[tuple[str, str], dict[int, float]]
 ) -> None:
-    fig, axes = plt.subplots(1, len(flows), figsize=(4.2 * len(flows), 3.8), sharey=True)
+    fig = Figure(figsize=(4.2 * len(flows), 3.8))
+    axes = fig.subplots(1, len(flows), sharey=True)
     steps = np.array(PLOT_STEPS, dtype=float)
     for ax, flow in zip(axes, flows, strict=True):
         for m in FIXED_METHODS:
@@ -264,7 +262,6 @@ def _plot_order(
     fig.suptitle("RKMK on SO(3): global error vs steps (float64)")
     fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)
 
 
 def _plot_dopri5(
@@ -273,7 +270,8 @@ def _plot_dopri5(
     errs: dict[tuple[str, str], dict[int, float]],
 ) -> None:
     stages = {"euler": 1, "midpoint": 2, "rk4": 4}
-    fig, axes = plt.subplots(1, len(dp_rows), figsize=(5.0 * len(dp_rows), 3.8), sharey=True)
+    fig = Figure(figsize=(5.0 * len(dp_rows), 3.8))
+    axes = fig.subplots(1, len(dp_rows), sharey=True)
     for ax, (name, rows) in zip(np.atleast_1d(axes), dp_rows.items(), strict=True):
         ax.loglog([r[2] for r in rows], [max(r[1], 1e-17) for r in rows], "s-", label="dopri5 (tol sweep)")
         for m in FIXED_METHODS:
@@ -293,7 +291,6 @@ def _plot_dopri5(
     fig.suptitle("SO(3): error vs NFE, adaptive dopri5 and fixed-step RKMK (float64)")
     fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -640,7 +637,8 @@ def _plot_learned(
     samples: dict[str, Tensor],
     data: Tensor,
 ) -> None:
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    fig = Figure(figsize=(18, 4))
+    axes = fig.subplots(1, 4)
     axes[0].plot(np.linspace(0, 1, len(losses)), losses)
     axes[0].set_xlabel("training progress")
     axes[0].set_ylabel("Riemannian CFM loss")
@@ -688,7 +686,6 @@ def _plot_learned(
     fig.suptitle(f"learned 4-peak mixture flow on {task.name}")
     fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------------------------------------

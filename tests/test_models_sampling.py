@@ -204,7 +204,7 @@ def test_masked_centre_zero_centroid_and_padding() -> None:
     c = masked_centre(x, mask)
     assert torch.allclose((c * mask[..., None]).sum(1), torch.zeros(2, 3, dtype=torch.float64))
     assert torch.equal(c[1, 3:], torch.zeros(3, 3, dtype=torch.float64))
-    with pytest.raises(ValueError, match="mask must have shape"):
+    with pytest.raises(ValueError, match="mask has shape"):
         masked_centre(x, mask[:, :4])
 
 

@@ -38,7 +38,7 @@ def masked_centre(x: Tensor, mask: Tensor | None) -> Tensor:
         return x - x.mean(dim=-2, keepdim=True)
     if tuple(mask.shape) != tuple(x.shape[:-1]):
         raise ValueError(
-            f"mask must have shape {tuple(x.shape[:-1])} for points {tuple(x.shape)}, got {tuple(mask.shape)}"
+            f"mask has shape {tuple(mask.shape)} but the points {tuple(x.shape)} need {tuple(x.shape[:-1])}"
         )
     m = mask.to(x.dtype)[..., None]
     return (x - masked_residue_mean(x, mask, keepdim=True)) * m

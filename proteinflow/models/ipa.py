@@ -62,14 +62,12 @@ __all__ = [
 class IPAConfig:
     """Sizes and options of :class:`FrameDenoiser`.
 
-    Defaults follow FrameFlow's ``configs/base.yaml`` (microsoft/protein-frame-flow): node 256,
-    edge 128, IPA hidden 128 per head, 8 heads, 8 query/key points, 12 value points, 6 blocks,
-    relative-position clip 64, 22 distance bins, time/position embeddings of 128. FrameFlow runs a
-    2-layer sequence transformer inside each block; here it is off by default (``seq_tfmr_layers=0``).
-    ``c_hidden`` is per head as in FrameFlow's ``ipa_pytorch.py`` (``linear_q: c_s -> c_hidden * heads``);
-    FrameFlow's ``ipa.c_hidden`` is 128, not AlphaFold's 16. Parameter counts (pinned by
-    ``tests/test_ipa.py``): 11.62M with these defaults, 16.77M with ``seq_tfmr_layers=2`` (FrameFlow's
-    size, ``configs/frames_frameflow.yaml``); ``c_hidden=16`` would give 6.10M and 11.25M.
+    Defaults are FrameFlow's network (microsoft/protein-frame-flow, released ``configs/base.yaml``):
+    node 256, edge 128, IPA hidden 16 per head, 8 heads, 8 query/key points, 12 value points, 6 blocks,
+    a 2-layer sequence transformer in each block, relative-position clip 64, 22 distance bins,
+    time/position embeddings of 128: 11.25M parameters (pinned by ``tests/test_ipa.py``). ``c_hidden`` is
+    per head (``linear_q: c_s -> c_hidden * heads``). Some of FrameFlow's development configs used
+    ``c_hidden: 128`` (16.77M parameters with the same other sizes).
 
     Attributes:
         c_s: node (single) feature size.
@@ -101,7 +99,7 @@ class IPAConfig:
 
     c_s: int = 256
     c_z: int = 128
-    c_hidden: int = 128
+    c_hidden: int = 16
     num_heads: int = 8
     num_qk_points: int = 8
     num_v_points: int = 12
@@ -116,7 +114,7 @@ class IPAConfig:
     dist_max: float = 20.0
     self_condition: bool = True
     edge_transition_hidden: int = 384
-    seq_tfmr_layers: int = 0
+    seq_tfmr_layers: int = 2
     seq_tfmr_heads: int = 4
     trans_scale: float = 0.1
     predict_psi: bool = False

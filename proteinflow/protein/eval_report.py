@@ -146,16 +146,14 @@ def _save(fig, path: Path) -> None:  # noqa: ANN001 - matplotlib Figure
 
 
 def _plots(out: Path, result: EvaluationResult, sample_name: str, reference_name: str | None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no process-wide backend or figure state
 
     sets = [(sample_name, result.samples, "C0")]
     if result.reference is not None and reference_name is not None:
         sets.append((reference_name, result.reference, "C1"))
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
     for name, metrics, color in sets:
         lengths = np.array([r["length"] for r in metrics.rows], dtype=float)
         rgs = np.array([r["rg"] for r in metrics.rows], dtype=float)
@@ -169,9 +167,9 @@ def _plots(out: Path, result: EvaluationResult, sample_name: str, reference_name
     ax.set_ylabel("radius of gyration (A)")
     ax.legend(fontsize=8)
     _save(fig, out / PLOT_NAMES[0])
-    plt.close(fig)
 
-    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4.2), squeeze=False)
+    fig = Figure(figsize=(5 * len(sets), 4.2))
+    axes = fig.subplots(1, len(sets), squeeze=False)
     for ax, (name, metrics, _) in zip(axes[0], sets, strict=True):
         n = metrics.ca_pairs.shape[0]
         if n:
@@ -183,9 +181,9 @@ def _plots(out: Path, result: EvaluationResult, sample_name: str, reference_name
         ax.set_xlabel("CA virtual bond angle (deg)")
         ax.set_ylabel("CA dihedral (deg)")
     _save(fig, out / PLOT_NAMES[1])
-    plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
+    fig = Figure(figsize=(9, 3.8))
+    axes = fig.subplots(1, 2, sharey=True)
     width = 0.8 / len(sets)
     for ax, method in zip(axes, ("psea", "dssp"), strict=True):
         for k, (name, metrics, color) in enumerate(sets):
@@ -197,7 +195,6 @@ def _plots(out: Path, result: EvaluationResult, sample_name: str, reference_name
     axes[0].set_ylabel("mean fraction")
     axes[0].legend(fontsize=8)
     _save(fig, out / PLOT_NAMES[2])
-    plt.close(fig)
 
 
 def write_report(

@@ -1,7 +1,8 @@
 """PNG plots for toy flows: particle trajectories, velocity-field quivers, 1-D histograms, image grids.
 
-All functions write atomically (temp file in the target folder, then ``os.replace``) with matplotlib's
-non-interactive Agg backend and close their figures.
+Plain :class:`matplotlib.figure.Figure` objects (no pyplot, no ``matplotlib.use``: nothing process-wide is
+changed, so importing this module never switches the backend of a notebook or another library); each file
+is written atomically by :func:`proteinflow.train.curves.save_png`.
 """
 
 from __future__ import annotations
@@ -9,26 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from proteinflow.atomic import atomic_path  # noqa: E402
+from proteinflow.train.curves import save_png
 
 
-def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> Path:
-    """Save ``fig`` to ``path`` (PNG) atomically and close it."""
-    path = Path(path)
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-    finally:
-        plt.close(fig)
-    return path
+def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
+    """Save ``fig`` to ``path`` (PNG, tight layout) atomically; ``fig`` is a plain ``Figure``."""
+    return save_png(fig, Path(path), dpi=dpi)
 
 
 def plot_trajectories(
@@ -43,7 +35,8 @@ def plot_trajectories(
     traj = torch.as_tensor(trajectory).detach().cpu().numpy()[:, :max_particles]
     if traj.ndim != 3 or traj.shape[-1] != 2:
         raise ValueError(f"trajectory must have shape [T, K, 2], got {traj.shape}")
-    fig, ax = plt.subplots(figsize=(6, 6))
+    fig = Figure(figsize=(6, 6))
+    ax = fig.subplots()
     if target is not None:
         tgt = torch.as_tensor(target).detach().cpu().numpy()[:max_particles]
         ax.scatter(tgt[:, 0], tgt[:, 1], s=3, c="lightgrey", label="data")
@@ -69,7 +62,8 @@ def plot_velocity_field(
     ys = np.linspace(bounds[2], bounds[3], grid)
     gx, gy = np.meshgrid(xs, ys)
     pts = torch.as_tensor(np.stack([gx.ravel(), gy.ravel()], -1), dtype=torch.float32)
-    fig, axes = plt.subplots(1, len(times), figsize=(3.2 * len(times), 3.4), squeeze=False)
+    fig = Figure(figsize=(3.2 * len(times), 3.4))
+    axes = fig.subplots(1, len(times), squeeze=False)
     for ax, t in zip(axes[0], times, strict=True):
         with torch.no_grad():
             v = velocity(torch.full((pts.shape[0],), float(t)), pts).cpu().numpy()
@@ -99,7 +93,8 @@ def plot_samples_1d(
 ) -> Path:
     """Histogram of 1-D ``samples [n] or [n, 1]`` with an optional exact ``density`` overlaid."""
     x = torch.as_tensor(samples).detach().reshape(-1).cpu().numpy()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     ax.hist(x, bins=bins, density=True, alpha=0.6, label="samples")
     if density is not None:
         grid = np.linspace(min(x.min(), -5), max(x.max(), 5), 1000)
@@ -124,7 +119,8 @@ def plot_image_grid(
         raise ValueError(f"images must have shape [K, 1, H, W], got {tuple(imgs.shape)}")
     k = imgs.shape[0]
     rows = (k + nrow - 1) // nrow
-    fig, axes = plt.subplots(rows, nrow, figsize=(nrow * 0.8, rows * 0.85 + 0.3), squeeze=False)
+    fig = Figure(figsize=(nrow * 0.8, rows * 0.85 + 0.3))
+    axes = fig.subplots(rows, nrow, squeeze=False)
     for i, ax in enumerate(axes.ravel()):
         ax.axis("off")
         if i < k:
