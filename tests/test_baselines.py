@@ -147,12 +147,12 @@ def test_config_errors_name_the_model_kind_and_its_sections() -> None:
 
 def test_ca_only_structures_are_written_read_and_evaluated_on_ca_metrics(tmp_path: Path) -> None:
     from proteinflow.models.euclidean_flow import AtomSamples
-    from proteinflow.models.registry import sample_atoms
     from proteinflow.protein.eval_report import write_report
     from proteinflow.protein.evaluation import evaluate
     from proteinflow.protein.io import StructureError, read_structure
     from proteinflow.protein.structure_set import load_structure_set
     from proteinflow.protein.write import write_pdb
+    from proteinflow.train.backbone_atoms import sample_atoms
 
     full = helix(20, dtype=torch.float64)[:, :4]
     ca = full[:, 1:2][None]

@@ -1,9 +1,6 @@
-"""The shared sampling outline (models/sampling.py), the model registry, masked residue means and layering."""
+"""The shared sampling outline (models/sampling.py), the model registry and masked residue means."""
 
 from __future__ import annotations
-
-import ast
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,8 +18,6 @@ from proteinflow.models.frame_flow import FrameFlow, FrameFlowConfig
 from proteinflow.models.ipa import IPAConfig
 from proteinflow.models.registry import MODEL_KINDS, build_backbone_flow
 from proteinflow.models.sampling import sample_to_data, solver_times, x1_prediction_field
-
-PACKAGE = Path(__file__).resolve().parents[1] / "proteinflow"
 
 
 # -- solver_times -------------------------------------------------------------------------------------------
@@ -206,20 +201,3 @@ def test_masked_centre_zero_centroid_and_padding() -> None:
     assert torch.equal(c[1, 3:], torch.zeros(3, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="mask has shape"):
         masked_centre(x, mask[:, :4])
-
-
-# -- layering -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("layer", ["geometry", "flow", "models"])
-def test_lower_layers_do_not_import_train_bench_or_cli(layer: str) -> None:
-    """geometry <- flow <- models/protein <- train/bench <- cli: arrows point one way."""
-    upper = ("proteinflow.train", "proteinflow.bench", "proteinflow.cli")
-    bad = []
-    for path in sorted((PACKAGE / layer).rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            bad += [f"{path.name}: {n}" for n in names if n.startswith(upper)]
-    assert not bad, bad

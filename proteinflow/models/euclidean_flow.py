@@ -19,10 +19,11 @@ Sampling integrates ``[0, 1 - final_gap]`` with the chosen solver, then takes on
 :mod:`proteinflow.models.sampling` for why). Near ``t = 1`` the field is
 stiff (its Jacobian contains ``-1 / (1 - t)``): an explicit adaptive solver with loose tolerances can take
 steps past its stability limit when the prediction barely moves (e.g. an untrained network), and diverge.
-The frame flow's translation factor has the same form. With a self-conditioning network, sampling feeds
-each field evaluation the previous evaluation's prediction (``self_condition="previous_call"`` of
-:func:`~proteinflow.models.sampling.x1_prediction_field`: one network pass per NFE, but a field that depends
-on the call history, unlike the frame flow's ``"same_call"``). Loss, averaged over atoms,
+The frame flow's translation factor has the same form. With a self-conditioning network, each field
+evaluation runs the network twice, the second time on its own first prediction
+(``self_condition="same_call"`` of :func:`~proteinflow.models.sampling.x1_prediction_field`, as the frame
+flow): the field is a function of ``(t, x)``, so RK stages and rejected adaptive steps see one field.
+Loss, averaged over atoms,
 then unmasked residues, then the batch::
 
     L = mean || (x1_hat - x1) / (length_unit * max(1 - t, loss_norm_floor)) ||^2,
@@ -241,8 +242,8 @@ class EuclideanBackboneFlow(nn.Module, ABC):
         """Integrate the learned ODE from the prior (``t = 0``) to data (``t = 1``).
 
         Same contract as :meth:`proteinflow.models.frame_flow.FrameFlow.sample`: the solver runs on
-        ``[0, 1 - final_gap]``, one Euler step finishes at ``t = 1``; self-conditioning (if any) uses the
-        previous evaluation's prediction, so every evaluation is one NFE.
+        ``[0, 1 - final_gap]``, one Euler step finishes at ``t = 1``; self-conditioning (if any) runs the
+        network twice inside each field evaluation, so the field is a function of ``(t, x)``.
 
         Args:
             mask: ``[B, N]`` residues to generate.
@@ -256,7 +257,7 @@ class EuclideanBackboneFlow(nn.Module, ABC):
         field = x1_prediction_field(
             lambda x, t, sc: self.predict(x, t, mask, sc, res_idx),  # type: ignore[arg-type]
             lambda x, x1_hat, t: self.velocity(x, x1_hat, t, mask),  # type: ignore[arg-type]
-            self_condition="previous_call" if self.self_conditioning else "off",
+            self_condition="same_call" if self.self_conditioning else "off",
         )
         out = sample_to_data(
             field,

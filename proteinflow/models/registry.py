@@ -5,11 +5,10 @@
 :class:`~proteinflow.models.ca_flow.CAFlow` (CA in ``R^(3N)``) share ``sample_prior(mask, generator)``,
 ``loss(coords, mask, res_idx) -> (total, terms())`` and ``sample(mask, method=..., steps=..., rtol=...,
 atol=..., x_init=..., return_times=...)``; this module builds one from plain config sections
-(:func:`build_backbone_flow`) and turns whatever ``sample`` returns into backbone atoms ``[B, N, 4, 3]``
-(N, CA, C, O; atoms a model does not generate are NaN, which :func:`write_pdb` skips).
-
-It takes plain inputs (a kind and two mappings), so ``models/`` knows nothing of the config files that
-``train/`` reads: the experiment config passes its ``model_kind``, ``model`` and ``flow`` sections.
+(:func:`build_backbone_flow`). It takes plain inputs (a kind and two mappings), so ``models/`` knows nothing
+of the config files that ``train/`` reads: the experiment config passes its ``model_kind``, ``model`` and
+``flow`` sections. Turning samples into backbone atoms needs ``protein/`` (O placement) and lives above
+both, in :mod:`proteinflow.train.backbone_atoms`.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from proteinflow.models.egnn import EGNNConfig
 from proteinflow.models.euclidean_flow import AtomSamples, EuclideanFlowConfig
 from proteinflow.models.frame_flow import FrameFlow, FrameFlowConfig, FrameSamples
 from proteinflow.models.ipa import IPAConfig
-from proteinflow.protein.backbone import atoms_from_frames, oxygen_from_backbone
 
 BackboneFlow = FrameFlow | AtomFlow | CAFlow
 BackboneSamples = FrameSamples | AtomSamples
@@ -82,31 +80,6 @@ def concat_priors(priors: Sequence[Prior]) -> Prior:
     if isinstance(first, dict):
         return {key: torch.cat([p[key] for p in priors]) for key in first}  # type: ignore[index]
     return torch.cat(list(priors))  # type: ignore[arg-type]
-
-
-def _atoms_from_state(x: Tensor, mask: Tensor | None) -> Tensor:
-    """``[..., N, A, 3]`` Euclidean state (A = 3: N, CA, C; A = 1: CA) -> ``[..., N, 4, 3]``."""
-    if x.shape[-2] == 3:
-        o = oxygen_from_backbone(x[..., 0, :], x[..., 1, :], x[..., 2, :], mask=mask)
-        return torch.cat([x, o[..., None, :]], dim=-2)
-    if x.shape[-2] == 1:
-        nan = torch.full_like(x, float("nan"))
-        return torch.cat([nan, x, nan, nan], dim=-2)
-    raise ValueError(f"x: expected [..., N, 3 or 1, 3] atoms, got {tuple(x.shape)}")
-
-
-def sample_atoms(samples: BackboneSamples) -> Tensor:
-    """Backbone atoms ``[B, N, 4, 3]`` (N, CA, C, O; NaN where not generated) of sampled structures."""
-    if isinstance(samples, FrameSamples):
-        return atoms_from_frames(samples.rots, samples.trans)
-    return _atoms_from_state(samples.x, samples.mask)
-
-
-def trajectory_atoms(samples: BackboneSamples, index: int) -> Tensor:
-    """The recorded trajectory of backbone ``index`` as atoms ``[T, N, 4, 3]``."""
-    if isinstance(samples, FrameSamples):
-        return atoms_from_frames(samples.trajectory["rots"][:, index], samples.trajectory["trans"][:, index])
-    return _atoms_from_state(samples.trajectory[:, index], None)
 
 
 def generated_atoms(flow: BackboneFlow) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from proteinflow.models.registry import BackboneFlow, build_backbone_flow, sample_atoms
+from proteinflow.models.registry import BackboneFlow, build_backbone_flow
 from proteinflow.protein.dataset import (
     BackboneBatch,
     LengthBudgetBatchSampler,
@@ -32,6 +32,7 @@ from proteinflow.protein.dataset import (
 )
 from proteinflow.protein.evaluation import PowerLawFit, fit_power_law, sample_quality
 from proteinflow.protein.filters import radius_of_gyration
+from proteinflow.train.backbone_atoms import sample_atoms
 from proteinflow.train.backbone_config import BackboneExperimentConfig
 from proteinflow.train.base_module import FlowTrainingModule
 from proteinflow.train.curves import plot_val_curves

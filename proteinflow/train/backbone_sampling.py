@@ -118,8 +118,9 @@ def sample_backbones(
     from rich.progress import Progress
 
     from proteinflow.models.frame_flow import FrameFlowConfig
-    from proteinflow.models.registry import concat_priors, sample_atoms, trajectory_atoms
+    from proteinflow.models.registry import concat_priors
     from proteinflow.protein.write import fits_pdb, write_mmcif, write_pdb, write_trajectory_pdb
+    from proteinflow.train.backbone_atoms import sample_atoms, trajectory_atoms
 
     if num < 1:
         raise ValueError(f"--num must be >= 1, got {num}")

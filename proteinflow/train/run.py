@@ -81,8 +81,10 @@ def make_logger(kind: str, out: Path, name: str) -> Any:
         return CSVLogger(save_dir=str(out), name="logs")
     from lightning.pytorch.loggers import WandbLogger
 
-    offline = os.environ.get("WANDB_MODE", "offline") != "online"
-    return WandbLogger(save_dir=str(out), name=name, project="proteinflow", offline=offline)
+    # the mode goes to wandb.init: Lightning's own ``offline=True`` would write WANDB_MODE into the
+    # process environment
+    mode = "online" if os.environ.get("WANDB_MODE") == "online" else "offline"
+    return WandbLogger(save_dir=str(out), name=name, project="proteinflow", mode=mode)
 
 
 def build_training(cfg: Any) -> tuple[Any, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from proteinflow.atomic import atomic_path, atomic_write_text
 
@@ -93,45 +94,66 @@ def sample_toy(
         metrics["w2"] = wasserstein2(samples, reference)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 
-    if not not plots:
-        from proteinflow.train import plots
-
+    if plots:
         with console.status("plotting"):
-            if target.event_shape == (2,):
-                traj = result.trajectory if result.trajectory is not None else torch.stack([x0, samples])
-                plots.plot_trajectories(
-                    traj,
-                    out / "trajectories.png",
-                    target=reference,
-                    title=f"{cfg.name}: {solver}, NFE {result.nfe}",
-                )
-                lo = float(torch.cat([x0, reference]).min()) - 1
-                hi = float(torch.cat([x0, reference]).max()) + 1
-
-                def field(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-                    return network(t, x, None if cond is None else cond[:1].expand(len(x)))
-
-                plots.plot_velocity_field(field, out / "velocity_field.png", bounds=(lo, hi, lo, hi))
-            elif isinstance(target, TwoModeMixture1D):
-                from scipy.stats import norm
-
-                mix = target
-
-                def density(g: np.ndarray) -> np.ndarray:
-                    comps = zip(mix.weights, mix.means, mix.stds, strict=True)
-                    return sum(w * norm.pdf(g, m, s) for w, m, s in comps)
-
-                plots.plot_samples_1d(
-                    samples,
-                    out / "samples_hist.png",
-                    density=density,
-                    title=f"W1 = {metrics['w1_exact']:.4f}",
-                )
-            elif len(target.event_shape) == 3:
-                k = min(num, 100)
-                plots.plot_image_grid(
-                    samples[:k].clamp(-1, 1),
-                    out / "samples_grid.png",
-                    labels=None if cond is None else cond[:k].tolist(),
-                )
+            _write_plots(out, cfg.name, network, target, x0, samples, reference, cond, result, metrics)
     return metrics
+
+
+def _write_plots(
+    out: Path,
+    name: str,
+    network: Any,
+    target: Any,
+    x0: Any,
+    samples: Any,
+    reference: Any,
+    cond: Any,
+    result: Any,
+    metrics: dict[str, float | int | str],
+) -> None:
+    """Trajectories and velocity field (2-D), histogram against the density (1-D mixture) or a sample
+    grid (images) under ``out``."""
+    import numpy as np
+    import torch
+
+    from proteinflow.train import plots
+    from proteinflow.train.data.toy import TwoModeMixture1D
+
+    if target.event_shape == (2,):
+        traj = result.trajectory if result.trajectory is not None else torch.stack([x0, samples])
+        plots.plot_trajectories(
+            traj,
+            out / "trajectories.png",
+            target=reference,
+            title=f"{name}: {metrics['solver']}, NFE {result.nfe}",
+        )
+        lo = float(torch.cat([x0, reference]).min()) - 1
+        hi = float(torch.cat([x0, reference]).max()) + 1
+
+        def field(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            return network(t, x, None if cond is None else cond[:1].expand(len(x)))
+
+        plots.plot_velocity_field(field, out / "velocity_field.png", bounds=(lo, hi, lo, hi))
+    elif isinstance(target, TwoModeMixture1D):
+        from scipy.stats import norm
+
+        mix = target
+
+        def density(g: np.ndarray) -> np.ndarray:
+            comps = zip(mix.weights, mix.means, mix.stds, strict=True)
+            return sum(w * norm.pdf(g, m, s) for w, m, s in comps)
+
+        plots.plot_samples_1d(
+            samples,
+            out / "samples_hist.png",
+            density=density,
+            title=f"W1 = {metrics['w1_exact']:.4f}",
+        )
+    elif len(target.event_shape) == 3:
+        k = min(len(samples), 100)
+        plots.plot_image_grid(
+            samples[:k].clamp(-1, 1),
+            out / "samples_grid.png",
+            labels=None if cond is None else cond[:k].tolist(),
+        )
