@@ -169,10 +169,14 @@ def test_registry_builds_each_kind_from_plain_sections() -> None:
         build_backbone_flow("ca", {}, {"rot_prior": "uniform"})
 
 
-def test_registry_and_config_agree_on_model_kinds() -> None:
-    from proteinflow.train.backbone_config import MODEL_KINDS as CONFIG_KINDS
+def test_every_registered_model_kind_has_a_config() -> None:
+    from proteinflow.train.backbone_config import backbone_config_from_dict
+    from proteinflow.train.config import ConfigError
 
-    assert tuple(CONFIG_KINDS) == MODEL_KINDS
+    for kind in MODEL_KINDS:
+        assert backbone_config_from_dict({"kind": "frames", "model_kind": kind}).model_kind == kind
+    with pytest.raises(ConfigError, match="model_kind"):
+        backbone_config_from_dict({"kind": "frames", "model_kind": "egnn"})
 
 
 # -- masked residue mean ------------------------------------------------------------------------------------

@@ -125,23 +125,17 @@ class BackboneExperimentConfig:
         return dataclasses.asdict(self)
 
 
-#: Values of the top-level ``model_kind`` key.
-MODEL_KINDS: tuple[str, ...] = ("frames", "atoms", "ca")
-
-
 def _frame_sections(model_kind: str = "frames") -> dict[str, type]:
-    """Section name -> dataclass for a ``model_kind`` (see the module docstring)."""
-    from proteinflow.models.egnn import EGNNConfig
-    from proteinflow.models.euclidean_flow import EuclideanFlowConfig
-    from proteinflow.models.frame_flow import FrameFlowConfig
-    from proteinflow.models.ipa import IPAConfig
+    """Section name -> dataclass for a ``model_kind`` (the registry's network and flow configs)."""
+    from proteinflow.models.registry import BACKBONE_MODELS
 
-    model, flow = {
-        "frames": (IPAConfig, FrameFlowConfig),
-        "atoms": (IPAConfig, EuclideanFlowConfig),
-        "ca": (EGNNConfig, EuclideanFlowConfig),
-    }[model_kind]
-    return {"data": BackboneDataConfig, "model": model, "flow": flow, "train": BackboneTrainConfig}
+    spec = BACKBONE_MODELS[model_kind]
+    return {
+        "data": BackboneDataConfig,
+        "model": spec.net_config,
+        "flow": spec.flow_config,
+        "train": BackboneTrainConfig,
+    }
 
 
 def backbone_config_from_dict(raw: Any, source: str = "<dict>") -> BackboneExperimentConfig:
@@ -151,6 +145,8 @@ def backbone_config_from_dict(raw: Any, source: str = "<dict>") -> BackboneExper
     if not isinstance(raw, dict):
         raise ConfigError(f"{source} must contain a mapping at the top level, got {type(raw).__name__}")
     model_kind = check_type(raw.get("model_kind", "frames"), str, f"key 'model_kind' in {source}")
+    from proteinflow.models.registry import MODEL_KINDS
+
     if model_kind not in MODEL_KINDS:
         raise ConfigError(f"key 'model_kind' in {source}: expected one of {MODEL_KINDS}, got {model_kind!r}")
     sections = _frame_sections(model_kind)
