@@ -17,6 +17,7 @@ import pytest
 from proteinflow.atomic import atomic_write_bytes
 from proteinflow.cli import main
 from proteinflow.protein import prepare as prepare_module
+from proteinflow.protein import prepare_cache, prepare_read
 from proteinflow.protein.dataset import load_prepared
 from proteinflow.protein.filters import FilterConfig
 from proteinflow.protein.io import read_structure
@@ -243,8 +244,8 @@ def test_cache_round_trip_is_exact(messy_dir: Path, tmp_path: Path) -> None:
     assert sum(o.record is not None for o in outcomes.values()) == 3
     assert sum(o.error is not None for o in outcomes.values()) >= 5
     cache_file = tmp_path / prepare_module.CACHE_FILE
-    prepare_module._save_cache(cache_file, outcomes)
-    back = prepare_module._load_cache(cache_file)
+    prepare_cache.save_cache(cache_file, outcomes)
+    back = prepare_cache.load_cache(cache_file)
     assert list(back) == list(outcomes)
     for path, want in outcomes.items():
         got = back[path]
@@ -262,9 +263,9 @@ def test_cache_round_trip_is_exact(messy_dir: Path, tmp_path: Path) -> None:
         np.testing.assert_array_equal(a.res_ids, b.res_ids)
     # a truncated or foreign file is an empty cache, not an error
     cache_file.write_bytes(cache_file.read_bytes()[:100])
-    assert prepare_module._load_cache(cache_file) == {}
+    assert prepare_cache.load_cache(cache_file) == {}
     cache_file.write_text("not a cache")
-    assert prepare_module._load_cache(cache_file) == {}
+    assert prepare_cache.load_cache(cache_file) == {}
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
@@ -290,7 +291,7 @@ def test_prepare_failure_keeps_previous_dataset(messy_dir: Path, tmp_path: Path,
         handle.write(b"PK partial zip")
         raise OSError("no space left on device")
 
-    monkeypatch.setattr(prepare_module.np, "savez", failing_savez)
+    monkeypatch.setattr(np, "savez", failing_savez)
     with pytest.raises(OSError, match="no space"):
         prepare_dataset(messy_dir, out, FilterConfig(min_len=100), workers=1)
     assert (out / "dataset.npz").read_bytes() == before
@@ -322,7 +323,7 @@ _original_process_file = process_file
 
 def test_worker_crash_costs_only_its_file(messy_dir: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     (messy_dir / "crash_me.pdb").write_text("ATOM\n")
-    monkeypatch.setattr(prepare_module, "process_file", _crashing_process_file)
+    monkeypatch.setattr(prepare_read, "process_file", _crashing_process_file)
     result = prepare_dataset(messy_dir, tmp_path / "out", FilterConfig(), workers=2)
     assert result.kept == 3 and len(result.dropped) == 7
     assert result.dropped[str(messy_dir / "crash_me.pdb")].startswith("exception: BrokenProcessPool")

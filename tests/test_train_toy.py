@@ -22,7 +22,7 @@ from proteinflow.train.data.toy import (
     Moons,
     TwoModeMixture1D,
 )
-from proteinflow.train.module import FlowMatchingModule, generate, load_checkpoint
+from proteinflow.train.toy_module import FlowMatchingModule, generate, load_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

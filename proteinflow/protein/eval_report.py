@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from proteinflow.atomic import atomic_write_bytes
 from proteinflow.protein.evaluation import EvaluationResult, SetMetrics, summarise
-from proteinflow.protein.prepare import atomic_write_bytes
 
 __all__ = ["CSV_NAME", "PLOT_NAMES", "SUMMARY_NAME", "SUMMARY_TABLE", "summary_markdown", "write_report"]
 

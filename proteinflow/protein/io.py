@@ -294,11 +294,9 @@ def _parse(path: str, kind: str, payload: bytes | str):  # -> biotite AtomArray
     return atoms
 
 
-def _extract_backbone(  # noqa: ANN001
-    path: str, atoms, wanted: list[str] | None, allow_ca_only: bool = False
-) -> BackboneStructure:
+def _select_protein(path: str, atoms, wanted: list[str] | None):  # noqa: ANN001, ANN202 - biotite AtomArray
+    """The amino-acid atoms of ``atoms`` (rule 4), restricted to the ``wanted`` chains (rule 5)."""
     import biotite.structure as struc
-    import biotite.structure.info as info
 
     is_aa = struc.filter_amino_acids(atoms)
     if not np.any(is_aa):
@@ -306,18 +304,21 @@ def _extract_backbone(  # noqa: ANN001
         shown = ", ".join(others[:8]) + (", ..." if len(others) > 8 else "")
         raise StructureError(path, f"no protein chain: no amino-acid residues (residue names found: {shown})")
     protein = atoms[is_aa]
+    if wanted is None:
+        return protein
     protein_chains = list(dict.fromkeys(protein.chain_id.tolist()))
-    if wanted is not None:
-        missing = [c for c in wanted if c not in protein_chains]
-        if missing:
-            raise StructureError(
-                path,
-                f"requested chain(s) {', '.join(map(repr, missing))} not found among protein chains "
-                f"{', '.join(map(repr, protein_chains))}",
-            )
-        protein = protein[np.isin(protein.chain_id, wanted)]
+    missing = [c for c in wanted if c not in protein_chains]
+    if missing:
+        raise StructureError(
+            path,
+            f"requested chain(s) {', '.join(map(repr, missing))} not found among protein chains "
+            f"{', '.join(map(repr, protein_chains))}",
+        )
+    return protein[np.isin(protein.chain_id, wanted)]
 
-    coord = np.asarray(protein.coord, dtype=np.float64)
+
+def _check_atoms(path: str, protein, coord: np.ndarray) -> None:  # noqa: ANN001 - biotite AtomArray
+    """Rule 8: every coordinate ``coord [A, 3]`` finite and ``<= MAX_ABS_COORD``, no duplicated atom."""
     if not np.all(np.isfinite(coord)):
         bad = int(np.flatnonzero(~np.all(np.isfinite(coord), axis=1))[0])
         raise StructureError(
@@ -332,7 +333,6 @@ def _extract_backbone(  # noqa: ANN001
             f"absurd coordinates (|x| > {MAX_ABS_COORD:g} A) at atom {protein.atom_name[bad]} of residue "
             f"{protein.res_name[bad]} {protein.chain_id[bad]}{protein.res_id[bad]}: {coord[bad].tolist()}",
         )
-
     # duplicated atoms: same (chain, residue number, insertion code, atom name)
     keys = np.char.add(
         np.char.add(np.char.add(protein.chain_id.astype(str), "|"), protein.res_id.astype(str)),
@@ -347,51 +347,80 @@ def _extract_backbone(  # noqa: ANN001
             "atom name(s) after altloc resolution)",
         )
 
+
+def _residue_backbone(protein, coord: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    """``(first atom index of each residue [R], N, CA, C, O per residue [R, 4, 3] with NaN if absent)``."""
+    import biotite.structure as struc
+
     starts = struc.get_residue_starts(protein)
-    n_res = len(starts)
     res_index = np.searchsorted(starts, np.arange(protein.array_length()), side="right") - 1
-    backbone = np.full((n_res, 4, 3), np.nan, dtype=np.float64)
+    backbone = np.full((len(starts), 4, 3), np.nan, dtype=np.float64)
     for k, atom_name in enumerate(BACKBONE_ATOMS):
         sel = protein.atom_name == atom_name
         backbone[res_index[sel], k] = coord[sel]
-    complete = np.all(np.isfinite(backbone[:, :3]), axis=(1, 2))
+    return starts, backbone
+
+
+def _complete_residues(backbone: np.ndarray, allow_ca_only: bool) -> tuple[np.ndarray, bool]:
+    """``(kept residues [R] bool, ca_only)``: residues with N, CA and C (rule 6), or, for a C-alpha-only
+    structure read with ``allow_ca_only`` (no N or C anywhere, some CA), the residues with a CA."""
     ca_only = (
         allow_ca_only
         and not np.isfinite(backbone[:, [0, 2]]).any()
         and np.isfinite(backbone[:, 1]).all(-1).any()
     )
     if ca_only:
-        complete = np.isfinite(backbone[:, 1]).all(-1)
-    n_dropped = int(n_res - np.count_nonzero(complete))
-    if not np.any(complete):
-        reason = f"no residue with a complete N, CA, C backbone ({n_res} amino-acid residues)"
-        raise StructureError(path, reason)
+        return np.isfinite(backbone[:, 1]).all(-1), True
+    return np.all(np.isfinite(backbone[:, :3]), axis=(1, 2)), False
 
-    kept = starts[complete]
-    backbone = backbone[complete]
-    res_names = protein.res_name[kept]
+
+def _one_letter_sequence(res_names: np.ndarray) -> str:
+    """One-letter codes of residue names (modified residues map to their parent; unknown -> ``X``)."""
+    import biotite.structure.info as info
+
     letters = []
     for name in res_names.tolist():
         code = info.one_letter_code(name)
         letters.append(code if code is not None and len(code) == 1 else "X")
-    chain_ids = protein.chain_id[kept].astype(str)
-    res_ids = protein.res_id[kept].astype(np.int64)
+    return "".join(letters)
 
-    breaks = np.zeros(len(kept), dtype=bool)
-    if len(kept) > 1:
+
+def _chain_breaks(backbone: np.ndarray, chain_ids: np.ndarray, ca_only: bool) -> np.ndarray:
+    """Rule 7: ``[L]`` bool, True at ``i`` if residue ``i + 1`` is in another chain or too far away
+    (``|C(i) - N(i+1)| > CHAIN_BREAK_DISTANCE``; CA-CA over ``CA_ONLY_BREAK_DISTANCE`` when ``ca_only``)."""
+    breaks = np.zeros(len(backbone), dtype=bool)
+    if len(backbone) > 1:
         if ca_only:
             link = np.linalg.norm(backbone[1:, 1] - backbone[:-1, 1], axis=-1) > CA_ONLY_BREAK_DISTANCE
         else:
             link = np.linalg.norm(backbone[1:, 0] - backbone[:-1, 2], axis=-1) > CHAIN_BREAK_DISTANCE
         breaks[:-1] = link | (chain_ids[1:] != chain_ids[:-1])
+    return breaks
 
+
+def _extract_backbone(  # noqa: ANN001
+    path: str, atoms, wanted: list[str] | None, allow_ca_only: bool = False
+) -> BackboneStructure:
+    """Rules 4-8 of the module docstring: a parsed AtomArray -> :class:`BackboneStructure`."""
+    protein = _select_protein(path, atoms, wanted)
+    coord = np.asarray(protein.coord, dtype=np.float64)
+    _check_atoms(path, protein, coord)
+    starts, backbone = _residue_backbone(protein, coord)
+    complete, ca_only = _complete_residues(backbone, allow_ca_only)
+    n_res = len(starts)
+    if not np.any(complete):
+        reason = f"no residue with a complete N, CA, C backbone ({n_res} amino-acid residues)"
+        raise StructureError(path, reason)
+    kept = starts[complete]
+    backbone = backbone[complete]
+    chain_ids = protein.chain_id[kept].astype(str)
     return BackboneStructure(
         name=_structure_name(path),
         coords=backbone.astype(np.float32),
-        sequence="".join(letters),
+        sequence=_one_letter_sequence(protein.res_name[kept]),
         chain_ids=chain_ids,
-        res_ids=res_ids,
-        chain_breaks=breaks,
-        n_dropped_residues=n_dropped,
+        res_ids=protein.res_id[kept].astype(np.int64),
+        chain_breaks=_chain_breaks(backbone, chain_ids, ca_only),
+        n_dropped_residues=int(n_res - np.count_nonzero(complete)),
         source=path,
     )

@@ -94,7 +94,7 @@ def build_training(cfg: Any) -> tuple[Any, Any]:
 
         return BackboneFlowModule(cfg.to_dict()), BackboneDataModule(cfg)
     from proteinflow.train.data.toy import FlowDataModule
-    from proteinflow.train.module import FlowMatchingModule
+    from proteinflow.train.toy_module import FlowMatchingModule
 
     data = FlowDataModule(
         cfg.data.target, cfg.data.source, cfg.data.batch_size, cfg.seed, cfg.data.conditional

@@ -40,7 +40,7 @@ def sample_toy(
 
     from proteinflow.flow.metrics import wasserstein2
     from proteinflow.train.data.toy import TwoModeMixture1D, make_distribution, make_source
-    from proteinflow.train.module import generate, load_checkpoint
+    from proteinflow.train.toy_module import generate, load_checkpoint
 
     console = Console(stderr=True)
     cfg, network = load_checkpoint(ckpt)
