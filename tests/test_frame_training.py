@@ -186,6 +186,24 @@ def test_train_resume_and_sample_end_to_end(tmp_path: Path, prepared: Path) -> N
     b = (tmp_path / "again" / again[1].file).read_text()
     assert a == b
 
+    # the command line samples with no sampler flags: the documented default (Euler, 100 steps)
+    from proteinflow import cli
+    from proteinflow.cli.sample import DEFAULT_SOLVER, DEFAULT_STEPS
+
+    assert (
+        cli.main(
+            ["sample", "--ckpt", str(last), "--lengths", "12", "--num", "1", "--out", str(tmp_path / "d")]
+        )
+        == 0
+    )
+    with open(tmp_path / "d" / "samples.csv") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert (row["solver"], int(row["steps"]), int(row["nfe"])) == (
+        DEFAULT_SOLVER,
+        DEFAULT_STEPS,
+        DEFAULT_STEPS + 1,
+    )
+
 
 def test_ddp_ranks_and_resumed_runs_draw_different_noise(prepared: Path) -> None:
     """Every rank is seeded alike by seed_everything; the module's own generator must differ per rank (else
