@@ -83,8 +83,11 @@ def _worker(
         sync()
         times.append(time.perf_counter() - start)
     result = {
-        "n": n, "mode": mode, "seconds": min(times[1:]) if repeats else times[0],
-        "first_call_s": times[0], "base_bytes": base_rss,
+        "n": n,
+        "mode": mode,
+        "seconds": min(times[1:]) if repeats else times[0],
+        "first_call_s": times[0],
+        "base_bytes": base_rss,
         "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
     if dev.type == "cuda":
@@ -95,7 +98,7 @@ def _worker(
 
 def _attention_compare(sizes: list[int], device: str, threads: int, repeats: int) -> None:
     """Time the IPA attention core (scalar + point logits folded into one matmul, pair bias, key mask):
-    explicit matmul/softmax/matmul (what ipa.py does: the pair-value output needs the weights) versus
+    explicit matmul/softmax/matmul (what ipa_blocks.py does: the pair-value output needs the weights) versus
     ``scaled_dot_product_attention`` with the same additive float bias (weights not available)."""
     import torch
     import torch.nn.functional as F
@@ -140,8 +143,17 @@ def _attention_compare(sizes: list[int], device: str, threads: int, repeats: int
 
 def _run_worker(args: argparse.Namespace, n: int, mode: str) -> dict:
     cmd = [
-        sys.executable, __file__, "--_worker", str(n), mode, "--device", args.device,
-        "--repeats", str(args.repeats), "--threads", str(args.threads),
+        sys.executable,
+        __file__,
+        "--_worker",
+        str(n),
+        mode,
+        "--device",
+        args.device,
+        "--repeats",
+        str(args.repeats),
+        "--threads",
+        str(args.threads),
     ]
     if args.chunk is not None:
         cmd += ["--chunk", str(args.chunk)]
@@ -185,15 +197,19 @@ def main() -> int:
     parser.add_argument("--budget-gib", type=float, default=24.0)
     parser.add_argument("--modes", nargs="+", default=["train", "sample"], choices=["train", "sample"])
     parser.add_argument("--verify", action="store_true", help="run one sampling step at the predicted max N")
-    parser.add_argument("--attention-compare", action="store_true",
-                        help="only time explicit attention vs scaled_dot_product_attention at --sizes")
+    parser.add_argument(
+        "--attention-compare",
+        action="store_true",
+        help="only time explicit attention vs scaled_dot_product_attention at --sizes",
+    )
     parser.add_argument("--_worker", nargs=2, metavar=("N", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args._worker is not None:
         n, mode = int(args._worker[0]), args._worker[1]
-        print(json.dumps(_worker(n, mode, args.device, args.repeats, args.chunk, args.threads,
-                                 args.checkpoint)))
+        print(
+            json.dumps(_worker(n, mode, args.device, args.repeats, args.chunk, args.threads, args.checkpoint))
+        )
         return 0
 
     if args.attention_compare:
@@ -209,10 +225,14 @@ def main() -> int:
 
     what = "CUDA max_memory_allocated" if args.device == "cuda" else "process peak RSS"
     timing = f"best of {args.repeats} after 1 warm-up" if args.repeats else "single call"
-    print(f"\nIPA FrameDenoiser, default IPAConfig, batch 1, device={args.device}, threads={args.threads}, "
-          f"chunk={args.chunk}, checkpoint={args.checkpoint}, {timing}; memory = {what} (GiB)\n")
-    print("| N | train fwd+bwd (s) | sample fwd no-grad (s) | peak train (GiB) | peak sample (GiB) | "
-          "base (GiB) |")
+    print(
+        f"\nIPA FrameDenoiser, default IPAConfig, batch 1, device={args.device}, threads={args.threads}, "
+        f"chunk={args.chunk}, checkpoint={args.checkpoint}, {timing}; memory = {what} (GiB)\n"
+    )
+    print(
+        "| N | train fwd+bwd (s) | sample fwd no-grad (s) | peak train (GiB) | peak sample (GiB) | "
+        "base (GiB) |"
+    )
     print("|---|---|---|---|---|---|")
 
     def cell(r: dict | None, key: str, scale: float = 1.0, fmt: str = "{:.2f}") -> str:
@@ -226,9 +246,11 @@ def main() -> int:
     for n in args.sizes:
         tr, sa = rows[n].get("train"), rows[n].get("sample")
         base = sa if sa is not None else tr
-        print(f"| {n} | {cell(tr, 'seconds')} | {cell(sa, 'seconds', fmt='{:.3f}')} | "
-              f"{cell(tr, 'peak_bytes', GIB)} | {cell(sa, 'peak_bytes', GIB)} | "
-              f"{cell(base, 'base_bytes', GIB)} |")
+        print(
+            f"| {n} | {cell(tr, 'seconds')} | {cell(sa, 'seconds', fmt='{:.3f}')} | "
+            f"{cell(tr, 'peak_bytes', GIB)} | {cell(sa, 'peak_bytes', GIB)} | "
+            f"{cell(base, 'base_bytes', GIB)} |"
+        )
         if sa is not None and "error" not in sa:
             points.append((n, sa["peak_bytes"], sa["base_bytes"]))
 
@@ -236,16 +258,19 @@ def main() -> int:
     if n_max is None:
         print("\nmax N within budget: not enough sampling points for the fit")
         return 0
-    print(f"\nlargest N whose sampling step fits {args.budget_gib:g} GiB "
-          f"(fit base + aN + bN^2): ~{n_max:.0f}")
+    print(
+        f"\nlargest N whose sampling step fits {args.budget_gib:g} GiB (fit base + aN + bN^2): ~{n_max:.0f}"
+    )
     if args.verify:
         n_check = int(n_max // 64) * 64
         res = _run_worker(argparse.Namespace(**{**vars(args), "repeats": 0}), n_check, "sample")
         if "error" in res:
             print(f"verify N={n_check}: error {res['error']}")
         else:
-            print(f"verify N={n_check}: sample step {res['seconds']:.1f} s, "
-                  f"peak {res['peak_bytes'] / GIB:.2f} GiB")
+            print(
+                f"verify N={n_check}: sample step {res['seconds']:.1f} s, "
+                f"peak {res['peak_bytes'] / GIB:.2f} GiB"
+            )
     return 0
 
 

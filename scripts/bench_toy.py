@@ -46,8 +46,8 @@ from proteinflow.train.data.toy import (
     StandardNormal,
     TwoModeMixture1D,
 )
-from proteinflow.train.toy_module import FlowMatchingModule, generate
 from proteinflow.train.toy_config import ToyExperimentConfig, toy_config_from_dict
+from proteinflow.train.toy_module import FlowMatchingModule, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 

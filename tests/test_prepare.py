@@ -99,8 +99,13 @@ def test_prepare_subset_matches_independent_count(train_subset: list[Path], tmp_
     assert not arrays.chain_breaks.any()
     # the stricter definition (folder README) from the cache, against the strict independent reading
     strict = FilterConfig(
-        min_len=40, max_len=256, max_breaks=0, max_missing_frac=0.0, max_numbering_gaps=0,
-        require_oxygen=True, max_nonstandard=0,
+        min_len=40,
+        max_len=256,
+        max_breaks=0,
+        max_missing_frac=0.0,
+        max_numbering_gaps=0,
+        require_oxygen=True,
+        max_nonstandard=0,
     )
     again = prepare_dataset(train_subset, tmp_path / "out", strict, workers=2)
     assert again.n_parsed == 0
@@ -302,8 +307,24 @@ def test_prepare_failure_keeps_previous_dataset(messy_dir: Path, tmp_path: Path,
 
 def test_cli_prepare(messy_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"
-    code = main(["data", "prepare", str(messy_dir), "--out", str(out), "--min-len", "off", "--max-len", "off",
-                 "--max-breaks", "off", "--workers", "1", "--no-progress"])
+    code = main(
+        [
+            "data",
+            "prepare",
+            str(messy_dir),
+            "--out",
+            str(out),
+            "--min-len",
+            "off",
+            "--max-len",
+            "off",
+            "--max-breaks",
+            "off",
+            "--workers",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "kept 3" in printed and "dropped 6" in printed

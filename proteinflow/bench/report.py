@@ -8,24 +8,27 @@ table and the plots.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
-from proteinflow.atomic import atomic_write_bytes, atomic_write_text
+from proteinflow.atomic import atomic_write_text
 from proteinflow.bench.run import BenchSettings, ModelResult
 from proteinflow.protein.eval_report import SUMMARY_TABLE
 from proteinflow.protein.evaluation import SetMetrics, summarise
 from proteinflow.protein.structure_set import StructureSet
+from proteinflow.train.curves import save_png
 
 REPORT_NAME = "report.md"
 JSON_NAME = "bench.json"
 PLOT_NAMES = ("quality_vs_nfe.png", "rg_vs_length.png", "sse_fractions.png", "ca_angle_dihedral.png")
 REFERENCE_ROW = "real (reference)"
+#: Resolution of the PNG plots.
+PLOT_DPI = 110
 
 #: Leading and trailing columns of the main table around the eval summary columns.
 LEAD_HEADERS = ("model", "kind", "atoms", "params", "train steps", "train min", "n")
@@ -155,17 +158,10 @@ def report_markdown(
     return "\n".join(lines) + "\n"
 
 
-def _save(fig, path: Path) -> None:  # noqa: ANN001 - matplotlib Figure
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    atomic_write_bytes(path, lambda h: h.write(buffer.getvalue()))
-
-
 def _plot_curves(out: Path, results: Sequence[ModelResult]) -> None:
     """Quality versus NFE (CA-CA MAD and W1 CA angle), one line per model and solver."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
     for k, r in enumerate(results):
         color = f"C{k}"
         for ax, key in zip(axes, ("ca_ca_mad", "w1_ca_angle"), strict=True):
@@ -185,25 +181,13 @@ def _plot_curves(out: Path, results: Sequence[ModelResult]) -> None:
         ax.set_xlabel("NFE")
         ax.set_ylabel(label)
     axes[0].legend(fontsize=7)
-    _save(fig, out / PLOT_NAMES[0])
-    plt.close(fig)
+    save_png(fig, out / PLOT_NAMES[0], dpi=PLOT_DPI)
 
 
-def _plots(out: Path, results: Sequence[ModelResult]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if any(r.curve for r in results):
-        _plot_curves(out, results)
-
-    ref = _reference_metrics(results)
-    sets: list[tuple[str, SetMetrics]] = [(r.run.name, r.evaluation.samples) for r in results]
-    if ref is not None:
-        sets.append((REFERENCE_ROW, ref))
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+def _plot_rg(path: Path, sets: Sequence[tuple[str, SetMetrics]]) -> None:
+    """Radius of gyration against length, one colour per set."""
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
     for k, (name, metrics) in enumerate(sets):
         lengths = [float(row["length"]) for row in metrics.rows]
         rgs = [float(row["rg"]) for row in metrics.rows]
@@ -211,10 +195,13 @@ def _plots(out: Path, results: Sequence[ModelResult]) -> None:
     ax.set_xlabel("length L (residues)")
     ax.set_ylabel("radius of gyration (A)")
     ax.legend(fontsize=8)
-    _save(fig, out / PLOT_NAMES[1])
-    plt.close(fig)
+    save_png(fig, path, dpi=PLOT_DPI)
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+
+def _plot_sse(path: Path, sets: Sequence[tuple[str, SetMetrics]]) -> None:
+    """Mean helix / strand / coil fractions by P-SEA and DSSP, one bar per set."""
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2, sharey=True)
     width = 0.8 / len(sets)
     for ax, method in zip(axes, ("psea", "dssp"), strict=True):
         for k, (name, metrics) in enumerate(sets):
@@ -226,10 +213,13 @@ def _plots(out: Path, results: Sequence[ModelResult]) -> None:
         ax.set_title("P-SEA (CA)" if method == "psea" else "DSSP (needs N/C/O; 0 for CA-only)")
     axes[0].set_ylabel("mean fraction")
     axes[0].legend(fontsize=7)
-    _save(fig, out / PLOT_NAMES[2])
-    plt.close(fig)
+    save_png(fig, path, dpi=PLOT_DPI)
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+
+def _plot_ca_geometry(path: Path, sets: Sequence[tuple[str, SetMetrics]]) -> None:
+    """Densities of the CA virtual bond angles and CA dihedrals, one outline per set."""
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
     for k, (name, metrics) in enumerate(sets):
         for ax, values, bins in (
             (axes[0], metrics.ca_angles, np.linspace(60, 180, 61)),
@@ -241,8 +231,20 @@ def _plots(out: Path, results: Sequence[ModelResult]) -> None:
     axes[1].set_xlabel("CA dihedral (deg)")
     axes[0].set_ylabel("density")
     axes[0].legend(fontsize=7)
-    _save(fig, out / PLOT_NAMES[3])
-    plt.close(fig)
+    save_png(fig, path, dpi=PLOT_DPI)
+
+
+def _plots(out: Path, results: Sequence[ModelResult]) -> None:
+    """The PNG plots of :data:`PLOT_NAMES` (quality vs NFE only when some model has a curve)."""
+    if any(r.curve for r in results):
+        _plot_curves(out, results)
+    ref = _reference_metrics(results)
+    sets: list[tuple[str, SetMetrics]] = [(r.run.name, r.evaluation.samples) for r in results]
+    if ref is not None:
+        sets.append((REFERENCE_ROW, ref))
+    _plot_rg(out / PLOT_NAMES[1], sets)
+    _plot_sse(out / PLOT_NAMES[2], sets)
+    _plot_ca_geometry(out / PLOT_NAMES[3], sets)
 
 
 def _json(results: Sequence[ModelResult], settings: BenchSettings, wall_seconds: float) -> str:

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from proteinflow.geometry.manifolds.base import FlowManifold
 from proteinflow.geometry.manifolds.euclidean import EuclideanSpace
+from proteinflow.geometry.masked import masked_centre
 from proteinflow.geometry.tree import State, tree_first, tree_leaves, tree_map
 
 
@@ -143,3 +144,30 @@ class ReflowCoupling:
                         f"sampler output shape {tuple(a.shape)} differs from x1's {tuple(b.shape)}"
                     )
         return CouplingResult(x0=x0, x1=x1_hat, cond=cond, permutation=None)
+
+
+def masked_ot_pair(noise: Tensor, trans1: Tensor, mask: Tensor) -> Tensor:
+    """Zero-centre Gaussian noise re-assigned to the batch's masked structures by exact minibatch OT.
+
+    Noise draw ``i`` restricted to structure ``j``'s residues and re-centred, ``P_j(z_i)``, is again a
+    prior draw for mask ``j`` (residues are i.i.d. Gaussian), so pairing by the permutation ``pi`` that
+    minimises ``sum_j ||P_j(z_pi(j)) - T1_j||^2`` changes the coupling, not the prior.
+
+    Args:
+        noise: ``[B, N, 3]`` prior translations (zero masked centroid for their own mask; padding
+            positions may hold anything finite: they are re-drawn as part of the restriction).
+        trans1: ``[B, N, 3]`` data translations (zero masked centroid).
+        mask: ``[B, N]``.
+
+    Returns:
+        ``[B, N, 3]``: row ``j`` is ``P_j(noise_pi(j))``.
+    """
+    m = mask.to(noise.dtype)
+    # candidate[i, j] = P_j(noise_i)  -> [B, B, N, 3]
+    cand = masked_centre(noise[:, None] * m[None, :, :, None], m[None].expand(len(m), -1, -1))
+    cost = ((cand - trans1[None]).pow(2).sum(-1) * m[None]).sum(-1)  # [B(noise), B(data)]
+    rows, cols = linear_sum_assignment(cost.detach().cpu().double().numpy())
+    perm = torch.empty(len(cols), dtype=torch.long)
+    perm[torch.as_tensor(cols)] = torch.as_tensor(rows)  # data j gets noise perm[j]
+    perm = perm.to(noise.device)
+    return cand[perm, torch.arange(len(perm), device=noise.device)]

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from proteinflow.geometry import so3
-from proteinflow.geometry.so3 import _inv_jac_coeff
+from proteinflow.geometry.so3_series import inv_jac_coeff
 
 __all__ = [
     "density",
@@ -127,7 +127,7 @@ def _closed_coeff(w: Tensor, sigma: Tensor) -> Tensor:
     far = w >= _W0
     ws = torch.where(far, w, torch.ones_like(w))
     img = torch.where(far, dr / (ws * (1.0 + r)), torch.zeros_like(w))
-    return -1.0 / s2 + _inv_jac_coeff(w * w) + img
+    return -1.0 / s2 + inv_jac_coeff(w * w) + img
 
 
 def _blend(w: Tensor, sigma: Tensor, closed_fn, series_fn) -> Tensor:

@@ -68,9 +68,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from proteinflow.flow.couplings import masked_ot_pair
 from proteinflow.flow.losses import cfm_loss, velocity_matching_weight
 from proteinflow.flow.paths import GeodesicPath
 from proteinflow.flow.schedulers import CondOTScheduler, ConvexScheduler, ExpRateScheduler
@@ -80,94 +80,19 @@ from proteinflow.geometry.igso3 import IGSO3Sampler
 from proteinflow.geometry.manifolds import SO3, ProductManifold, ZeroCentreEuclidean
 from proteinflow.geometry.masked import masked_centre
 from proteinflow.models.backbone_losses import local_pair_distance_loss
+from proteinflow.models.frame_flow_config import ROT_PRIORS, ROT_SCHEDULES, TRANS_COUPLINGS, FrameFlowConfig
 from proteinflow.models.ipa import FrameDenoiser, IPAConfig
 from proteinflow.models.sampling import sample_to_data, x1_prediction_field
 
-ROT_PRIORS = ("uniform", "igso3")
-ROT_SCHEDULES = ("linear", "exp")
-TRANS_COUPLINGS = ("independent", "ot")
-
-
-@dataclass(frozen=True)
-class FrameFlowConfig:
-    """Path, prior and loss settings of :class:`FrameFlow`.
-
-    Attributes:
-        rot_prior: ``"uniform"`` (Haar) or ``"igso3"`` (IGSO(3)(``igso3_sigma``) around the identity).
-        igso3_sigma: sigma of the IGSO(3) prior.
-        rot_schedule: ``"linear"`` (kappa = t, default) or ``"exp"`` (exponential rate ``rot_rate``,
-            trained and sampled).
-        rot_rate: rate r of the ``"exp"`` schedule.
-        sampling_rot_rate: if set, sampling replaces the rotation velocity by ``r Log_{R_t}(R1_hat)``
-            (FrameFlow's inference-only speed-up; the solved ODE then differs from the trained one, see
-            the module docstring).
-        trans_coupling: ``"independent"`` or ``"ot"`` (minibatch OT between translation noise and data).
-        length_unit: Angstrom per unit: the translation prior's standard deviation per coordinate and
-            the unit in which translation losses are measured.
-        t_min: training times are drawn uniformly from ``[t_min, 1]``.
-        loss_t_cap: the loss weight ``r(t) / r(0)``, ``r = d_kappa / (1 - kappa)``, is held at its
-            value at ``loss_t_cap`` for later times.
-        velocity_floor: floor of ``1 - kappa`` in the sampling velocity.
-        final_gap: sampling integrates ``[0, 1 - final_gap]``, then takes one Euler step to ``t = 1``.
-        rot_loss_weight, trans_loss_weight, aux_loss_weight, dist_loss_weight: weights of the four loss
-            terms (rotation, translation, backbone atoms, local pair distances).
-        aux_loss_t_min: the backbone-atom and pair-distance losses apply to samples with
-            ``t >= aux_loss_t_min``.
-        dist_loss_cutoff: Angstrom; pairs of atoms of different residues closer than this in the data
-            or in the prediction enter the pair distance loss.
-        self_condition_prob: probability that a training batch uses self-conditioning.
-    """
-
-    rot_prior: str = "uniform"
-    igso3_sigma: float = 1.5
-    rot_schedule: str = "linear"
-    rot_rate: float = 10.0
-    sampling_rot_rate: float | None = None
-    trans_coupling: str = "independent"
-    length_unit: float = 10.0
-    t_min: float = 0.01
-    loss_t_cap: float = 0.9
-    velocity_floor: float = 1e-6
-    final_gap: float = 1e-3
-    rot_loss_weight: float = 0.5
-    trans_loss_weight: float = 1.0
-    aux_loss_weight: float = 0.25
-    dist_loss_weight: float = 0.0
-    aux_loss_t_min: float = 0.5
-    dist_loss_cutoff: float = 6.0
-    self_condition_prob: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.rot_prior not in ROT_PRIORS:
-            raise ValueError(f"FrameFlowConfig.rot_prior must be one of {ROT_PRIORS}, got {self.rot_prior!r}")
-        if self.rot_schedule not in ROT_SCHEDULES:
-            raise ValueError(
-                f"FrameFlowConfig.rot_schedule must be one of {ROT_SCHEDULES}, got {self.rot_schedule!r}"
-            )
-        if self.trans_coupling not in TRANS_COUPLINGS:
-            raise ValueError(
-                f"FrameFlowConfig.trans_coupling must be one of {TRANS_COUPLINGS}, "
-                f"got {self.trans_coupling!r}"
-            )
-        if not 0.0 < self.loss_t_cap < 1.0:
-            raise ValueError(f"FrameFlowConfig.loss_t_cap must be in (0, 1), got {self.loss_t_cap!r}")
-        for name in ("igso3_sigma", "rot_rate", "length_unit", "velocity_floor", "dist_loss_cutoff"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"FrameFlowConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        if self.sampling_rot_rate is not None and not self.sampling_rot_rate > 0:
-            raise ValueError(
-                f"FrameFlowConfig.sampling_rot_rate must be None or > 0, got {self.sampling_rot_rate}"
-            )
-        if not 0.0 < self.final_gap < 0.5:
-            raise ValueError(f"FrameFlowConfig.final_gap must be in (0, 0.5), got {self.final_gap!r}")
-        for name in ("t_min", "aux_loss_t_min", "self_condition_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"FrameFlowConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
-        if self.t_min >= 1.0:
-            raise ValueError(f"FrameFlowConfig.t_min must be < 1, got {self.t_min}")
-        for name in ("rot_loss_weight", "trans_loss_weight", "aux_loss_weight", "dist_loss_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"FrameFlowConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+__all__ = [
+    "ROT_PRIORS",
+    "ROT_SCHEDULES",
+    "TRANS_COUPLINGS",
+    "FrameFlow",
+    "FrameFlowConfig",
+    "FrameFlowLoss",
+    "FrameSamples",
+]
 
 
 @dataclass
@@ -248,32 +173,9 @@ class FrameFlow(nn.Module):
         trans = masked_centre(z, mask) * self.cfg.length_unit
         return {"rots": rots, "trans": trans}
 
-    @staticmethod
-    def ot_pair_translations(noise: Tensor, trans1: Tensor, mask: Tensor) -> Tensor:
-        """Translation noise re-assigned to the batch's structures by exact minibatch OT.
-
-        Noise draw ``i`` restricted to structure ``j``'s residues and re-centred, ``P_j(z_i)``, is again a
-        prior draw for mask ``j`` (residues are i.i.d. Gaussian), so pairing by the permutation ``pi`` that
-        minimises ``sum_j ||P_j(z_pi(j)) - T1_j||^2`` changes the coupling, not the prior.
-
-        Args:
-            noise: ``[B, N, 3]`` prior translations (zero masked centroid for their own mask; padding
-                positions may hold anything finite: they are re-drawn as part of the restriction).
-            trans1: ``[B, N, 3]`` data translations (zero masked centroid).
-            mask: ``[B, N]``.
-
-        Returns:
-            ``[B, N, 3]``: row ``j`` is ``P_j(noise_pi(j))``.
-        """
-        m = mask.to(noise.dtype)
-        # candidate[i, j] = P_j(noise_i)  -> [B, B, N, 3]
-        cand = masked_centre(noise[:, None] * m[None, :, :, None], m[None].expand(len(m), -1, -1))
-        cost = ((cand - trans1[None]).pow(2).sum(-1) * m[None]).sum(-1)  # [B(noise), B(data)]
-        rows, cols = linear_sum_assignment(cost.detach().cpu().double().numpy())
-        perm = torch.empty(len(cols), dtype=torch.long)
-        perm[torch.as_tensor(cols)] = torch.as_tensor(rows)  # data j gets noise perm[j]
-        perm = perm.to(noise.device)
-        return cand[perm, torch.arange(len(perm), device=noise.device)]
+    #: Translation noise re-assigned to the batch's structures by exact minibatch OT (the coupling
+    #: ``trans_coupling: ot``): :func:`proteinflow.flow.couplings.masked_ot_pair`.
+    ot_pair_translations = staticmethod(masked_ot_pair)
 
     # -- network ----------------------------------------------------------------------------------------
     def predict(
@@ -320,27 +222,67 @@ class FrameFlow(nn.Module):
             raise ValueError(f"coords must have shape [B, N, A>=3, 3], got {tuple(coords.shape)}")
         if mask.shape != coords.shape[:2]:
             raise ValueError(f"mask must have shape {tuple(coords.shape[:2])}, got {tuple(mask.shape)}")
-        bsz = coords.shape[0]
-        dtype, device = coords.dtype, coords.device
+        x1 = self._data_frames(coords, mask)
+        t, x_t = self._noisy_frames(x1, mask, generator)
+        x1_hat = self._training_prediction(x_t, t, mask, res_idx, generator)
+        terms, weights = self._factor_losses(x_t, x1_hat, x1, t, mask)
+        aux, dist = self._atom_losses(x1_hat, x1, t, mask, weights["trans"])
+        total = (
+            self.cfg.rot_loss_weight * terms["rots"]
+            + self.cfg.trans_loss_weight * terms["trans"]
+            + self.cfg.aux_loss_weight * aux
+            + self.cfg.dist_loss_weight * dist
+        )
+        return FrameFlowLoss(total=total, rot=terms["rots"], trans=terms["trans"], aux=aux, dist=dist)
+
+    def _data_frames(self, coords: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """Clean frames ``x1`` of ``coords [B, N, A, 3]``: identity at padding, centred translations."""
         valid = mask.to(torch.bool)
         rots1, trans1 = rigid.frames_from_backbone(coords[..., 0, :], coords[..., 1, :], coords[..., 2, :])
-        eye = torch.eye(3, dtype=dtype, device=device).expand_as(rots1)
+        eye = torch.eye(3, dtype=coords.dtype, device=coords.device).expand_as(rots1)
         rots1 = torch.where(valid[..., None, None], rots1, eye)
-        x1 = {"rots": rots1, "trans": masked_centre(trans1, mask)}
+        return {"rots": rots1, "trans": masked_centre(trans1, mask)}
+
+    def _noisy_frames(
+        self, x1: dict[str, Tensor], mask: Tensor, generator: torch.Generator | None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``(t [B], x_t)``: a prior draw ``x0`` (OT-paired when ``trans_coupling: ot``), training times
+        from the time sampler, and the point ``x_t`` of the path from ``x0`` to ``x1``."""
+        trans1 = x1["trans"]
         x0 = self.sample_prior(mask, generator=generator)
         if self.cfg.trans_coupling == "ot":
-            x0["trans"] = self.ot_pair_translations(x0["trans"], x1["trans"], mask)
-        t = self.time_sampler.sample(bsz, generator=generator, device=device, dtype=dtype)
-        x_t = self.path.sample(x0, x1, t, mask=mask).x_t
+            x0["trans"] = self.ot_pair_translations(x0["trans"], trans1, mask)
+        t = self.time_sampler.sample(
+            trans1.shape[0], generator=generator, device=trans1.device, dtype=trans1.dtype
+        )
+        return t, self.path.sample(x0, x1, t, mask=mask).x_t
 
+    def _training_prediction(
+        self,
+        x_t: dict[str, Tensor],
+        t: Tensor,
+        mask: Tensor,
+        res_idx: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> dict[str, Tensor]:
+        """``x1_hat``, self-conditioned (on a detached first prediction) with ``self_condition_prob``."""
         self_cond = None
         if self.net.cfg.self_condition:
-            coin = torch.rand((), generator=generator, device=device)
+            coin = torch.rand((), generator=generator, device=t.device)
             if coin.item() < self.cfg.self_condition_prob:
                 with torch.no_grad():
                     self_cond = self.predict(x_t, t, mask, None, res_idx)["trans"].detach()
-        x1_hat = self.predict(x_t, t, mask, self_cond, res_idx)
+        return self.predict(x_t, t, mask, self_cond, res_idx)
 
+    def _factor_losses(
+        self,
+        x_t: dict[str, Tensor],
+        x1_hat: dict[str, Tensor],
+        x1: dict[str, Tensor],
+        t: Tensor,
+        mask: Tensor,
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Per factor ``L_f`` (module docstring) and its weight ``w_f(t) [B]``: ``(terms, weights)``."""
         terms: dict[str, Tensor] = {}
         weights: dict[str, Tensor] = {}
         for key, man in self.manifold.factors.items():
@@ -352,7 +294,14 @@ class FrameFlow(nn.Module):
                 mask=mask,
                 weight=w.pow(2),
             )
+        return terms, weights
 
+    def _atom_losses(
+        self, x1_hat: dict[str, Tensor], x1: dict[str, Tensor], t: Tensor, mask: Tensor, trans_weight: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """``(aux, dist)``: backbone-atom and local pair distance losses of the ideal N, CA, C atoms built
+        from predicted and true frames, for ``t >= aux_loss_t_min`` (zero when their weight is 0)."""
+        dtype, device = t.dtype, t.device
         aux = torch.zeros((), dtype=dtype, device=device)
         dist = torch.zeros((), dtype=dtype, device=device)
         if self.cfg.aux_loss_weight > 0 or self.cfg.dist_loss_weight > 0:
@@ -373,15 +322,9 @@ class FrameFlow(nn.Module):
                     mask,
                     cutoff=self.cfg.dist_loss_cutoff,
                     unit=unit,
-                    weight=gate * weights["trans"].pow(2),
+                    weight=gate * trans_weight.pow(2),
                 )
-        total = (
-            self.cfg.rot_loss_weight * terms["rots"]
-            + self.cfg.trans_loss_weight * terms["trans"]
-            + self.cfg.aux_loss_weight * aux
-            + self.cfg.dist_loss_weight * dist
-        )
-        return FrameFlowLoss(total=total, rot=terms["rots"], trans=terms["trans"], aux=aux, dist=dist)
+        return aux, dist
 
     # -- sampling ---------------------------------------------------------------------------------------
     @torch.no_grad()

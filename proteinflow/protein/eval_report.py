@@ -174,8 +174,12 @@ def _plots(out: Path, result: EvaluationResult, sample_name: str, reference_name
         n = metrics.ca_pairs.shape[0]
         if n:
             ax.hist2d(
-                metrics.ca_pairs[:, 0], metrics.ca_pairs[:, 1], bins=[60, 72],
-                range=[[60, 180], [-180, 180]], cmap="viridis", density=True,
+                metrics.ca_pairs[:, 0],
+                metrics.ca_pairs[:, 1],
+                bins=[60, 72],
+                range=[[60, 180], [-180, 180]],
+                cmap="viridis",
+                density=True,
             )
         ax.set_title(f"{name} (n={n})")
         ax.set_xlabel("CA virtual bond angle (deg)")

@@ -4,7 +4,8 @@ One function, :func:`read_structure`, turns a file into a :class:`BackboneStruct
 the file is reported as a :class:`StructureError` naming the file and the reason, never as a raw parser
 traceback, so a data pipeline can filter and count bad files instead of crashing on them.
 
-Rules applied while reading (in this order):
+Rules applied while reading (in this order; 1-3, from bytes to biotite atoms, are in
+:mod:`proteinflow.protein.io_formats`, 4-8 here):
 
 1. **Format** is detected from the content, with the file name as a hint: a gzip stream is decompressed
    first (``.gz`` or not); a MessagePack map is BinaryCIF; text whose first data line starts with
@@ -31,16 +32,18 @@ Rules applied while reading (in this order):
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
-import warnings
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from proteinflow.protein.io_formats import StructureError, detect_format, parse_atoms, read_bytes
+
+if TYPE_CHECKING:
+    from biotite.structure import AtomArray
 
 __all__ = [
     "BACKBONE_ATOMS",
@@ -61,26 +64,7 @@ CA_ONLY_BREAK_DISTANCE: float = 4.5
 #: Coordinates with an absolute value above this (Å) are rejected as absurd.
 MAX_ABS_COORD: float = 9999.0
 
-_GZIP_MAGIC = b"\x1f\x8b"
 _STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".bcif")
-
-
-class StructureError(ValueError):
-    """A structure file that cannot be turned into a backbone.
-
-    Attributes:
-        path: the file that was read (as given).
-        reason: a one-line human-readable reason, e.g. ``"empty file"``.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-    def __reduce__(self) -> tuple[type[StructureError], tuple[str, str]]:
-        # keep pickling (multiprocessing workers) working with the two-argument constructor
-        return (type(self), (self.path, self.reason))
 
 
 @dataclass
@@ -144,9 +128,9 @@ def read_structure(
     """
     wanted = _normalise_chains(chains)
     path_str = str(path)
-    raw = _read_bytes(path_str)
-    kind, payload = _detect_format(path_str, raw)
-    atoms = _parse(path_str, kind, payload)
+    raw = read_bytes(path_str)
+    kind, payload = detect_format(path_str, raw)
+    atoms = parse_atoms(path_str, kind, payload)
     return _extract_backbone(path_str, atoms, wanted, allow_ca_only)
 
 
@@ -175,126 +159,7 @@ def _structure_name(path: str) -> str:
     return Path(name).stem if "." in name else name
 
 
-def _read_bytes(path: str) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except FileNotFoundError:
-        raise StructureError(path, "file not found") from None
-    except IsADirectoryError:
-        raise StructureError(path, "is a directory, not a structure file") from None
-    except OSError as exc:
-        raise StructureError(path, f"cannot read file: {exc.strerror or exc}") from None
-    if len(raw) == 0:
-        raise StructureError(path, "empty file (0 bytes)")
-    if raw[:2] == _GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except EOFError:
-            reason = "truncated gzip stream (file ends before the end-of-stream marker)"
-            raise StructureError(path, reason) from None
-        except (OSError, zlib.error) as exc:
-            raise StructureError(path, f"corrupt gzip stream: {exc}") from None
-        if len(raw) == 0:
-            raise StructureError(path, "empty file (gzip stream holds 0 bytes)")
-    elif path.lower().endswith(".gz"):
-        raise StructureError(path, "file name ends in .gz but the content is not gzip-compressed")
-    return raw
-
-
-def _looks_like_msgpack_map(raw: bytes) -> bool:
-    first = raw[0]
-    return 0x80 <= first <= 0x8F or first in (0xDE, 0xDF)
-
-
-def _detect_format(path: str, raw: bytes) -> tuple[str, bytes | str]:
-    """Return ``("bcif", bytes)``, ``("cif", text)`` or ``("pdb", text)``."""
-    lower = path.lower()
-    lower = lower[:-3] if lower.endswith(".gz") else lower
-    if lower.endswith(".bcif") or (_looks_like_msgpack_map(raw) and b"dataBlocks" in raw[:4096]):
-        if not _looks_like_msgpack_map(raw):
-            reason = "wrong format: name says BinaryCIF but content is not a MessagePack map"
-            raise StructureError(path, reason)
-        return "bcif", raw
-    if b"\x00" in raw:
-        raise StructureError(path, "binary content (NUL bytes): not a PDB, mmCIF or BinaryCIF file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-        printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text[:65536])
-        if printable < 0.95 * min(len(text), 65536):
-            raise StructureError(path, "binary content: not a PDB, mmCIF or BinaryCIF file") from None
-    if not text.strip():
-        raise StructureError(path, "empty file (only whitespace)")
-    first_line = next(
-        (ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")), ""
-    )
-    is_cif = first_line.startswith("data_")
-    is_pdb_named = lower.endswith((".pdb", ".ent"))
-    is_cif_named = lower.endswith((".cif", ".mmcif"))
-    if is_cif:
-        if is_pdb_named:
-            raise StructureError(path, "wrong format: name says PDB but content is mmCIF (starts with data_)")
-        return "cif", text
-    if is_cif_named:
-        reason = "wrong format: name says mmCIF but content does not start with a data_ block"
-        raise StructureError(path, reason)
-    has_records = any(ln.startswith(("ATOM  ", "HETATM")) for ln in text.splitlines())
-    if not has_records:
-        raise StructureError(
-            path, "no ATOM/HETATM records: not a PDB file (and not mmCIF/BinaryCIF), or a file with no atoms"
-        )
-    return "pdb", text
-
-
-def _check_pdb_records(path: str, text: str) -> None:
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.startswith(("ATOM  ", "HETATM")) and len(line.rstrip("\r\n")) < 54:
-            raise StructureError(
-                path,
-                f"truncated or malformed ATOM/HETATM record at line {number} ({len(line)} characters < 54)",
-            )
-
-
-def _parse(path: str, kind: str, payload: bytes | str):  # -> biotite AtomArray
-    import biotite.structure.io.pdb as pdb
-    import biotite.structure.io.pdbx as pdbx
-
-    with warnings.catch_warnings():
-        # CATH-style files have no element column; biotite guesses it from the atom name and warns
-        warnings.filterwarnings(
-            "ignore",
-            message=".*(elements were guessed|Could not infer element|Missing 'occupancy').*",
-            category=UserWarning,
-        )
-        try:
-            if kind == "pdb":
-                assert isinstance(payload, str)
-                _check_pdb_records(path, payload)
-                pdb_file = pdb.PDBFile.read(io.StringIO(payload))
-                atoms = pdb.get_structure(pdb_file, model=1, altloc="occupancy", extra_fields=["occupancy"])
-            elif kind == "cif":
-                assert isinstance(payload, str)
-                cif_file = pdbx.CIFFile.read(io.StringIO(payload))
-                atoms = pdbx.get_structure(cif_file, model=1, altloc="occupancy", extra_fields=["occupancy"])
-            else:
-                assert isinstance(payload, bytes)
-                bcif_file = pdbx.BinaryCIFFile.read(io.BytesIO(payload))
-                atoms = pdbx.get_structure(bcif_file, model=1, altloc="occupancy", extra_fields=["occupancy"])
-        except StructureError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any parser failure becomes a clear StructureError
-            label = {"pdb": "PDB", "cif": "mmCIF", "bcif": "BinaryCIF"}[kind]
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            reason = f"could not parse as {label}: {type(exc).__name__}: {message}"[:300]
-            raise StructureError(path, reason) from None
-    if atoms.array_length() == 0:
-        raise StructureError(path, "no atoms in the first model")
-    return atoms
-
-
-def _select_protein(path: str, atoms, wanted: list[str] | None):  # noqa: ANN001, ANN202 - biotite AtomArray
+def _select_protein(path: str, atoms: AtomArray, wanted: list[str] | None) -> AtomArray:
     """The amino-acid atoms of ``atoms`` (rule 4), restricted to the ``wanted`` chains (rule 5)."""
     import biotite.structure as struc
 
@@ -317,7 +182,7 @@ def _select_protein(path: str, atoms, wanted: list[str] | None):  # noqa: ANN001
     return protein[np.isin(protein.chain_id, wanted)]
 
 
-def _check_atoms(path: str, protein, coord: np.ndarray) -> None:  # noqa: ANN001 - biotite AtomArray
+def _check_atoms(path: str, protein: AtomArray, coord: np.ndarray) -> None:
     """Rule 8: every coordinate ``coord [A, 3]`` finite and ``<= MAX_ABS_COORD``, no duplicated atom."""
     if not np.all(np.isfinite(coord)):
         bad = int(np.flatnonzero(~np.all(np.isfinite(coord), axis=1))[0])
@@ -348,7 +213,7 @@ def _check_atoms(path: str, protein, coord: np.ndarray) -> None:  # noqa: ANN001
         )
 
 
-def _residue_backbone(protein, coord: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+def _residue_backbone(protein: AtomArray, coord: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(first atom index of each residue [R], N, CA, C, O per residue [R, 4, 3] with NaN if absent)``."""
     import biotite.structure as struc
 
@@ -398,8 +263,8 @@ def _chain_breaks(backbone: np.ndarray, chain_ids: np.ndarray, ca_only: bool) ->
     return breaks
 
 
-def _extract_backbone(  # noqa: ANN001
-    path: str, atoms, wanted: list[str] | None, allow_ca_only: bool = False
+def _extract_backbone(
+    path: str, atoms: AtomArray, wanted: list[str] | None, allow_ca_only: bool = False
 ) -> BackboneStructure:
     """Rules 4-8 of the module docstring: a parsed AtomArray -> :class:`BackboneStructure`."""
     protein = _select_protein(path, atoms, wanted)

@@ -91,6 +91,121 @@ def trajectory_times(final_gap: float, solver: str, steps: int | None, frames: i
     return [t_last * (k / steps) for k in ks]  # k / steps first: the last time is exactly t_last
 
 
+@dataclass(frozen=True)
+class _SampleSettings:
+    """What every batch of :func:`sample_backbones` shares (the solver, seeds, trajectory and ODE label)."""
+
+    solver: str
+    steps: int | None
+    rtol: float | None
+    atol: float | None
+    seed: int
+    trajectory: bool
+    trajectory_frames: int
+    ode: str
+
+    def record(self, file: str, length: int, index: int, nfe: int, seconds: float) -> SampleRecord:
+        """The ``samples.csv`` row of backbone ``index`` of ``length``."""
+        adaptive = self.solver == "dopri5"
+        return SampleRecord(
+            file=file,
+            length=length,
+            index=index,
+            seed=backbone_seed(self.seed, length, index),
+            solver=self.solver,
+            steps=self.steps if not adaptive else None,
+            rtol=self.rtol if adaptive else None,
+            atol=self.atol if adaptive else None,
+            nfe=nfe,
+            seconds=seconds,
+            ode=self.ode,
+        )
+
+
+def _load_for_sampling(
+    ckpt: str | Path, dev: torch.device, rot_sampling_rate: float | None
+) -> tuple[torch.nn.Module, str]:
+    """The checkpoint's flow with ``rot_sampling_rate`` applied, and the ``ode`` label of its samples."""
+    from proteinflow.models.frame_flow import FrameFlowConfig
+
+    flow, _ = load_backbone_checkpoint(ckpt, dev)
+    ode = "trained"
+    if rot_sampling_rate is not None:
+        if not isinstance(getattr(flow, "cfg", None), FrameFlowConfig):
+            raise ValueError("--rot-sampling-rate applies only to frame flows (model_kind: frames)")
+        flow.cfg = replace(flow.cfg, sampling_rot_rate=float(rot_sampling_rate))
+    if isinstance(getattr(flow, "cfg", None), FrameFlowConfig) and flow.cfg.sampling_rot_rate is not None:
+        rate = flow.cfg.sampling_rot_rate
+        ode = f"not the trained ODE: rotations sampled at rate {rate:g} (inference-only)"
+    return flow, ode
+
+
+def _sample_batch(
+    flow: torch.nn.Module,
+    out: Path,
+    length: int,
+    idx: list[int],
+    settings: _SampleSettings,
+    dev: torch.device,
+) -> list[SampleRecord]:
+    """Sample backbones ``idx`` of ``length`` in one batch (each from its own seeded prior draw), write
+    their structure (and trajectory) files into ``out`` and return their rows."""
+    from proteinflow.models.registry import concat_priors
+    from proteinflow.protein.write import fits_pdb, write_mmcif, write_pdb, write_trajectory_pdb
+    from proteinflow.train.backbone_atoms import sample_atoms, trajectory_atoms
+
+    mask = torch.ones(len(idx), length, dtype=torch.bool, device=dev)
+    priors = [
+        flow.sample_prior(
+            mask[:1],
+            generator=torch.Generator(device=dev).manual_seed(backbone_seed(settings.seed, length, k)),
+        )
+        for k in idx
+    ]
+    x0 = concat_priors(priors)
+    times = (
+        trajectory_times(flow.cfg.final_gap, settings.solver, settings.steps, settings.trajectory_frames)
+        if settings.trajectory
+        else None
+    )
+    t0 = time.perf_counter()
+    result = flow.sample(
+        mask,
+        method=settings.solver,
+        steps=settings.steps,
+        rtol=settings.rtol,
+        atol=settings.atol,
+        x_init=x0,
+        return_times=times,
+    )
+    seconds = (time.perf_counter() - t0) / len(idx)
+    coords = sample_atoms(result).cpu()
+    records = []
+    for j, k in enumerate(idx):
+        name = f"len{length}_sample{k}"
+        # a diverging sample (e.g. an undertrained model) may leave the PDB columns: mmCIF then
+        suffix = ".pdb" if fits_pdb(coords[j]) else ".cif"
+        writer = write_pdb if suffix == ".pdb" else write_mmcif
+        writer(out / f"{name}{suffix}", coords[j].numpy())
+        if settings.trajectory:
+            traj = trajectory_atoms(result, j).cpu()
+            if fits_pdb(traj):  # else only the final structure is written
+                write_trajectory_pdb(out / f"{name}_traj.pdb", traj.numpy())
+        records.append(settings.record(f"{name}{suffix}", length, k, result.nfe, seconds))
+    return records
+
+
+def write_sample_table(out: Path, records: Sequence[SampleRecord]) -> None:
+    """``samples.csv`` and ``samples.json`` (one row per :class:`SampleRecord`, its fields), atomically."""
+    rows = [r.__dict__ for r in records]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "samples.csv", buf.getvalue())
+    atomic_write_text(out / "samples.json", json.dumps(rows, indent=1))
+
+
 def sample_backbones(
     ckpt: str | Path,
     out: str | Path,
@@ -117,11 +232,6 @@ def sample_backbones(
     """
     from rich.progress import Progress
 
-    from proteinflow.models.frame_flow import FrameFlowConfig
-    from proteinflow.models.registry import concat_priors
-    from proteinflow.protein.write import fits_pdb, write_mmcif, write_pdb, write_trajectory_pdb
-    from proteinflow.train.backbone_atoms import sample_atoms, trajectory_atoms
-
     if num < 1:
         raise ValueError(f"--num must be >= 1, got {num}")
     if not lengths or any(int(n) < 2 for n in lengths):
@@ -129,76 +239,17 @@ def sample_backbones(
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    flow, _ = load_backbone_checkpoint(ckpt, dev)
-    ode = "trained"
-    if rot_sampling_rate is not None:
-        if not isinstance(getattr(flow, "cfg", None), FrameFlowConfig):
-            raise ValueError("--rot-sampling-rate applies only to frame flows (model_kind: frames)")
-        flow.cfg = replace(flow.cfg, sampling_rot_rate=float(rot_sampling_rate))
-    if isinstance(getattr(flow, "cfg", None), FrameFlowConfig) and flow.cfg.sampling_rot_rate is not None:
-        rate = flow.cfg.sampling_rot_rate
-        ode = f"not the trained ODE: rotations sampled at rate {rate:g} (inference-only)"
+    flow, ode = _load_for_sampling(ckpt, dev, rot_sampling_rate)
+    settings = _SampleSettings(solver, steps, rtol, atol, seed, trajectory, trajectory_frames, ode)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     records: list[SampleRecord] = []
-    total = num * len(lengths)
     with Progress() as progress:
-        task = progress.add_task("sampling backbones", total=total)
+        task = progress.add_task("sampling backbones", total=num * len(lengths))
         for length in lengths:
-            length = int(length)
             for start in range(0, num, batch_size):
                 idx = list(range(start, min(num, start + batch_size)))
-                mask = torch.ones(len(idx), length, dtype=torch.bool, device=dev)
-                priors = [
-                    flow.sample_prior(
-                        mask[:1],
-                        generator=torch.Generator(device=dev).manual_seed(backbone_seed(seed, length, k)),
-                    )
-                    for k in idx
-                ]
-                x0 = concat_priors(priors)
-                times = (
-                    trajectory_times(flow.cfg.final_gap, solver, steps, trajectory_frames)
-                    if trajectory
-                    else None
-                )
-                t0 = time.perf_counter()
-                result = flow.sample(
-                    mask, method=solver, steps=steps, rtol=rtol, atol=atol, x_init=x0, return_times=times
-                )
-                seconds = (time.perf_counter() - t0) / len(idx)
-                coords = sample_atoms(result).cpu()
-                for j, k in enumerate(idx):
-                    name = f"len{length}_sample{k}"
-                    # a diverging sample (e.g. an undertrained model) may leave the PDB columns: mmCIF then
-                    suffix = ".pdb" if fits_pdb(coords[j]) else ".cif"
-                    writer = write_pdb if suffix == ".pdb" else write_mmcif
-                    writer(out / f"{name}{suffix}", coords[j].numpy())
-                    if trajectory:
-                        traj = trajectory_atoms(result, j).cpu()
-                        if fits_pdb(traj):  # else only the final structure is written
-                            write_trajectory_pdb(out / f"{name}_traj.pdb", traj.numpy())
-                    records.append(
-                        SampleRecord(
-                            file=f"{name}{suffix}",
-                            length=length,
-                            index=k,
-                            seed=backbone_seed(seed, length, k),
-                            solver=solver,
-                            steps=steps if solver != "dopri5" else None,
-                            rtol=rtol if solver == "dopri5" else None,
-                            atol=atol if solver == "dopri5" else None,
-                            nfe=result.nfe,
-                            seconds=seconds,
-                            ode=ode,
-                        )
-                    )
+                records += _sample_batch(flow, out, int(length), idx, settings, dev)
                 progress.advance(task, len(idx))
-    rows = [r.__dict__ for r in records]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out / "samples.csv", buf.getvalue())
-    atomic_write_text(out / "samples.json", json.dumps(rows, indent=1))
+    write_sample_table(out, records)
     return records

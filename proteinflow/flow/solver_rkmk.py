@@ -1,0 +1,198 @@
+"""Fixed-step Runge-Kutta-Munthe-Kaas (RKMK) integration on a manifold, and the pieces every solver shares.
+
+Every step works in the chart ``u -> expmap(x_n, u)`` at the current point ``x_n``::
+
+    k_i = dexpinv(x_n, u_i, f(t_n + c_i h, expmap(x_n, u_i))),   u_i = h * sum_j a_ij k_j,
+    x_{n+1} = expmap(x_n, h * sum_i b_i k_i).
+
+On Euclidean space (:class:`Geometry` with ``manifold=None`` or :class:`EuclideanSpace`: ``expmap(x, u) =
+x + u``, ``dexpinv = identity``) this is the classic explicit Runge-Kutta method. :class:`CountingField`
+counts vector-field calls (NFE); :func:`rkmk_stages` is also the stage loop of the adaptive
+:mod:`proteinflow.flow.solver_dopri5`. The entry point is :func:`proteinflow.flow.solvers.solve_ode`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from proteinflow.geometry.manifolds.base import FlowManifold
+from proteinflow.geometry.manifolds.euclidean import EuclideanSpace
+from proteinflow.geometry.tree import State, tree_first, tree_leaves, tree_lincomb, tree_map
+
+__all__ = [
+    "FIXED_TABLEAUS",
+    "TIME_TOL",
+    "CountingField",
+    "Geometry",
+    "Tableau",
+    "VectorField",
+    "fixed_grid",
+    "rkmk_stages",
+    "solve_fixed",
+]
+
+#: Relative tolerance (times the interval length) used to decide that two times coincide. It must exceed
+#: float32 resolution (~6e-8 near 1): float32 ``return_times`` such as ``torch.linspace(0, 1, 21)`` must
+#: land on the grid points they approximate instead of being inserted as extra steps.
+TIME_TOL = 1e-6
+
+
+class VectorField(Protocol):
+    """``f(t, x) -> dx/dt``: ``t`` ``[B]``, ``x`` a state; returns a tangent at ``x`` (same structure)."""
+
+    def __call__(self, t: Tensor, x: State) -> State: ...
+
+
+@dataclass(frozen=True)
+class Tableau:
+    """Butcher tableau of an explicit method: nodes ``c``, lower-triangular ``a``, weights ``b``."""
+
+    c: tuple[float, ...]
+    a: tuple[tuple[float, ...], ...]  # row i has i entries (explicit methods)
+    b: tuple[float, ...]
+
+
+#: Tableaus of the fixed-step methods (order 1, 2, 4).
+FIXED_TABLEAUS = {
+    "euler": Tableau(c=(0.0,), a=((),), b=(1.0,)),
+    "midpoint": Tableau(c=(0.0, 0.5), a=((), (0.5,)), b=(0.0, 1.0)),
+    "rk4": Tableau(
+        c=(0.0, 0.5, 0.5, 1.0),
+        a=((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)),
+        b=(1 / 6, 1 / 3, 1 / 3, 1 / 6),
+    ),
+}
+
+
+class CountingField:
+    """Wraps a vector field: builds ``t`` ``[B]``, counts calls, checks the first output's structure."""
+
+    def __init__(self, field: VectorField, x_init: State, flat: bool) -> None:
+        self.field = field
+        self.flat = flat
+        first = tree_first(x_init)
+        self.batch, self.dtype, self.device = first.shape[0], first.dtype, first.device
+        self.x_shapes = [tuple(leaf.shape) for leaf in tree_leaves(x_init)]
+        self.nfe = 0
+
+    def __call__(self, t: float | Tensor, x: State) -> State:
+        tt = torch.as_tensor(t, dtype=self.dtype, device=self.device).reshape(()).expand(self.batch).clone()
+        out = self.field(tt, x)
+        self.nfe += 1
+        if self.nfe == 1:
+            self._check(out, x)
+        return out
+
+    def _check(self, out: State, x: State) -> None:
+        if isinstance(x, Tensor) != isinstance(out, Tensor):
+            raise TypeError(
+                f"vector field returned {type(out).__name__} for a {type(x).__name__} state; "
+                "it must return the same structure"
+            )
+        if isinstance(x, Mapping) and set(x.keys()) != set(out.keys()):
+            raise ValueError(f"vector field returned keys {sorted(out)}, expected {sorted(x)}")
+        for xs, leaf in zip(self.x_shapes, tree_leaves(out), strict=True):
+            if self.flat and tuple(leaf.shape) != xs:
+                raise ValueError(
+                    f"vector field output shape {tuple(leaf.shape)} does not match the state shape {xs}"
+                )
+            if leaf.shape[0] != self.batch:
+                raise ValueError(f"vector field output batch size {leaf.shape[0]}, expected {self.batch}")
+
+
+class Geometry:
+    """``expmap``/``dexpinv`` of the manifold, or the flat (tree) versions for Euclidean states."""
+
+    def __init__(self, manifold: FlowManifold | None) -> None:
+        self.flat = manifold is None or isinstance(manifold, EuclideanSpace)
+        self.manifold = manifold
+
+    def expmap(self, x: State, u: State) -> State:
+        if self.flat:
+            return tree_map(lambda a, b: a + b, x, u)
+        return self.manifold.expmap(x, u)
+
+    def dexpinv(self, x: State, u: State, w: State) -> State:
+        if self.flat:
+            return w
+        return self.manifold.dexpinv(x, u, w)
+
+
+def rkmk_stages(
+    f: CountingField,
+    geom: Geometry,
+    t: float,
+    x: State,
+    h: float,
+    c: Sequence[float],
+    a: Sequence[Sequence[float]],
+    k_first: State | None = None,
+) -> tuple[list[State], list[State], list[State]]:
+    """Stage slopes ``k_i`` (chart coordinates at ``x``), raw field values ``w_i``, stage points ``y_i``."""
+    ks: list[State] = []
+    ws: list[State] = []
+    ys: list[State] = []
+    for i, (ci, row) in enumerate(zip(c, a, strict=True)):
+        if i == 0:
+            w = f(t, x) if k_first is None else k_first
+            ks.append(w)  # dexpinv(x, 0, w) = w
+            ws.append(w)
+            ys.append(x)
+            continue
+        u = tree_lincomb([h * aij for aij in row], ks[: len(row)])
+        y = geom.expmap(x, u)
+        w = f(t + ci * h, y)
+        ks.append(geom.dexpinv(x, u, w))
+        ws.append(w)
+        ys.append(y)
+    return ks, ws, ys
+
+
+def fixed_grid(t_start: float, t_end: float, steps: int, req: list[float]) -> tuple[list[float], list[int]]:
+    """Uniform grid with the requested times merged in; returns the grid and the index of each request."""
+    span = t_end - t_start
+    tol = TIME_TOL * abs(span)
+    grid = [t_start + span * i / steps for i in range(steps + 1)]
+    grid[-1] = t_end
+    for v in req:
+        # position along the direction of integration
+        s = (v - t_start) / span
+        j = min(range(len(grid)), key=lambda i: abs(grid[i] - v))
+        if abs(grid[j] - v) <= tol:
+            grid[j] = v
+            continue
+        pos = next(i for i in range(len(grid)) if (grid[i] - t_start) / span > s)
+        grid.insert(pos, v)
+    index = [min(range(len(grid)), key=lambda i, v=v: abs(grid[i] - v)) for v in req]
+    return grid, index
+
+
+def solve_fixed(
+    f: CountingField,
+    geom: Geometry,
+    x: State,
+    t_start: float,
+    t_end: float,
+    steps: int,
+    method: str,
+    req: list[float] | None,
+) -> tuple[State, list[State], list[float]]:
+    tab = FIXED_TABLEAUS[method]
+    out_times = req if req is not None else [t_start, t_end]
+    grid, index = fixed_grid(t_start, t_end, steps, out_times)
+    want = {i: n for n, i in enumerate(index)}
+    recorded: list[State | None] = [None] * len(out_times)
+    if 0 in want:
+        recorded[want[0]] = x
+    for i in range(len(grid) - 1):
+        t, h = grid[i], grid[i + 1] - grid[i]
+        ks, _, _ = rkmk_stages(f, geom, t, x, h, tab.c, tab.a)
+        x = geom.expmap(x, tree_lincomb([h * bi for bi in tab.b], ks))
+        if i + 1 in want:
+            recorded[want[i + 1]] = x
+    return x, recorded, out_times

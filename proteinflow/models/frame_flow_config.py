@@ -1,0 +1,94 @@
+"""Path, prior and loss settings of :class:`~proteinflow.models.frame_flow.FrameFlow` (the choices and their
+reasons are in the :mod:`proteinflow.models.frame_flow` docstring)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ROT_PRIORS", "ROT_SCHEDULES", "TRANS_COUPLINGS", "FrameFlowConfig"]
+
+ROT_PRIORS = ("uniform", "igso3")
+ROT_SCHEDULES = ("linear", "exp")
+TRANS_COUPLINGS = ("independent", "ot")
+
+
+@dataclass(frozen=True)
+class FrameFlowConfig:
+    """Path, prior and loss settings of :class:`~proteinflow.models.frame_flow.FrameFlow`.
+
+    Attributes:
+        rot_prior: ``"uniform"`` (Haar) or ``"igso3"`` (IGSO(3)(``igso3_sigma``) around the identity).
+        igso3_sigma: sigma of the IGSO(3) prior.
+        rot_schedule: ``"linear"`` (kappa = t, default) or ``"exp"`` (exponential rate ``rot_rate``,
+            trained and sampled).
+        rot_rate: rate r of the ``"exp"`` schedule.
+        sampling_rot_rate: if set, sampling replaces the rotation velocity by ``r Log_{R_t}(R1_hat)``
+            (FrameFlow's inference-only speed-up; the solved ODE then differs from the trained one, see
+            the module docstring).
+        trans_coupling: ``"independent"`` or ``"ot"`` (minibatch OT between translation noise and data).
+        length_unit: Angstrom per unit: the translation prior's standard deviation per coordinate and
+            the unit in which translation losses are measured.
+        t_min: training times are drawn uniformly from ``[t_min, 1]``.
+        loss_t_cap: the loss weight ``r(t) / r(0)``, ``r = d_kappa / (1 - kappa)``, is held at its
+            value at ``loss_t_cap`` for later times.
+        velocity_floor: floor of ``1 - kappa`` in the sampling velocity.
+        final_gap: sampling integrates ``[0, 1 - final_gap]``, then takes one Euler step to ``t = 1``.
+        rot_loss_weight, trans_loss_weight, aux_loss_weight, dist_loss_weight: weights of the four loss
+            terms (rotation, translation, backbone atoms, local pair distances).
+        aux_loss_t_min: the backbone-atom and pair-distance losses apply to samples with
+            ``t >= aux_loss_t_min``.
+        dist_loss_cutoff: Angstrom; pairs of atoms of different residues closer than this in the data
+            or in the prediction enter the pair distance loss.
+        self_condition_prob: probability that a training batch uses self-conditioning.
+    """
+
+    rot_prior: str = "uniform"
+    igso3_sigma: float = 1.5
+    rot_schedule: str = "linear"
+    rot_rate: float = 10.0
+    sampling_rot_rate: float | None = None
+    trans_coupling: str = "independent"
+    length_unit: float = 10.0
+    t_min: float = 0.01
+    loss_t_cap: float = 0.9
+    velocity_floor: float = 1e-6
+    final_gap: float = 1e-3
+    rot_loss_weight: float = 0.5
+    trans_loss_weight: float = 1.0
+    aux_loss_weight: float = 0.25
+    dist_loss_weight: float = 0.0
+    aux_loss_t_min: float = 0.5
+    dist_loss_cutoff: float = 6.0
+    self_condition_prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.rot_prior not in ROT_PRIORS:
+            raise ValueError(f"FrameFlowConfig.rot_prior must be one of {ROT_PRIORS}, got {self.rot_prior!r}")
+        if self.rot_schedule not in ROT_SCHEDULES:
+            raise ValueError(
+                f"FrameFlowConfig.rot_schedule must be one of {ROT_SCHEDULES}, got {self.rot_schedule!r}"
+            )
+        if self.trans_coupling not in TRANS_COUPLINGS:
+            raise ValueError(
+                f"FrameFlowConfig.trans_coupling must be one of {TRANS_COUPLINGS}, "
+                f"got {self.trans_coupling!r}"
+            )
+        if not 0.0 < self.loss_t_cap < 1.0:
+            raise ValueError(f"FrameFlowConfig.loss_t_cap must be in (0, 1), got {self.loss_t_cap!r}")
+        for name in ("igso3_sigma", "rot_rate", "length_unit", "velocity_floor", "dist_loss_cutoff"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"FrameFlowConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.sampling_rot_rate is not None and not self.sampling_rot_rate > 0:
+            raise ValueError(
+                f"FrameFlowConfig.sampling_rot_rate must be None or > 0, got {self.sampling_rot_rate}"
+            )
+        if not 0.0 < self.final_gap < 0.5:
+            raise ValueError(f"FrameFlowConfig.final_gap must be in (0, 0.5), got {self.final_gap!r}")
+        for name in ("t_min", "aux_loss_t_min", "self_condition_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"FrameFlowConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.t_min >= 1.0:
+            raise ValueError(f"FrameFlowConfig.t_min must be < 1, got {self.t_min}")
+        for name in ("rot_loss_weight", "trans_loss_weight", "aux_loss_weight", "dist_loss_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"FrameFlowConfig.{name} must be >= 0, got {getattr(self, name)!r}")
