@@ -36,6 +36,7 @@ demo-toy: setup
 
 test: setup
 	$(BIN)/ruff check proteinflow tests scripts
+	$(BIN)/ruff format --check proteinflow tests scripts
 	$(BIN)/python -m pytest -q -x --durations=15
 
 lint: setup

@@ -61,8 +61,14 @@ def _bench_formats(prepared: Path, scratch: Path, repeats: int) -> list[tuple]:
     candidates.append(("single .npz, float32 (chosen)", chosen))
     compressed = scratch / "dataset_compressed.npz"
     np.savez_compressed(
-        compressed, coords=arrays.coords, offsets=arrays.offsets, chain_breaks=arrays.chain_breaks,
-        res_ids=arrays.res_ids, sequence=arrays.sequence, names=arrays.names, sources=arrays.sources,
+        compressed,
+        coords=arrays.coords,
+        offsets=arrays.offsets,
+        chain_breaks=arrays.chain_breaks,
+        res_ids=arrays.res_ids,
+        sequence=arrays.sequence,
+        names=arrays.names,
+        sources=arrays.sources,
     )
     candidates.append(("single .npz, compressed", compressed))
     per_file = scratch / "per_structure_pt"
@@ -123,12 +129,18 @@ def _bench_loader(prepared: Path, budget: int, crop_len: int | None, epochs: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--source", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-                                                / "cath_s20" / "train"))
+    parser.add_argument(
+        "--source",
+        default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cath_s20" / "train"),
+    )
     parser.add_argument("--n-files", type=int, default=600, help="files for the prepare benchmark")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--prepared", default=None, help="prepared folder for the format/loader benchmarks "
-                        "(default: the one built by the prepare benchmark)")
+    parser.add_argument(
+        "--prepared",
+        default=None,
+        help="prepared folder for the format/loader benchmarks "
+        "(default: the one built by the prepare benchmark)",
+    )
     parser.add_argument("--budget", type=int, default=256 * 256 * 8, help="max_residues_sq")
     parser.add_argument("--crop-len", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3)
@@ -155,8 +167,10 @@ def main() -> None:
             print(f"| {label} | {n} | {residues} | {mib:.1f} | {load_s:.3f} |")
         shutil.rmtree(fmt_dir)
 
-        print(f"\n## loader (LengthBudgetBatchSampler max_residues_sq={args.budget},"
-              f" crop_len={args.crop_len}, num_workers=0)\n")
+        print(
+            f"\n## loader (LengthBudgetBatchSampler max_residues_sq={args.budget},"
+            f" crop_len={args.crop_len}, num_workers=0)\n"
+        )
         print("| epoch | batches | items/batch | wall s | batches/s | real/padded residues |")
         print("|---|---|---|---|---|---|")
         loader_rows = _bench_loader(prepared, args.budget, args.crop_len, args.epochs)

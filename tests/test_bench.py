@@ -14,12 +14,30 @@ from proteinflow.protein.filters import FilterConfig
 from proteinflow.protein.prepare import prepare_dataset
 
 TRAIN = dict(
-    max_steps=50, lr=1e-3, accelerator="cpu", devices=1, checkpoint_every=50, val_every=0, log_every=1,
+    max_steps=50,
+    lr=1e-3,
+    accelerator="cpu",
+    devices=1,
+    checkpoint_every=50,
+    val_every=0,
+    log_every=1,
     ema_decay=0.9,
 )
 IPA = dict(
-    c_s=16, c_z=8, c_hidden=8, num_heads=2, num_qk_points=2, num_v_points=2, c_pair_value=4, num_blocks=1,
-    c_time=8, c_pos=8, relpos_k=8, edge_feat_dim=8, num_dist_bins=8, edge_transition_hidden=16,
+    c_s=16,
+    c_z=8,
+    c_hidden=8,
+    num_heads=2,
+    num_qk_points=2,
+    num_v_points=2,
+    c_pair_value=4,
+    num_blocks=1,
+    c_time=8,
+    c_pos=8,
+    relpos_k=8,
+    edge_feat_dim=8,
+    num_dist_bins=8,
+    edge_transition_hidden=16,
 )
 EGNN = dict(c_h=16, c_edge=8, c_message=16, num_layers=1, c_time=8, c_pos=8, relpos_k=8, num_dist_bins=8)
 
@@ -35,9 +53,13 @@ def prepared(cath_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _config(tmp_path: Path, name: str, kind: str, model: dict, prepared: Path) -> str:
     cfg = {
-        "kind": "frames", "model_kind": kind, "name": name, "seed": 1,
+        "kind": "frames",
+        "model_kind": kind,
+        "name": name,
+        "seed": 1,
         "data": {"path": "does/not/exist", "crop_len": 24, "max_residues_sq": 2 * 24 * 24},
-        "model": model, "train": TRAIN,
+        "model": model,
+        "train": TRAIN,
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -51,21 +73,60 @@ def test_bench_trains_samples_evaluates_and_reports(tmp_path: Path, prepared: Pa
         _config(tmp_path, "ca", "ca", EGNN, prepared),
     ]
     out = tmp_path / "bench"
-    code = main([
-        "bench", "--configs", *configs, "--data", str(prepared), "--reference", str(prepared),
-        "--max-steps", "2", "--lengths", "12", "16", "--num", "2", "--steps", "3",
-        "--curve-euler", "2", "--curve-dopri", "0.2", "--curve-num", "1", "--train-max", "3",
-        "--reference-max", "4", "--out", str(out), "--train", str(prepared),
-    ])
+    code = main(
+        [
+            "bench",
+            "--configs",
+            *configs,
+            "--data",
+            str(prepared),
+            "--reference",
+            str(prepared),
+            "--max-steps",
+            "2",
+            "--lengths",
+            "12",
+            "16",
+            "--num",
+            "2",
+            "--steps",
+            "3",
+            "--curve-euler",
+            "2",
+            "--curve-dopri",
+            "0.2",
+            "--curve-num",
+            "1",
+            "--train-max",
+            "3",
+            "--reference-max",
+            "4",
+            "--out",
+            str(out),
+            "--train",
+            str(prepared),
+        ]
+    )
     assert code == 0
     report = (out / "report.md").read_text()
     table = [line for line in report.splitlines() if line.startswith("| ")]
     header = [c.strip() for c in table[0].strip("|").split("|")]
-    for column in ("model", "CA-CA MAD (A)", "DSSP H", "W1 CA angle (deg)", "NFE", "s / backbone",
-                   "train steps", "train min", "max TM train"):
+    for column in (
+        "model",
+        "CA-CA MAD (A)",
+        "DSSP H",
+        "W1 CA angle (deg)",
+        "NFE",
+        "s / backbone",
+        "train steps",
+        "train min",
+        "max TM train",
+    ):
         assert column in header
-    rows = {r[0]: dict(zip(header, r, strict=True)) for r in
-            ([c.strip() for c in line.strip("|").split("|")] for line in table[1:5])}
+    rows = {
+        r[0]: dict(zip(header, r, strict=True))
+        for r in ([c.strip() for c in line.strip("|").split("|")] for line in table[1:5])
+    }
     assert set(rows) == {"frames", "atoms", "ca", "real (reference)"}
     for name in ("frames", "atoms", "ca"):
         row = rows[name]
@@ -87,11 +148,26 @@ def test_bench_trains_samples_evaluates_and_reports(tmp_path: Path, prepared: Pa
     assert "Budget: 2 training steps per trained model (steps per model: frames 2, atoms 2, ca 2)" in report
     # a loaded checkpoint: no training budget, its own step count in the header
     again = tmp_path / "bench_loaded"
-    code = main([
-        "bench", "--ckpts", str(out / "models" / "frames" / "last.ckpt"), "--reference", str(prepared),
-        "--lengths", "12", "--num", "1", "--steps", "2", "--no-curve", "--reference-max", "2",
-        "--out", str(again),
-    ])
+    code = main(
+        [
+            "bench",
+            "--ckpts",
+            str(out / "models" / "frames" / "last.ckpt"),
+            "--reference",
+            str(prepared),
+            "--lengths",
+            "12",
+            "--num",
+            "1",
+            "--steps",
+            "2",
+            "--no-curve",
+            "--reference-max",
+            "2",
+            "--out",
+            str(again),
+        ]
+    )
     assert code == 0
     assert "Loaded checkpoints (training steps: frames 2)" in (again / "report.md").read_text()
     assert not (again / "quality_vs_nfe.png").exists() and (again / "rg_vs_length.png").is_file()

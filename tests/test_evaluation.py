@@ -152,9 +152,7 @@ def test_planted_ca_clash() -> None:
     planted[12] += coords[2, 1] + np.array([2.0, 0.0, 0.0]) - coords[12, 1]  # CA(12) 2 A from CA(2)
     geometry = backbone_geometry(planted)
     ca = planted[:, 1]
-    brute = sum(
-        np.linalg.norm(ca[i] - ca[j]) < 3.0 for i in range(20) for j in range(i + 3, 20)
-    )
+    brute = sum(np.linalg.norm(ca[i] - ca[j]) < 3.0 for i in range(20) for j in range(i + 3, 20))
     assert geometry.ca_clashes == brute >= 1
     assert geometry.ca_clash_frac == pytest.approx(brute / sum(20 - i - 3 for i in range(17)))
     assert geometry.atom_clashes >= 1

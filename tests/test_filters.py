@@ -187,8 +187,17 @@ def test_filter_config_rejects_bad_values(kwargs: dict, name: str) -> None:
 def test_reason_codes_and_cli_default_agree() -> None:
     assert commands._DEFAULT_RG_FACTOR == filters.DEFAULT_RG_FACTOR
     assert reason_code("too_long: 300 residues > max_len 256") == "too_long"
-    expected = {"too_short", "too_long", "chain_breaks", "numbering_gaps", "missing", "missing_oxygen",
-                "nonstandard", "coil", "radius_of_gyration"}
+    expected = {
+        "too_short",
+        "too_long",
+        "chain_breaks",
+        "numbering_gaps",
+        "missing",
+        "missing_oxygen",
+        "nonstandard",
+        "coil",
+        "radius_of_gyration",
+    }
     assert set(filters.REASON_CODES) == expected
 
 

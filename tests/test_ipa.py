@@ -46,7 +46,11 @@ def _inputs(b: int, n: int, dtype: torch.dtype = torch.float64) -> dict[str, tor
     mask = torch.ones(b, n, dtype=torch.bool)
     mask[0, -3:] = False
     return dict(
-        rots=rots, trans=trans, t=torch.rand(b, dtype=dtype), mask=mask, self_cond_trans=sc,
+        rots=rots,
+        trans=trans,
+        t=torch.rand(b, dtype=dtype),
+        mask=mask,
+        self_cond_trans=sc,
         res_idx=torch.arange(n).expand(b, n) + 3,
     )
 
@@ -81,7 +85,11 @@ def test_sinusoidal_and_rbf_closed_form() -> None:
 
 
 def _reference_ipa(
-    ipa: InvariantPointAttention, s: torch.Tensor, z: torch.Tensor, rots: torch.Tensor, trans: torch.Tensor,
+    ipa: InvariantPointAttention,
+    s: torch.Tensor,
+    z: torch.Tensor,
+    rots: torch.Tensor,
+    trans: torch.Tensor,
     mask: torch.Tensor,
 ) -> torch.Tensor:
     """AlphaFold2 Algorithm 22 written out literally, with [B, N, N, H, P, 3] point differences."""
@@ -220,7 +228,7 @@ def test_padding_garbage_is_irrelevant(seq_layers: int) -> None:
     trans = 1e4 * torch.randn(1, n, 3, dtype=torch.float64)
     trans[0, 4, 1] = float("inf")
     sc = 1e4 * torch.randn(1, n, 3, dtype=torch.float64)
-    res_idx = torch.randint(-10**6, 10**6, (1, n))
+    res_idx = torch.randint(-(10**6), 10**6, (1, n))
     rots[0, real_pos], trans[0, real_pos] = x["rots"][0], x["trans"][0]
     sc[0, real_pos], res_idx[0, real_pos] = x["self_cond_trans"][0], x["res_idx"][0]
     padded = net(rots, trans, x["t"], mask, sc, res_idx)
@@ -233,9 +241,12 @@ def test_padding_garbage_is_irrelevant(seq_layers: int) -> None:
     # batching with another (different-length) sample changes nothing either
     other = _inputs(1, n)
     batched = net(
-        torch.cat([rots.nan_to_num(), other["rots"]]), torch.cat([trans.nan_to_num(), other["trans"]]),
-        torch.cat([x["t"], other["t"]]), torch.cat([mask, torch.ones(1, n, dtype=torch.bool)]),
-        torch.cat([sc, other["self_cond_trans"]]), torch.cat([res_idx, other["res_idx"]]),
+        torch.cat([rots.nan_to_num(), other["rots"]]),
+        torch.cat([trans.nan_to_num(), other["trans"]]),
+        torch.cat([x["t"], other["t"]]),
+        torch.cat([mask, torch.ones(1, n, dtype=torch.bool)]),
+        torch.cat([sc, other["self_cond_trans"]]),
+        torch.cat([res_idx, other["res_idx"]]),
     )
     torch.testing.assert_close(batched.pred_trans[0, real_pos], ref.pred_trans[0], atol=1e-9, rtol=0)
 

@@ -109,7 +109,6 @@ class BackboneFlowModule(FlowTrainingModule):
         plot_val_curves(Path(log_dir) / "metrics.csv", Path(log_dir) / "val_curves.png")
 
 
-
 class _ValidationTrigger(torch.utils.data.Dataset):
     """One dummy item per validation run: validation samples from noise, it needs no data."""
 

@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor
+
 from proteinflow.atomic import atomic_path, atomic_write_text
 
 
@@ -38,8 +40,7 @@ def sample_toy(
     import torch
     from rich.console import Console
 
-    from proteinflow.flow.metrics import wasserstein2
-    from proteinflow.train.data.toy import TwoModeMixture1D, make_distribution, make_source
+    from proteinflow.train.data.toy import make_distribution, make_source
     from proteinflow.train.toy_module import generate, load_checkpoint
 
     console = Console(stderr=True)
@@ -84,19 +85,38 @@ def sample_toy(
     with atomic_path(out / "samples.npy") as tmp, open(tmp, "wb") as handle:
         np.save(handle, samples.numpy())
 
-    metrics: dict[str, float | int | str] = {"solver": solver, "nfe": result.nfe, "num": num}
-    if steps is not None:
-        metrics["steps"] = steps
     reference = target.sample(num, torch.Generator().manual_seed(seed + 10_000)).x
-    if isinstance(target, TwoModeMixture1D):
-        metrics["w1_exact"] = target.w1_to_samples(samples)
-    if vector and cond is None:
-        metrics["w2"] = wasserstein2(samples, reference)
+    metrics = _metrics(target, samples, reference, solver, result.nfe, steps, conditional=cond is not None)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 
     if plots:
         with console.status("plotting"):
             _write_plots(out, cfg.name, network, target, x0, samples, reference, cond, result, metrics)
+    return metrics
+
+
+def _metrics(
+    target: Any,
+    samples: Tensor,
+    reference: Tensor,
+    solver: str,
+    nfe: int,
+    steps: int | None,
+    *,
+    conditional: bool,
+) -> dict[str, float | int | str]:
+    """Solver, NFE, sample count; the exact W1 for the 1-D mixture; W2 to ``reference`` for unconditional
+    vector data."""
+    from proteinflow.flow.metrics import wasserstein2
+    from proteinflow.train.data.toy import TwoModeMixture1D
+
+    metrics: dict[str, float | int | str] = {"solver": solver, "nfe": nfe, "num": len(samples)}
+    if steps is not None:
+        metrics["steps"] = steps
+    if isinstance(target, TwoModeMixture1D):
+        metrics["w1_exact"] = target.w1_to_samples(samples)
+    if len(target.event_shape) == 1 and not conditional:
+        metrics["w2"] = wasserstein2(samples, reference)
     return metrics
 
 
