@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -265,4 +266,11 @@ def test_toy_training_takes_every_training_option(tmp_path: Path) -> None:
     assert not (out / "logs").exists()
     assert cli.main([*base, "--max-steps", "10", "--resume", "--strategy", "auto"]) == 0
     assert torch.load(out / "last.ckpt", weights_only=True)["global_step"] == 10
+    # a copy of a run resumes into its own last.ckpt (Lightning would version it as last-v1.ckpt)
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    cfg2 = _write_config(tmp_path, {**TOY, "train": {**TOY["train"], "checkpoint_every": 2}})
+    argv = ["train", "--config", str(cfg2), "--out", str(copy), "--no-progress", "--logger", "none"]
+    assert cli.main([*argv, "--max-steps", "14", "--resume"]) == 0
+    assert sorted(p.name for p in copy.glob("*.ckpt")) == ["last.ckpt"]
     assert cli.main([*base, "--data", str(tmp_path)]) == 2  # a toy config generates its data

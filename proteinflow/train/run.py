@@ -112,6 +112,7 @@ def _trainer(cfg: Any, out: Path, options: TrainOptions) -> Any:
         filename="step{step}",
         save_top_k=0,
         save_last=True,
+        enable_version_counter=False,  # always last.ckpt (a resumed copy of a run would write last-v1.ckpt)
         every_n_train_steps=t.checkpoint_every if t.checkpoint_every > 0 else None,
     )
     val_every = getattr(t, "val_every", 0)  # backbone configs sample while training; toys do not
