@@ -110,7 +110,7 @@ class IPAConfig:
         values: dict[str, object] = dict(
             c_s=32, c_z=16, c_hidden=8, num_heads=2, num_qk_points=3, num_v_points=4, c_pair_value=4,
             num_blocks=2, c_time=16, c_pos=16, relpos_k=8, edge_feat_dim=8, num_dist_bins=8,
-            edge_transition_hidden=48, seq_tfmr_heads=2,
+            edge_transition_hidden=48, seq_tfmr_layers=0, seq_tfmr_heads=2,
         )  # fmt: skip
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
