@@ -203,6 +203,8 @@ def test_train_resume_and_sample_end_to_end(tmp_path: Path, prepared: Path) -> N
         DEFAULT_STEPS,
         DEFAULT_STEPS + 1,
     )
+    # a length the model cannot make is one line naming the flag, not a traceback
+    assert cli.main(["sample", "--ckpt", str(last), "--lengths", "1", "--out", str(tmp_path / "e")]) == 2
 
 
 def test_ddp_ranks_and_resumed_runs_draw_different_noise(prepared: Path) -> None:

@@ -111,21 +111,24 @@ def _sample_backbones(
         return error("--lengths is required for a protein-backbone checkpoint (e.g. --lengths 60 100)")
     if args.guidance is not None or args.cls is not None:
         return error("--guidance/--class apply only to toy and image checkpoints")
-    records = sample_backbones(
-        args.ckpt,
-        args.out,
-        lengths=args.lengths,
-        num=args.num or DEFAULT_NUM_BACKBONES,
-        solver=args.solver,
-        steps=steps,
-        rtol=rtol,
-        atol=atol,
-        seed=args.seed,
-        trajectory=args.trajectory,
-        batch_size=args.batch_size,
-        device=args.device,
-        rot_sampling_rate=args.rot_sampling_rate,
-    )
+    try:
+        records = sample_backbones(
+            args.ckpt,
+            args.out,
+            lengths=args.lengths,
+            num=args.num or DEFAULT_NUM_BACKBONES,
+            solver=args.solver,
+            steps=steps,
+            rtol=rtol,
+            atol=atol,
+            seed=args.seed,
+            trajectory=args.trajectory,
+            batch_size=args.batch_size,
+            device=args.device,
+            rot_sampling_rate=args.rot_sampling_rate,
+        )
+    except ValueError as err:  # e.g. a length the model cannot make, or --rot-sampling-rate on a baseline
+        return error(str(err))
     print(f"wrote {len(records)} backbones to {args.out} (samples.csv lists NFE and seconds)")
     return 0
 
