@@ -16,8 +16,8 @@ self-conditioning choice made explicit:
   field is a function of ``(t, x)`` alone, so every solver (RK stages, rejected adaptive steps) integrates
   one well-defined ODE;
 * ``"previous_call"``: ``x1_hat = predict(x, t, sc(previous x1_hat))`` (one pass per NFE): the field depends
-  on the call history (RK stages, rejected steps), i.e. it is not one ODE. Kept for the Euclidean baselines,
-  which have always been sampled this way.
+  on the call history (RK stages, rejected steps), i.e. it is not one ODE. No shipped model uses it (the
+  frame flow and the Euclidean baselines use ``"same_call"``); it stays to compare against (FrameFlow's way).
 """
 
 from __future__ import annotations
