@@ -234,6 +234,12 @@ def test_bad_checkpoints_get_one_line_naming_the_file(
         err = _one_line_error(capsys)
         assert f"--ckpt: {bad} is not a readable proteinflow checkpoint" in err
     assert not (tmp_path / "s").exists()
+    blob = torch.load(toy_ckpt, weights_only=True)
+    blob["hyper_parameters"]["config"]["model"]["hidden"] = 7  # weights no longer fit the stored config
+    mismatched = tmp_path / "mismatched.ckpt"
+    torch.save(blob, mismatched)
+    assert cli.main(["sample", "--ckpt", str(mismatched), "--out", str(tmp_path / "s")]) == 2
+    assert f"{mismatched}: checkpoint weights do not match the config" in _one_line_error(capsys)
 
 
 def test_out_that_is_a_file_gets_one_line(

@@ -20,7 +20,13 @@ import torch
 
 from proteinflow.atomic import atomic_write_text
 from proteinflow.models.registry import build_backbone_flow
-from proteinflow.train.checkpoints import CheckpointError, checkpoint_kind, read_checkpoint, stored_config
+from proteinflow.train.checkpoints import (
+    CheckpointError,
+    checkpoint_kind,
+    load_sampling_weights,
+    read_checkpoint,
+    stored_config,
+)
 
 
 def load_backbone_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
@@ -38,15 +44,7 @@ def load_backbone_checkpoint(path: str | Path, device: str | torch.device = "cpu
         raise CheckpointError(f"{path} is a toy or image checkpoint, not a protein-backbone model")
     cfg = backbone_config_from_dict(stored_config(ckpt), f"{path} (stored config)")
     flow = build_backbone_flow(cfg.model_kind, cfg.model, cfg.flow)
-    state = ckpt["state_dict"]
-    prefix = "ema.module." if any(k.startswith("ema.module.") for k in state) else "flow."
-    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    missing, unexpected = flow.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: checkpoint weights do not match the config (missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]})"
-        )
+    load_sampling_weights(flow, ckpt, "flow", path)
     return flow.to(device).eval(), cfg
 
 

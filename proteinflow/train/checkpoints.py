@@ -54,3 +54,29 @@ def checkpoint_kind(blob: dict[str, Any]) -> str:
     """``"frames"`` for protein-backbone checkpoints, ``"toy"`` for toy and image flows."""
     config = stored_config(blob) or {}
     return "frames" if config.get("kind") == "frames" else "toy"
+
+
+def load_sampling_weights(
+    model: torch.nn.Module, blob: dict[str, Any], trained: str, path: str | Path
+) -> None:
+    """Load into ``model`` the weights sampling uses: the EMA copy (``ema.module.*``) if the checkpoint kept
+    one, else the trained model's (``<trained>.*``, the module attribute that was optimised).
+
+    Raises :class:`CheckpointError` naming ``path`` when the weights do not fit ``model``.
+    """
+    state = blob["state_dict"]
+    prefix = "ema.module." if any(k.startswith("ema.module.") for k in state) else f"{trained}."
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # tensors of the wrong shape: torch lists them one per line
+        lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()] or [str(err)]
+        more = f"; and {len(lines) - 1} more" if len(lines) > 1 else ""
+        raise CheckpointError(
+            f"{path}: checkpoint weights do not match the config ({lines[0]}{more})"
+        ) from err
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: checkpoint weights do not match the config (missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]})"
+        )

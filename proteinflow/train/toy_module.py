@@ -35,7 +35,13 @@ from proteinflow.flow.time_samplers import LogitNormalTimeSampler, TimeSampler, 
 from proteinflow.models.mlp import TimeMLP
 from proteinflow.models.unet import SmallUNet
 from proteinflow.train.base_module import FlowTrainingModule
-from proteinflow.train.checkpoints import CheckpointError, checkpoint_kind, read_checkpoint, stored_config
+from proteinflow.train.checkpoints import (
+    CheckpointError,
+    checkpoint_kind,
+    load_sampling_weights,
+    read_checkpoint,
+    stored_config,
+)
 from proteinflow.train.toy_config import ToyExperimentConfig, toy_config_from_dict
 
 
@@ -178,13 +184,7 @@ def load_checkpoint(path: str | Path) -> tuple[ToyExperimentConfig, nn.Module]:
     cfg = toy_config_from_dict(stored_config(blob), f"{path} (stored config)")
     target = make_distribution(cfg.data.target)
     network = build_network(cfg, target.event_shape, target.num_classes)
-    state = blob["state_dict"]
-    prefix = "ema.module." if any(k.startswith("ema.module.") for k in state) else "network."
-    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    try:
-        network.load_state_dict(weights)
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: the weights do not match the stored config ({err})") from err
+    load_sampling_weights(network, blob, "network", path)
     network.eval()
     return cfg, network
 
