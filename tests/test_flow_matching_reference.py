@@ -143,14 +143,16 @@ def test_fixed_step_solvers_equal(method, backwards):
 
 
 @pytest.mark.parametrize("backwards", [False, True], ids=["forward", "backward"])
-def test_dopri5_equal(backwards):
+def test_dopri5_agrees(backwards):
     t0, t1 = (1.0, 0.0) if backwards else (0.0, 1.0)
     grid = torch.tensor([t0, t1], dtype=F64)
     ours = solve_ode(_field, _x_init(), t_start=t0, t_end=t1, method="dopri5", rtol=1e-7, atol=1e-9)
     theirs = fm_solver.ODESolver(velocity_model=_Model()).sample(
         x_init=_x_init(), step_size=None, method="dopri5", rtol=1e-7, atol=1e-9, time_grid=grid
     )
-    torch.testing.assert_close(ours.final, theirs, rtol=1e-12, atol=1e-12)
+    # ours controls each sample's step on its own, torchdiffeq (under flow_matching) pools the batch: the
+    # steps differ, the solutions agree to the tolerance
+    torch.testing.assert_close(ours.final, theirs, rtol=1e-5, atol=1e-6)
     # and both are the true solution to the tolerance (a fine fixed-step reference)
     fine = solve_ode(_field, _x_init(), t_start=t0, t_end=t1, method="rk4", steps=400)
     torch.testing.assert_close(ours.final, fine.final, rtol=1e-5, atol=1e-6)

@@ -1,5 +1,6 @@
 """The general flow matching core: schedulers, paths, time samplers, losses, couplings, solvers, guidance,
-likelihoods, and the distances between sample sets (:mod:`proteinflow.flow.metrics`). Written against
+likelihoods (solvers: :mod:`~proteinflow.flow.solvers` for velocity fields,
+:mod:`~proteinflow.flow.solver_data` for data-predicting models), and the distances between sample sets (:mod:`proteinflow.flow.metrics`). Written against
 :class:`~proteinflow.geometry.manifolds.FlowManifold`; Euclidean flows use the flat manifold (or
 ``manifold=None``). Convention: ``t = 0`` noise, ``t = 1`` data."""
 
@@ -30,7 +31,9 @@ from proteinflow.flow.schedulers import (
     SchedulerOutput,
     VPScheduler,
 )
-from proteinflow.flow.solvers import METHODS, SolveResult, VectorField, solve_ode
+from proteinflow.flow.solver_data import DATA_METHODS, Denoiser, data_method_nfe, solve_data_prediction
+from proteinflow.flow.solvers import METHODS, TIME_VARIABLES, SolveResult, VectorField, solve_ode
+from proteinflow.flow.time_grids import GRIDS, time_grid
 from proteinflow.flow.time_samplers import (
     ClippedTimeSampler,
     LogitNormalTimeSampler,
@@ -48,6 +51,9 @@ __all__ = [
     "ConvexScheduler",
     "CosineScheduler",
     "CouplingResult",
+    "DATA_METHODS",
+    "Denoiser",
+    "GRIDS",
     "ExpRateScheduler",
     "GeodesicPath",
     "IndependentCoupling",
@@ -62,12 +68,14 @@ __all__ = [
     "SchedulerOutput",
     "ShiftedTimeSampler",
     "SolveResult",
+    "TIME_VARIABLES",
     "TimeSampler",
     "UniformTimeSampler",
     "VPScheduler",
     "velocity_matching_weight",
     "VectorField",
     "cfm_loss",
+    "data_method_nfe",
     "circular_wasserstein1",
     "divergence_exact",
     "divergence_hutchinson",
@@ -76,7 +84,9 @@ __all__ = [
     "masked_mean",
     "pairwise_sq_dist",
     "shift_time",
+    "solve_data_prediction",
     "solve_ode",
+    "time_grid",
     "wasserstein1",
     "wasserstein2",
 ]

@@ -1,24 +1,29 @@
-"""Adaptive Dormand-Prince 5(4) (``method="dopri5"`` of :func:`proteinflow.flow.solvers.solve_ode`).
+"""Adaptive Dormand-Prince 5(4) with per-sample step control (``method="dopri5"`` of
+:func:`proteinflow.flow.solvers.solve_ode`).
 
-On Euclidean states :func:`dopri5_euclidean` calls ``torchdiffeq.odeint``; on any other manifold
-:func:`dopri5_manifold` runs our RKMK Dormand-Prince (stages from
-:func:`~proteinflow.flow.solver_rkmk.rkmk_stages`) with the embedded 4th-order error estimate. Points never
-leave the manifold (every stage point is an ``expmap``). Requested output times are hit exactly: Euclidean
-dopri5 passes them to ``odeint`` as its output grid, manifold dopri5 shortens the step that would cross a
-requested time so that it ends on it.
+One RKMK Dormand-Prince (stages from :func:`~proteinflow.flow.solver_rkmk.rkmk_stages`) serves every
+geometry: on Euclidean states it is the classic method (``expmap(x, u) = x + u``; checked against
+``torchdiffeq.odeint`` in the tests), on a manifold every stage point is an ``expmap`` so points never
+leave it.
+
+Per-sample control. Every sample ``b`` of the batch has its own time ``t_b``, step ``h_b`` and error
+ratio (the RMS of ``err / scale`` over *its* entries, :func:`error_ratio`), and is accepted or rejected
+on its own: one hard sample never shrinks the steps of an easy one, and each sample takes exactly the
+steps it would take alone. The field is called on the whole batch with per-sample times ``t_b + c_i
+h_b`` (a field must accept a ``[B]`` time that varies along the batch); a sample that has finished rides
+along with ``h_b = 0`` and stops counting NFE. Requested output times are hit exactly: each sample
+shortens the step that would cross its next requested time so that it ends on it.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-from proteinflow.flow.solver_rkmk import TIME_TOL, CountingField, Geometry, rkmk_stages
-from proteinflow.geometry.tree import State, tree_first, tree_leaves, tree_lincomb
+from proteinflow.flow.solver_rkmk import TIME_TOL, CountingField, Geometry, batch_scale, rkmk_stages
+from proteinflow.geometry.tree import State, tree_first, tree_leaves, tree_lincomb, tree_map
 
-__all__ = ["dopri5_euclidean", "dopri5_manifold", "error_ratio"]
+__all__ = ["dopri5", "error_ratio"]
 
 #: Dormand-Prince 5(4) tableau: nodes, stage matrix, 5th- and embedded 4th-order weights.
 _DP_C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
@@ -33,52 +38,17 @@ _DP_A = (
 )
 _DP_B5 = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
 _DP_B4 = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
+_DP_E = tuple(b5 - b4 for b5, b4 in zip(_DP_B5, _DP_B4, strict=True))
 
 
-def dopri5_euclidean(
-    f: CountingField,
-    x: State,
-    t_start: float,
-    t_end: float,
-    rtol: float,
-    atol: float,
-    req: list[float] | None,
-) -> tuple[State, list[State], list[float]]:
-    from torchdiffeq import odeint
-
-    out_times = req if req is not None else [t_start, t_end]
-    tol = TIME_TOL * abs(t_end - t_start)
-    grid = [t_start] + [v for v in out_times if abs(v - t_start) > tol and abs(v - t_end) > tol] + [t_end]
-    first = tree_first(x)
-    t_grid = torch.tensor(
-        grid, dtype=torch.float64 if first.dtype == torch.float64 else first.dtype, device=first.device
-    )
-    if isinstance(x, Tensor):
-        sol = odeint(lambda t, y: f(t, y), x, t_grid, rtol=rtol, atol=atol, method="dopri5")
-        states = [sol[i] for i in range(len(grid))]
-    else:
-        keys = list(x.keys())
-
-        def func(t: Tensor, y: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-            out = f(t, dict(zip(keys, y, strict=True)))
-            return tuple(out[k] for k in keys)
-
-        sol = odeint(func, tuple(x[k] for k in keys), t_grid, rtol=rtol, atol=atol, method="dopri5")
-        states = [{k: sol[j][i] for j, k in enumerate(keys)} for i in range(len(grid))]
-    recorded = []
-    for v in out_times:
-        j = min(range(len(grid)), key=lambda i, v=v: abs(grid[i] - v))
-        recorded.append(states[j])
-    return states[-1], recorded, out_times
-
-
-def error_ratio(err: State, x_old: State, x_new: State, u: State, rtol: float, atol: float) -> float:
-    """RMS over all entries of ``err / scale``.
+def error_ratio(err: State, x_old: State, x_new: State, u: State, rtol: float, atol: float) -> Tensor:
+    """Per-sample RMS of ``err / scale`` over each sample's entries: ``[B]`` (float64).
 
     ``scale = atol + rtol * max(|x_old|, |x_new|)`` for leaves whose tangent has the point's shape (ambient
     coordinates), else ``atol + rtol * |u|`` (``u`` = the step's chart increment).
     """
-    total, count = 0.0, 0
+    total: Tensor | None = None
+    count = 0
     for e, a, b, du in zip(
         tree_leaves(err), tree_leaves(x_old), tree_leaves(x_new), tree_leaves(u), strict=True
     ):
@@ -86,12 +56,19 @@ def error_ratio(err: State, x_old: State, x_new: State, u: State, rtol: float, a
             scale = atol + rtol * torch.maximum(a.abs(), b.abs())
         else:
             scale = atol + rtol * du.abs()
-        total += float(((e / scale) ** 2).sum())
-        count += e.numel()
-    return math.sqrt(total / max(count, 1))
+        sq = ((e / scale).to(torch.float64) ** 2).reshape(e.shape[0], -1)
+        total = sq.sum(1) if total is None else total + sq.sum(1)
+        count += sq.shape[1]
+    assert total is not None
+    return (total / max(count, 1)).sqrt()
 
 
-def dopri5_manifold(
+def _where(mask: Tensor, a: State, b: State) -> State:
+    """Per-sample choice: ``a`` where ``mask`` ``[B]`` is true, else ``b``."""
+    return tree_map(lambda x, y: torch.where(mask.reshape(-1, *([1] * (x.dim() - 1))), x, y), a, b)
+
+
+def dopri5(
     f: CountingField,
     geom: Geometry,
     x: State,
@@ -101,13 +78,17 @@ def dopri5_manifold(
     atol: float,
     req: list[float] | None,
     max_steps: int = 100_000,
-) -> tuple[State, list[State], list[float]]:
-    """RKMK Dormand-Prince 5(4) with error control.
+) -> tuple[State, list[State], list[float], Tensor]:
+    """RKMK Dormand-Prince 5(4) with per-sample error and step control (see the module docstring).
 
-    Error estimate ``e = h sum_i (b5_i - b4_i) k_i`` in the chart at ``x_n``; ratio = RMS of ``e / scale``
-    (:func:`error_ratio`); accept if ``ratio <= 1``; next step ``h * clamp(0.9 ratio^(-1/5), 0.2, 10)``.
-    First step ``|t_end - t_start| / 100``. FSAL: the raw field value at the accepted point is the next first
-    stage (at ``u = 0`` the chart derivative is the identity), so an accepted step costs 6 NFE.
+    Error estimate ``e_b = h_b sum_i (b5_i - b4_i) k_i`` in the chart at ``x_b``; ``ratio_b`` from
+    :func:`error_ratio`; accept if ``ratio_b <= 1``; next step ``h_b * clamp(0.9 ratio_b^(-1/5), 0.2, 10)``
+    (a rejected step only shrinks). First step ``|t_end - t_start| / 100``. FSAL: the raw field value at
+    an accepted point is that sample's next first stage (at ``u = 0`` the chart derivative is the
+    identity), so an accepted step costs 6 NFE.
+
+    Returns:
+        ``(final, recorded states at out_times, out_times, nfe_per_sample [B] int64)``.
     """
     out_times = req if req is not None else [t_start, t_end]
     span = t_end - t_start
@@ -116,41 +97,54 @@ def dopri5_manifold(
     stops = [v for v in out_times if direction * (v - t_start) > tol]
     if not stops or abs(stops[-1] - t_end) > tol:
         stops.append(t_end)
-    recorded: list[State | None] = [None] * len(out_times)
-    for n, v in enumerate(out_times):
-        if abs(v - t_start) <= tol:
-            recorded[n] = x
-    t = t_start
-    h_abs = abs(span) / 100.0
+    first = tree_first(x)
+    batch, device = first.shape[0], first.device
+    f64 = {"dtype": torch.float64, "device": device}
+    recorded: list[State] = [x for _ in out_times]
+    stop_of_time = [next((j for j, s in enumerate(stops) if abs(s - v) <= tol), None) for v in out_times]
+    stop_t = torch.tensor(stops, **f64)
+    t = torch.full((batch,), t_start, **f64)
+    h_abs = torch.full((batch,), abs(span) / 100.0, **f64)
+    stop_idx = torch.zeros(batch, dtype=torch.long, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    nfe = torch.ones(batch, dtype=torch.long, device=device)
+    n_steps = torch.zeros(batch, dtype=torch.long, device=device)
     k_first = f(t, x)
-    n_steps = 0
-    for stop in stops:
-        while direction * (stop - t) > tol:
-            n_steps += 1
-            if n_steps > max_steps:
-                raise RuntimeError(
-                    f"dopri5: more than {max_steps} steps (rtol={rtol}, atol={atol}); stiff field?"
-                )
-            clipped = h_abs >= abs(stop - t)
-            h = direction * (abs(stop - t) if clipped else h_abs)
-            ks, ws, ys = rkmk_stages(f, geom, t, x, h, _DP_C, _DP_A, k_first=k_first)
-            x_new = ys[-1]  # row 7 of A is b5: y_7 = expmap(x, h sum b5 k) = x_{n+1}
-            u = tree_lincomb([h * bi for bi in _DP_B5], ks)
-            err = tree_lincomb([h * (b5 - b4) for b5, b4 in zip(_DP_B5, _DP_B4, strict=True)], ks)
-            ratio = error_ratio(err, x, x_new, u, rtol, atol)
-            if not math.isfinite(ratio):
-                raise FloatingPointError(f"dopri5: non-finite error estimate at t={t}")
-            factor = 10.0 if ratio == 0.0 else min(10.0, max(0.2, 0.9 * ratio ** (-0.2)))
-            if ratio <= 1.0:
-                t = stop if clipped else t + h
-                x = x_new
-                k_first = ws[-1]
-                h_abs = abs(h) * factor
-            else:
-                h_abs = abs(h) * min(1.0, factor)
-            if h_abs < 1e-12 * abs(span):
-                raise RuntimeError(f"dopri5: step size underflow at t={t}")
-        for n, v in enumerate(out_times):
-            if abs(v - stop) <= tol:
-                recorded[n] = x
-    return x, recorded, out_times
+    while not bool(done.all()):
+        active = ~done
+        n_steps += active.long()
+        if int(n_steps.max()) > max_steps:
+            raise RuntimeError(f"dopri5: more than {max_steps} steps (rtol={rtol}, atol={atol}); stiff field?")
+        to_stop = (stop_t[stop_idx.clamp_max(len(stops) - 1)] - t).abs()
+        clipped = h_abs >= to_stop
+        h = direction * torch.where(active, torch.minimum(h_abs, to_stop), torch.zeros_like(h_abs))
+        ks, ws, ys = rkmk_stages(f, geom, t, x, h, _DP_C, _DP_A, k_first=k_first)
+        nfe += 6 * active.long()
+        x_new = ys[-1]  # row 7 of A is b5: y_7 = expmap(x, h sum b5 k) = x_{n+1}
+        u = batch_scale(tree_lincomb(list(_DP_B5), ks), h)
+        err = batch_scale(tree_lincomb(list(_DP_E), ks), h)
+        ratio = error_ratio(err, x, x_new, u, rtol, atol)
+        if not bool(torch.isfinite(ratio[active]).all()):
+            bad = int(torch.nonzero(active & ~torch.isfinite(ratio))[0])
+            raise FloatingPointError(f"dopri5: non-finite error estimate for sample {bad} at t={float(t[bad])}")
+        factor = torch.where(
+            ratio == 0.0, torch.full_like(ratio, 10.0), (0.9 * ratio.pow(-0.2)).clamp(0.2, 10.0)
+        )
+        accept = active & (ratio <= 1.0)
+        t = torch.where(accept, torch.where(clipped, stop_t[stop_idx.clamp_max(len(stops) - 1)], t + h), t)
+        x = _where(accept, x_new, x)
+        k_first = _where(accept, ws[-1], k_first)
+        h_abs = torch.where(
+            active, h.abs() * torch.where(accept, factor, factor.clamp_max(1.0)), h_abs
+        )
+        if bool((active & (h_abs < 1e-12 * abs(span))).any()):
+            bad = int(torch.nonzero(active & (h_abs < 1e-12 * abs(span)))[0])
+            raise RuntimeError(f"dopri5: step size underflow for sample {bad} at t={float(t[bad])}")
+        arrived = accept & clipped
+        if bool(arrived.any()):
+            for n, j in enumerate(stop_of_time):
+                if j is not None:
+                    recorded[n] = _where(arrived & (stop_idx == j), x, recorded[n])
+            stop_idx = stop_idx + arrived.long()
+            done = done | (stop_idx >= len(stops))
+    return x, recorded, out_times, nfe

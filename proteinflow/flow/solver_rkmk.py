@@ -20,6 +20,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from proteinflow.flow.time_grids import time_grid
 from proteinflow.geometry.manifolds.base import FlowManifold
 from proteinflow.geometry.manifolds.euclidean import EuclideanSpace
 from proteinflow.geometry.tree import State, tree_first, tree_leaves, tree_lincomb, tree_map
@@ -29,9 +30,12 @@ __all__ = [
     "TIME_TOL",
     "CountingField",
     "Geometry",
+    "SolveResult",
     "Tableau",
     "VectorField",
+    "batch_scale",
     "fixed_grid",
+    "merge_times",
     "rkmk_stages",
     "solve_fixed",
 ]
@@ -40,6 +44,28 @@ __all__ = [
 #: float32 resolution (~6e-8 near 1): float32 ``return_times`` such as ``torch.linspace(0, 1, 21)`` must
 #: land on the grid points they approximate instead of being inserted as extra steps.
 TIME_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """Result of a solver (:func:`~proteinflow.flow.solvers.solve_ode`,
+    :func:`~proteinflow.flow.solver_data.solve_data_prediction`).
+
+    Attributes:
+        final: state at ``t_end``.
+        trajectory: states at ``times`` stacked along a new leading dim: each leaf ``[T, B, ...]``.
+        times: ``[T]`` times of the trajectory (``return_times`` if given, else ``[t_start, t_end]``).
+        nfe: number of calls of the field (or denoiser); one call evaluates the whole batch.
+        nfe_per_sample: ``[B]`` (int64) the calls each sample needed: equal to ``nfe`` for fixed grids;
+            with per-sample step control (``dopri5``) a sample that finished early stops counting (it still
+            rides along in the batched calls of the others, with a zero step).
+    """
+
+    final: State
+    trajectory: State
+    times: Tensor
+    nfe: int
+    nfe_per_sample: Tensor
 
 
 class VectorField(Protocol):
@@ -70,7 +96,9 @@ FIXED_TABLEAUS = {
 
 
 class CountingField:
-    """Wraps a vector field: builds ``t`` ``[B]``, counts calls, checks the first output's structure."""
+    """Wraps a vector field (or a denoiser ``(t, x) -> x1_hat``, whose output has the state's structure too):
+    builds ``t`` ``[B]`` from a float (or takes a per-sample ``[B]`` tensor), counts calls, checks the first
+    output's structure."""
 
     def __init__(self, field: VectorField, x_init: State, flat: bool) -> None:
         self.field = field
@@ -81,7 +109,10 @@ class CountingField:
         self.nfe = 0
 
     def __call__(self, t: float | Tensor, x: State) -> State:
-        tt = torch.as_tensor(t, dtype=self.dtype, device=self.device).reshape(()).expand(self.batch).clone()
+        if isinstance(t, Tensor) and t.dim() == 1:
+            tt = t.to(dtype=self.dtype, device=self.device)
+        else:
+            tt = torch.as_tensor(t, dtype=self.dtype, device=self.device).reshape(()).expand(self.batch).clone()
         out = self.field(tt, x)
         self.nfe += 1
         if self.nfe == 1:
@@ -117,23 +148,40 @@ class Geometry:
             return tree_map(lambda a, b: a + b, x, u)
         return self.manifold.expmap(x, u)
 
+    def logmap(self, x: State, y: State) -> State:
+        if self.flat:
+            return tree_map(lambda a, b: b - a, x, y)
+        return self.manifold.logmap(x, y)
+
     def dexpinv(self, x: State, u: State, w: State) -> State:
         if self.flat:
             return w
         return self.manifold.dexpinv(x, u, w)
 
 
+def batch_scale(u: State, scale: float | Tensor) -> State:
+    """Leaf-wise ``scale * u`` with a per-sample ``scale`` ``[B]`` broadcast over each leaf's event dims (or
+    a plain float)."""
+    if not isinstance(scale, Tensor):
+        return tree_map(lambda a: scale * a, u)
+    return tree_map(lambda a: scale.to(a.dtype).reshape(-1, *([1] * (a.dim() - 1))) * a, u)
+
+
 def rkmk_stages(
     f: CountingField,
     geom: Geometry,
-    t: float,
+    t: float | Tensor,
     x: State,
-    h: float,
+    h: float | Tensor,
     c: Sequence[float],
     a: Sequence[Sequence[float]],
     k_first: State | None = None,
 ) -> tuple[list[State], list[State], list[State]]:
-    """Stage slopes ``k_i`` (chart coordinates at ``x``), raw field values ``w_i``, stage points ``y_i``."""
+    """Stage slopes ``k_i`` (chart coordinates at ``x``), raw field values ``w_i``, stage points ``y_i``.
+
+    ``t`` and ``h`` are floats (one step for the whole batch) or per-sample ``[B]`` tensors (per-sample
+    step control).
+    """
     ks: list[State] = []
     ws: list[State] = []
     ys: list[State] = []
@@ -144,7 +192,7 @@ def rkmk_stages(
             ws.append(w)
             ys.append(x)
             continue
-        u = tree_lincomb([h * aij for aij in row], ks[: len(row)])
+        u = batch_scale(tree_lincomb(list(row), ks[: len(row)]), h)
         y = geom.expmap(x, u)
         w = f(t + ci * h, y)
         ks.append(geom.dexpinv(x, u, w))
@@ -153,12 +201,13 @@ def rkmk_stages(
     return ks, ws, ys
 
 
-def fixed_grid(t_start: float, t_end: float, steps: int, req: list[float]) -> tuple[list[float], list[int]]:
-    """Uniform grid with the requested times merged in; returns the grid and the index of each request."""
+def merge_times(grid: list[float], req: list[float]) -> tuple[list[float], list[int]]:
+    """``grid`` (monotone from ``grid[0]`` to ``grid[-1]``) with the requested times merged in (a request
+    within :data:`TIME_TOL` of a grid point replaces it); returns the grid and the index of each request."""
+    grid = list(grid)
+    t_start, t_end = grid[0], grid[-1]
     span = t_end - t_start
     tol = TIME_TOL * abs(span)
-    grid = [t_start + span * i / steps for i in range(steps + 1)]
-    grid[-1] = t_end
     for v in req:
         # position along the direction of integration
         s = (v - t_start) / span
@@ -172,6 +221,14 @@ def fixed_grid(t_start: float, t_end: float, steps: int, req: list[float]) -> tu
     return grid, index
 
 
+def fixed_grid(
+    t_start: float, t_end: float, steps: int, req: list[float], kind: str = "uniform"
+) -> tuple[list[float], list[int]]:
+    """The ``kind`` grid (:func:`~proteinflow.flow.time_grids.time_grid`) of ``steps`` steps from ``t_start``
+    to ``t_end`` with the requested times merged in (:func:`merge_times`)."""
+    return merge_times(time_grid(kind, steps, t_start, t_end), req)
+
+
 def solve_fixed(
     f: CountingField,
     geom: Geometry,
@@ -181,10 +238,11 @@ def solve_fixed(
     steps: int,
     method: str,
     req: list[float] | None,
+    grid_kind: str = "uniform",
 ) -> tuple[State, list[State], list[float]]:
     tab = FIXED_TABLEAUS[method]
     out_times = req if req is not None else [t_start, t_end]
-    grid, index = fixed_grid(t_start, t_end, steps, out_times)
+    grid, index = fixed_grid(t_start, t_end, steps, out_times, grid_kind)
     want = {i: n for n, i in enumerate(index)}
     recorded: list[State | None] = [None] * len(out_times)
     if 0 in want:
