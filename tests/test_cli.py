@@ -74,6 +74,14 @@ def test_train_then_sample_round_trip(tmp_path: Path) -> None:
     assert json.loads((dop / "metrics.json").read_text())["nfe"] >= 6
 
 
+def test_cli_solver_and_grid_names_are_the_librarys() -> None:
+    from proteinflow.cli.sample import GRIDS, SOLVERS
+    from proteinflow.flow.time_grids import GRIDS as LIBRARY_GRIDS
+    from proteinflow.models.sampling import SAMPLING_METHODS
+
+    assert set(SOLVERS) == set(SAMPLING_METHODS) and GRIDS == LIBRARY_GRIDS
+
+
 def test_digits_round_trip_with_guidance(tmp_path: Path) -> None:
     raw = {
         "data": {"target": "digits", "batch_size": 8, "conditional": True},
@@ -151,7 +159,9 @@ def toy_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--solver", "dopri5", "--steps", "5"], "--steps does not apply to --solver dopri5"),
+        (["--solver", "dopri5", "--steps", "5"], "--steps/--grid do not apply to --solver dopri5"),
+        (["--solver", "dopri5", "--grid", "log"], "--steps/--grid do not apply to --solver dopri5"),
+        (["--solver", "exp_2m", "--rtol", "1e-3"], "apply only to --solver dopri5"),
         (["--solver", "euler", "--rtol", "1e-3"], "apply only to --solver dopri5"),
         (["--solver", "rk4", "--steps", "2", "--atol", "1e-3"], "apply only to --solver dopri5"),
         (["--solver", "euler", "--steps", "2", "--guidance", "2"], "need a class-conditional checkpoint"),
@@ -214,6 +224,18 @@ def test_sample_runs_on_documented_defaults(toy_ckpt: Path, tmp_path: Path) -> N
         == 0
     )
     assert json.loads((dop / "metrics.json").read_text())["nfe"] >= 6
+    few = tmp_path / "f"
+    args = ["--solver", "exp_2m", "--steps", "4", "--grid", "log", "--num", "20", "--no-plots"]
+    assert cli.main(["sample", "--ckpt", str(toy_ckpt), "--out", str(few), *args]) == 0
+    assert json.loads((few / "metrics.json").read_text())["nfe"] == 4
+
+
+def test_cli_solver_and_grid_names_are_the_librarys() -> None:
+    from proteinflow.cli.sample import GRIDS, SOLVERS
+    from proteinflow.flow.time_grids import GRIDS as LIBRARY_GRIDS
+    from proteinflow.models.sampling import SAMPLING_METHODS
+
+    assert set(SOLVERS) == set(SAMPLING_METHODS) and GRIDS == LIBRARY_GRIDS
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:

@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "proteinflow"
 #: Layer of each subpackage (top-level helper modules such as ``atomic`` sit below everything).
 LAYERS: dict[str, int] = {
     "atomic": 0,
+    "timing": 0,
     "geometry": 1,
     "flow": 2,
     "models": 3,

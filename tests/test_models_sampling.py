@@ -17,7 +17,7 @@ from proteinflow.models.euclidean_flow import EuclideanBackboneFlow, EuclideanFl
 from proteinflow.models.frame_flow import FrameFlow, FrameFlowConfig
 from proteinflow.models.ipa import IPAConfig
 from proteinflow.models.registry import MODEL_KINDS, build_backbone_flow
-from proteinflow.models.sampling import sample_to_data, solver_times, x1_prediction_field
+from proteinflow.models.sampling import SAMPLING_METHODS, sample_to_data, solver_times, x1_predictor
 
 
 # -- solver_times -------------------------------------------------------------------------------------------
@@ -28,7 +28,7 @@ def test_solver_times_default_trailing_one_and_gap() -> None:
         solver_times(0.1, [0.0, 0.95])
 
 
-# -- x1_prediction_field ------------------------------------------------------------------------------------
+# -- x1_predictor ------------------------------------------------------------------------------------------
 def _counting_predict(calls: list):
     def predict(x: torch.Tensor, t: torch.Tensor, sc: torch.Tensor | None) -> torch.Tensor:
         calls.append(sc)
@@ -37,49 +37,53 @@ def _counting_predict(calls: list):
     return predict
 
 
-def _velocity(x: torch.Tensor, x1_hat: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    return x1_hat - x
-
-
-def test_field_self_conditioning_modes() -> None:
+def test_denoiser_self_conditioning_modes() -> None:
     x_a, x_b, t = torch.ones(2, 3), 3.0 * torch.ones(2, 3), torch.zeros(2)
 
     calls: list = []
-    off = x1_prediction_field(_counting_predict(calls), _velocity, self_condition="off")
+    off = x1_predictor(_counting_predict(calls), self_condition="off")
     off(t, x_a)
     assert calls == [None]
 
     calls = []
-    same = x1_prediction_field(_counting_predict(calls), _velocity, self_condition="same_call")
+    same = x1_predictor(_counting_predict(calls), self_condition="same_call")
     first = same(t, x_a)
     same(t, x_b)
     assert torch.equal(same(t, x_a), first)  # a function of (t, x): no history
     assert len(calls) == 6 and calls[0] is None and calls[1] is not None  # two passes per evaluation
 
     calls = []
-    prev = x1_prediction_field(_counting_predict(calls), _velocity, self_condition="previous_call")
+    prev = x1_predictor(_counting_predict(calls), self_condition="previous_call")
     first = prev(t, x_a)
     prev(t, x_b)
     assert not torch.equal(prev(t, x_a), first)  # depends on the previous evaluation
     assert len(calls) == 3 and calls[0] is None
 
     with pytest.raises(ValueError, match="self_condition"):
-        x1_prediction_field(_counting_predict([]), _velocity, self_condition="sometimes")
+        x1_predictor(_counting_predict([]), self_condition="sometimes")
 
 
 # -- sample_to_data -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("method,steps", [("euler", 4), ("rk4", 3), ("dopri5", None)])
+def _euclid_velocity(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return (y - x) / (1.0 - t).reshape(-1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "method,steps",
+    [("euler", 4), ("rk4", 3), ("dopri5", None), ("exp_euler", 4), ("exp_midpoint", 3), ("exp_2m", 4)],
+)
 def test_sample_to_data_reaches_an_exact_prediction_euclidean(method: str, steps: int | None) -> None:
     """With x1_hat = c exactly, v = (c - x) / (1 - t) keeps c - x proportional to 1 - t, and the final
-    Euler step of size final_gap lands on c."""
+    prediction (velocity solvers) or the last step to kappa = 1 (data-prediction integrators) lands on c."""
     gen = torch.Generator().manual_seed(0)
     c = torch.randn(3, 5, 3, generator=gen, dtype=torch.float64)
     x0 = torch.randn(3, 5, 3, generator=gen, dtype=torch.float64)
-    field = x1_prediction_field(lambda x, t, sc: c, lambda x, y, t: (y - x) / (1.0 - t).reshape(-1, 1, 1))
     tol = {"rtol": 1e-6, "atol": 1e-8} if steps is None else {}
     out = sample_to_data(
-        field,
+        lambda t, x: c,
+        _euclid_velocity,
         x0,
+        schedule=CondOTScheduler(),
         final_gap=1e-2,
         method=method,
         steps=steps,
@@ -91,11 +95,24 @@ def test_sample_to_data_reaches_an_exact_prediction_euclidean(method: str, steps
     assert out.times.tolist() == pytest.approx([0.0, 0.5, 0.99, 1.0])
     assert out.trajectory.shape == (4, 3, 5, 3)
     assert torch.equal(out.trajectory[0], x0) and torch.equal(out.trajectory[-1], out.final)
-    if steps is not None:  # on the solver's own grid: its steps, then the final Euler step
-        per_step = {"euler": 1, "rk4": 4}[method]
-        plain = sample_to_data(field, x0, final_gap=1e-2, method=method, steps=steps)
-        assert plain.nfe == steps * per_step + 1
+    if steps is not None:  # on the solver's own grid: its steps (then the final prediction)
+        nfe = {"euler": steps + 1, "rk4": 4 * steps + 1, "exp_euler": steps, "exp_midpoint": 2 * steps}
+        plain = sample_to_data(
+            lambda t, x: c, _euclid_velocity, x0, schedule=CondOTScheduler(), final_gap=1e-2, method=method,
+            steps=steps,
+        )
+        assert plain.nfe == nfe.get(method, steps)
+        assert plain.nfe_per_sample.tolist() == [plain.nfe] * 3
         assert torch.allclose(plain.final, c, atol=1e-6)
+
+
+def test_sample_to_data_errors() -> None:
+    x0 = torch.zeros(2, 3, 3)
+    with pytest.raises(ValueError, match="unknown solver 'ddim'"):
+        sample_to_data(lambda t, x: x, _euclid_velocity, x0, schedule=None, final_gap=0.01, method="ddim")
+    with pytest.raises(ValueError, match="exp_2m needs the flow's sampling schedule"):
+        sample_to_data(lambda t, x: x, _euclid_velocity, x0, schedule=None, final_gap=0.01, method="exp_2m")
+    assert SAMPLING_METHODS[:4] == ("euler", "midpoint", "rk4", "dopri5")
 
 
 def test_sample_to_data_on_so3_follows_the_geodesic_to_the_prediction() -> None:
@@ -104,8 +121,10 @@ def test_sample_to_data_on_so3_follows_the_geodesic_to_the_prediction() -> None:
     r0 = so3.random_uniform((2, 4), generator=gen, dtype=torch.float64)
     manifold = SO3()
     path = GeodesicPath(manifold, CondOTScheduler())
-    field = x1_prediction_field(lambda x, t, sc: r1, lambda x, y, t: path.x1_to_velocity(y, x, t))
-    out = sample_to_data(field, r0, final_gap=1e-3, method="rk4", steps=5, manifold=manifold)
+    out = sample_to_data(
+        lambda t, x: r1, lambda x, y, t: path.x1_to_velocity(y, x, t), r0, schedule=CondOTScheduler(),
+        final_gap=1e-3, method="rk4", steps=5, manifold=manifold,
+    )
     assert torch.allclose(out.final, r1, atol=1e-8)
     assert out.nfe == 5 * 4 + 1
 

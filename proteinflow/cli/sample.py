@@ -19,8 +19,13 @@ from proteinflow.cli.common import (
     positive_int,
 )
 
-FIXED_STEP_SOLVERS = ("euler", "midpoint", "rk4")
+#: Fixed-step solvers: the velocity solvers, then the data-prediction integrators (the library's
+#: ``proteinflow.models.sampling.SAMPLING_METHODS``, spelled out so that ``--help`` needs no torch).
+FIXED_STEP_SOLVERS = ("euler", "midpoint", "rk4", "exp_euler", "exp_midpoint", "exp_2m")
 SOLVERS = (*FIXED_STEP_SOLVERS, "dopri5")
+#: Fixed-step time grids (``proteinflow.flow.time_grids.GRIDS``).
+GRIDS = ("uniform", "lambda", "log")
+DEFAULT_GRID = "uniform"
 #: The default sampler: Euler with 100 steps (the recipe's measured setting, issue 10).
 DEFAULT_SOLVER = "euler"
 DEFAULT_STEPS = 100
@@ -42,7 +47,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"backbones, {DEFAULT_NUM_TOY} for toy and image flows",
     )
     parser.add_argument(
-        "--solver", choices=SOLVERS, default=DEFAULT_SOLVER, help=f"ODE solver (default {DEFAULT_SOLVER})"
+        "--solver",
+        choices=SOLVERS,
+        default=DEFAULT_SOLVER,
+        help=f"ODE solver (default {DEFAULT_SOLVER}): velocity solvers euler, midpoint, rk4, dopri5 "
+        "(adaptive, integrates in lambda = -log(1 - t)); data-prediction integrators exp_euler, "
+        "exp_midpoint, exp_2m (few-step samplers of flows whose model predicts clean data)",
+    )
+    parser.add_argument(
+        "--grid",
+        choices=GRIDS,
+        default=None,
+        help=f"time grid of a fixed-step solver (default {DEFAULT_GRID}): uniform in t, uniform in "
+        "lambda = -log(1 - t), or Proteina's log grid (more steps near data)",
     )
     parser.add_argument(
         "--steps",
@@ -89,21 +106,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     toys.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
 
-def solver_settings(args: argparse.Namespace) -> tuple[int | None, float | None, float | None] | str:
-    """``(steps, rtol, atol)`` with the defaults filled in, or the problem with the flags given."""
+def solver_settings(args: argparse.Namespace) -> tuple[int | None, float | None, float | None, str] | str:
+    """``(steps, rtol, atol, grid)`` with the defaults filled in, or the problem with the flags given."""
     if args.solver in FIXED_STEP_SOLVERS:
         if args.rtol is not None or args.atol is not None:
             return f"--rtol/--atol apply only to --solver dopri5, not {args.solver}"
-        return (args.steps if args.steps is not None else DEFAULT_STEPS), None, None
-    if args.steps is not None:
-        return "--steps does not apply to --solver dopri5; give --rtol and --atol (or neither)"
+        steps = args.steps if args.steps is not None else DEFAULT_STEPS
+        return steps, None, None, args.grid or DEFAULT_GRID
+    if args.steps is not None or args.grid is not None:
+        return "--steps/--grid do not apply to --solver dopri5; give --rtol and --atol (or neither)"
     rtol = args.rtol if args.rtol is not None else DEFAULT_TOL
     atol = args.atol if args.atol is not None else DEFAULT_TOL
-    return None, rtol, atol
+    return None, rtol, atol, DEFAULT_GRID
 
 
 def _sample_backbones(
-    args: argparse.Namespace, steps: int | None, rtol: float | None, atol: float | None
+    args: argparse.Namespace, steps: int | None, rtol: float | None, atol: float | None, grid: str
 ) -> int:
     from proteinflow.train.backbone_sampling import sample_backbones
 
@@ -121,6 +139,7 @@ def _sample_backbones(
             steps=steps,
             rtol=rtol,
             atol=atol,
+            grid=grid,
             seed=args.seed,
             trajectory=args.trajectory,
             batch_size=args.batch_size,
@@ -129,11 +148,13 @@ def _sample_backbones(
         )
     except ValueError as err:  # e.g. a length the model cannot make, or --rot-sampling-rate on a baseline
         return error(str(err))
-    print(f"wrote {len(records)} backbones to {args.out} (samples.csv lists NFE and seconds)")
+    print(f"wrote {len(records)} backbones to {args.out} (samples.csv lists NFE and seconds per backbone)")
     return 0
 
 
-def _sample_toy(args: argparse.Namespace, steps: int | None, rtol: float | None, atol: float | None) -> int:
+def _sample_toy(
+    args: argparse.Namespace, steps: int | None, rtol: float | None, atol: float | None, grid: str
+) -> int:
     from proteinflow.train.toy_sampling import sample_toy
 
     if args.lengths is not None or args.trajectory or args.rot_sampling_rate is not None:
@@ -148,6 +169,7 @@ def _sample_toy(args: argparse.Namespace, steps: int | None, rtol: float | None,
             steps=steps,
             rtol=rtol,
             atol=atol,
+            grid=grid,
             seed=args.seed,
             guidance=args.guidance,
             cls=args.cls,

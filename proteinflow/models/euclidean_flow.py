@@ -14,15 +14,13 @@ floor (exactly as the frame flow's translation factor)::
 
     v(x_t, t) = (x1_hat - x_t) / max(1 - t, velocity_floor).
 
-Sampling integrates ``[0, 1 - final_gap]`` with the chosen solver, then takes one Euler step of size
-``final_gap`` (one more NFE; :func:`~proteinflow.models.sampling.sample_to_data`, see
-:mod:`proteinflow.models.sampling` for why). Near ``t = 1`` the field is
-stiff (its Jacobian contains ``-1 / (1 - t)``): an explicit adaptive solver with loose tolerances can take
-steps past its stability limit when the prediction barely moves (e.g. an untrained network), and diverge.
-The frame flow's translation factor has the same form. With a self-conditioning network, each field
-evaluation runs the network twice, the second time on its own first prediction
-(``self_condition="same_call"`` of :func:`~proteinflow.models.sampling.x1_prediction_field`, as the frame
-flow): the field is a function of ``(t, x)``, so RK stages and rejected adaptive steps see one field.
+Sampling (:func:`~proteinflow.models.sampling.sample_to_data`): velocity solvers integrate
+``[0, 1 - final_gap]``, then one more prediction finishes at ``t = 1``; the data-prediction integrators
+(``exp_*``) step along ``kappa = t`` to ``t = 1``. In ``t`` the field is stiff near data (its Jacobian
+contains ``-1 / (1 - t)``), which is why ``dopri5`` integrates in ``lambda = -log(1 - t)``. With a
+self-conditioning network, each evaluation runs the network twice, the second time on its own first
+prediction (``self_condition="same_call"`` of :func:`~proteinflow.models.sampling.x1_predictor`, as the
+frame flow): the field is a function of ``(t, x)``, so RK stages and rejected adaptive steps see one field.
 Loss, averaged over atoms,
 then unmasked residues, then the batch::
 
@@ -44,7 +42,7 @@ from torch import Tensor, nn
 from proteinflow.flow.paths import AffinePath
 from proteinflow.flow.schedulers import CondOTScheduler
 from proteinflow.geometry.masked import masked_residue_mean
-from proteinflow.models.sampling import sample_to_data, x1_prediction_field
+from proteinflow.models.sampling import sample_to_data, x1_predictor
 
 
 @dataclass(frozen=True)
@@ -100,7 +98,8 @@ class AtomSamples:
 
     Attributes:
         x: ``[B, N, A, 3]`` Angstrom (CA centroid 0); mask: ``[B, N]`` bool.
-        nfe: network evaluations used by the solver (plus the final Euler step).
+        nfe: evaluations of the batch (for velocity solvers: plus the final prediction).
+        nfe_per_sample: ``[B]`` evaluations each backbone needed (``dopri5`` controls steps per sample).
         times: ``[T]`` times of the trajectory.
         trajectory: ``[T, B, N, A, 3]``.
     """
@@ -108,6 +107,7 @@ class AtomSamples:
     x: Tensor
     mask: Tensor
     nfe: int
+    nfe_per_sample: Tensor
     times: Tensor
     trajectory: Tensor = field(repr=False)
 
@@ -232,6 +232,7 @@ class EuclideanBackboneFlow(nn.Module, ABC):
         *,
         method: str = "euler",
         steps: int | None = 100,
+        grid: str = "uniform",
         rtol: float | None = None,
         atol: float | None = None,
         generator: torch.Generator | None = None,
@@ -247,24 +248,27 @@ class EuclideanBackboneFlow(nn.Module, ABC):
 
         Args:
             mask: ``[B, N]`` residues to generate.
-            method, steps, rtol, atol: as :func:`proteinflow.flow.solvers.solve_ode`.
+            method, steps, grid, rtol, atol: as :meth:`proteinflow.models.frame_flow.FrameFlow.sample`.
             generator: randomness of the prior draw.
             x_init: start from these noise atoms ``[B, N, A, 3]`` instead of drawing them.
             return_times: times in ``[0, 1 - final_gap]`` to record (``t = 1`` is always appended).
             res_idx: ``[B, N]`` residue indices (default ``0..N-1``).
         """
         x0 = self.sample_prior(mask, generator=generator) if x_init is None else x_init
-        field = x1_prediction_field(
+        predict = x1_predictor(
             lambda x, t, sc: self.predict(x, t, mask, sc, res_idx),  # type: ignore[arg-type]
-            lambda x, x1_hat, t: self.velocity(x, x1_hat, t, mask),  # type: ignore[arg-type]
             self_condition="same_call" if self.self_conditioning else "off",
         )
+        keep = mask.to(torch.bool)[..., None, None]
         out = sample_to_data(
-            field,
+            lambda t, x: torch.where(keep, predict(t, x), x),  # type: ignore[arg-type]
+            lambda x, x1_hat, t: self.velocity(x, x1_hat, t, mask),  # type: ignore[arg-type]
             x0,
+            schedule=CondOTScheduler(),
             final_gap=self.cfg.final_gap,
             method=method,
             steps=steps,
+            grid=grid,
             rtol=rtol,
             atol=atol,
             return_times=return_times,
@@ -272,5 +276,10 @@ class EuclideanBackboneFlow(nn.Module, ABC):
         )
         assert isinstance(out.final, Tensor) and isinstance(out.trajectory, Tensor)
         return AtomSamples(
-            x=out.final, mask=mask.to(torch.bool), nfe=out.nfe, times=out.times, trajectory=out.trajectory
+            x=out.final,
+            mask=mask.to(torch.bool),
+            nfe=out.nfe,
+            nfe_per_sample=out.nfe_per_sample,
+            times=out.times,
+            trajectory=out.trajectory,
         )

@@ -14,9 +14,10 @@ same*. The network predicts ``x1_hat``; the velocity is
 
 i.e. :meth:`GeodesicPath.x1_to_velocity` with a documented floor so that the field stays bounded at
 ``t -> 1``. At ``t = 1`` itself this x1-parametrised field is 0/0 (the prediction has been reached), so
-solvers whose stages evaluate at ``t = 1`` (RK4, Dormand-Prince) would see a zero velocity there; sampling
-therefore integrates ``[0, 1 - final_gap]`` with the chosen solver and finishes with one Euler step of
-size ``final_gap`` (one more NFE), which is exact when the prediction is exact
+solvers whose stages evaluate at ``t = 1`` (RK4, Dormand-Prince) would see a zero velocity there; the
+velocity solvers therefore integrate ``[0, 1 - final_gap]`` and finish with one more prediction (exact
+when the prediction is exact), while the data-prediction integrators (``exp_euler``, ``exp_midpoint``,
+``exp_2m``) step along each factor's schedule and end on data by construction
 (:func:`~proteinflow.models.sampling.sample_to_data`, shared with the Euclidean baselines).
 
 Why the linear rotation schedule is the default: trained with ``exp`` rate 10, rotations are 95 % clean
@@ -31,14 +32,15 @@ marginal-preserving for a network trained on one joint schedule: the network's f
 ``E[u | x_t]`` under the joint law of ``(R_t, T_t)`` at noise levels ``(kappa_rot(t), t)``; integrating
 rotations at another speed visits pairs of noise levels ``(kappa'(t), t)`` that training never drew,
 so the field there is an extrapolation. (A time change of the *whole* state keeps the marginals; a
-per-factor one would need a network trained on independent per-factor times.)
+per-factor one would need a network trained on independent per-factor times.) Only the velocity solvers
+integrate it (the data-prediction integrators need a schedule that reaches ``kappa = 1``; they raise).
 
 Self-conditioning. With ``IPAConfig.self_condition``, training feeds (with probability
 ``self_condition_prob``) a detached first prediction ``x1_hat(x_t, t)`` as an extra input. Sampling
 does the same *inside every field evaluation*: ``v(t, x) = V(t, x, sc = x1_hat(t, x, sc=None))`` (two
 network passes per NFE), so the sampled field is a function of ``(t, x)`` alone and every solver (RK
 stages, rejected Dormand-Prince steps) integrates one well-defined ODE (``self_condition="same_call"`` of
-:func:`~proteinflow.models.sampling.x1_prediction_field`).
+:func:`~proteinflow.models.sampling.x1_predictor`).
 
 Priors: translations ``T0 = length_unit * P(z)``, ``z ~ N(0, I)``, ``P`` the masked centring
 projection; rotations Haar-uniform or IGSO(3)(sigma) around the identity — the same prior in training
@@ -82,7 +84,7 @@ from proteinflow.geometry.masked import masked_centre
 from proteinflow.models.backbone_losses import local_pair_distance_loss
 from proteinflow.models.frame_flow_config import ROT_PRIORS, ROT_SCHEDULES, TRANS_COUPLINGS, FrameFlowConfig
 from proteinflow.models.ipa import FrameDenoiser, IPAConfig
-from proteinflow.models.sampling import sample_to_data, x1_prediction_field
+from proteinflow.models.sampling import sample_to_data, x1_predictor
 
 __all__ = [
     "ROT_PRIORS",
@@ -116,7 +118,8 @@ class FrameSamples:
 
     Attributes:
         rots: ``[B, N, 3, 3]``; trans: ``[B, N, 3]`` Angstrom (zero centroid); mask: ``[B, N]`` bool.
-        nfe: network evaluations used by the solver.
+        nfe: evaluations of the batch (each one or two network passes, see self-conditioning).
+        nfe_per_sample: ``[B]`` evaluations each backbone needed (``dopri5`` controls steps per sample).
         times: ``[T]`` times of the trajectory.
         trajectory: ``{"rots": [T, B, N, 3, 3], "trans": [T, B, N, 3]}``.
     """
@@ -125,6 +128,7 @@ class FrameSamples:
     trans: Tensor
     mask: Tensor
     nfe: int
+    nfe_per_sample: Tensor
     times: Tensor
     trajectory: dict[str, Tensor] = field(repr=False)
 
@@ -334,6 +338,7 @@ class FrameFlow(nn.Module):
         *,
         method: str = "euler",
         steps: int | None = 100,
+        grid: str = "uniform",
         rtol: float | None = None,
         atol: float | None = None,
         generator: torch.Generator | None = None,
@@ -343,14 +348,17 @@ class FrameFlow(nn.Module):
     ) -> FrameSamples:
         """Integrate the learned ODE from the prior (``t = 0``) to data (``t = 1``).
 
-        The solver runs on ``[0, 1 - final_gap]``; one Euler step of size ``final_gap`` finishes at
-        ``t = 1`` (see the module docstring). With self-conditioning every field evaluation runs the
-        network twice (first without, then with its own translation prediction), so the field is a
-        function of ``(t, x)``; ``nfe`` counts field evaluations.
+        Velocity solvers run on ``[0, 1 - final_gap]`` and one more prediction finishes at ``t = 1``; the
+        data-prediction integrators (``exp_*``) step along the per-factor schedules to ``t = 1``
+        (:func:`~proteinflow.models.sampling.sample_to_data`). With self-conditioning every evaluation
+        runs the network twice (first without, then with its own translation prediction), so the field
+        is a function of ``(t, x)``; ``nfe`` counts evaluations.
 
         Args:
             mask: ``[B, N]`` residues to generate (padding allowed for mixed lengths).
-            method, steps, rtol, atol: as :func:`proteinflow.flow.solvers.solve_ode`.
+            method: one of :data:`~proteinflow.models.sampling.SAMPLING_METHODS`.
+            steps, grid: fixed-step grid (:mod:`proteinflow.flow.time_grids`).
+            rtol, atol: tolerances of ``dopri5``.
             generator: randomness of the prior draw.
             x_init: start from these noise frames instead of drawing them (e.g. to compare solvers on
                 the same noise).
@@ -359,18 +367,26 @@ class FrameFlow(nn.Module):
             res_idx: ``[B, N]`` residue indices (default ``0..N-1``).
         """
         x0 = self.sample_prior(mask, generator=generator) if x_init is None else x_init
-        field = x1_prediction_field(
+        predict = x1_predictor(
             lambda x, t, sc: self.predict(x, t, mask, sc, res_idx),  # type: ignore[arg-type]
-            lambda x, x1_hat, t: self.velocity(x, x1_hat, t, mask),  # type: ignore[arg-type]
             self_condition="same_call" if self.net.cfg.self_condition else "off",
             sc_input=lambda x1_hat: x1_hat["trans"],  # type: ignore[index]
         )
+        valid = mask.to(torch.bool)[..., None, None]
+
+        def denoiser(t: Tensor, x: dict[str, Tensor]) -> dict[str, Tensor]:
+            x1_hat = predict(t, x)  # padded residues stay where they are (identity, zero)
+            return {"rots": torch.where(valid, x1_hat["rots"], x["rots"]), "trans": x1_hat["trans"]}  # type: ignore[index]
+
         out = sample_to_data(
-            field,
+            denoiser,  # type: ignore[arg-type]
+            lambda x, x1_hat, t: self.velocity(x, x1_hat, t, mask),  # type: ignore[arg-type]
             x0,
+            schedule=self.schedulers if self.cfg.sampling_rot_rate is None else None,
             final_gap=self.cfg.final_gap,
             method=method,
             steps=steps,
+            grid=grid,
             rtol=rtol,
             atol=atol,
             return_times=return_times,
@@ -384,6 +400,7 @@ class FrameFlow(nn.Module):
             trans=final["trans"],
             mask=mask.to(torch.bool),
             nfe=out.nfe,
+            nfe_per_sample=out.nfe_per_sample,
             times=out.times,
             trajectory=trajectory,
         )

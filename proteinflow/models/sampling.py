@@ -1,23 +1,30 @@
 """Sampling a backbone flow whose network predicts clean data ``x1_hat``: the outline every model shares.
 
-An x1-parametrised field ``v(t, x) = r(t) Log_x(x1_hat(t, x))``, ``r = d_kappa / (1 - kappa)``, is 0/0 at
-``t = 1`` (the prediction has been reached), so solvers whose stages evaluate there (RK4, Dormand-Prince)
-would see a floored, meaningless velocity. :func:`sample_to_data` therefore
+Two families of solvers integrate the same flow (:data:`SAMPLING_METHODS`):
 
-1. integrates ``[0, 1 - final_gap]`` with :func:`~proteinflow.flow.solvers.solve_ode` (any method),
-2. takes one Euler step of size ``final_gap`` to ``t = 1`` (one more NFE; exact when the prediction is),
-3. projects the final state (re-centres translations) and appends it to the recorded trajectory.
+* the velocity solvers of :func:`~proteinflow.flow.solvers.solve_ode` (``euler``, ``midpoint``, ``rk4``,
+  ``dopri5``) integrate ``v(t, x) = r(t) Log_x(x1_hat(t, x))``, ``r = d_kappa / (1 - kappa)``. That field is
+  0/0 at ``t = 1`` (the prediction has been reached), so they run on ``[0, 1 - final_gap]`` and one more
+  denoiser call finishes: ``x(1) = x1_hat(1 - final_gap, x)`` (the exact end when the prediction is exact;
+  the same point as an Euler step of size ``final_gap`` when ``kappa = t``). ``dopri5`` integrates in
+  ``lambda = -log(1 - t)`` by default (``time="lambda"``), where the field is not stiff.
+* the data-prediction integrators of :func:`~proteinflow.flow.solver_data.solve_data_prediction`
+  (``exp_euler``, ``exp_midpoint``, ``exp_2m``) use the denoiser and the sampling schedule directly and end
+  on data by construction (no ``final_gap``).
 
-:func:`x1_prediction_field` builds ``v(t, x)`` from a model's ``predict`` and ``velocity``, with the
+Both take a fixed-step ``grid`` (``uniform``, ``lambda``, ``log``; :mod:`proteinflow.flow.time_grids`).
+The final state is projected (e.g. translations re-centred) and appended to the recorded trajectory.
+
+:func:`x1_predictor` builds the denoiser ``(t, x) -> x1_hat`` from a model's ``predict``, with the
 self-conditioning choice made explicit:
 
 * ``"off"``: ``x1_hat = predict(x, t, None)``;
-* ``"same_call"``: ``x1_hat = predict(x, t, sc(predict(x, t, None)))`` (two network passes per NFE): the
-  field is a function of ``(t, x)`` alone, so every solver (RK stages, rejected adaptive steps) integrates
-  one well-defined ODE;
-* ``"previous_call"``: ``x1_hat = predict(x, t, sc(previous x1_hat))`` (one pass per NFE): the field depends
-  on the call history (RK stages, rejected steps), i.e. it is not one ODE. No shipped model uses it (the
-  frame flow and the Euclidean baselines use ``"same_call"``); it stays to compare against (FrameFlow's way).
+* ``"same_call"``: ``x1_hat = predict(x, t, sc(predict(x, t, None)))`` (two network passes per NFE): a
+  function of ``(t, x)`` alone, so every solver (RK stages, rejected adaptive steps) integrates one
+  well-defined ODE;
+* ``"previous_call"``: ``x1_hat = predict(x, t, sc(previous x1_hat))`` (one pass per NFE): depends on the
+  call history (RK stages, rejected steps), i.e. it is not one ODE. No shipped model uses it (the frame
+  flow and the Euclidean baselines use ``"same_call"``); it stays to compare against (FrameFlow's way).
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from proteinflow.flow.solvers import SolveResult, solve_ode
+from proteinflow.flow.solver_data import DATA_METHODS, Denoiser, Schedule, solve_data_prediction
+from proteinflow.flow.solvers import METHODS, SolveResult, solve_ode
 from proteinflow.geometry.manifolds.base import FlowManifold
 from proteinflow.geometry.tree import State, tree_first, tree_map
 
@@ -40,6 +48,8 @@ Velocity = Callable[[State, State, Tensor], State]
 VectorField = Callable[[Tensor, State], State]
 
 SELF_CONDITIONING = ("off", "same_call", "previous_call")
+#: Every solver a backbone sampler accepts: the velocity solvers, then the data-prediction integrators.
+SAMPLING_METHODS = METHODS + DATA_METHODS
 
 
 @dataclass
@@ -50,13 +60,16 @@ class SampledPath:
         final: the state at ``t = 1`` (projected).
         trajectory: leaves ``[T, B, ...]``: the recorded solver states, then ``final``.
         times: ``[T]``, ending with ``1.0``.
-        nfe: field evaluations (the solver's plus the final Euler step).
+        nfe: denoiser evaluations of the batch (for the velocity solvers: the solver's plus the final one).
+        nfe_per_sample: ``[B]`` evaluations each sample needed (differs from ``nfe`` only for ``dopri5``,
+            whose steps are controlled per sample).
     """
 
     final: State
     trajectory: State
     times: Tensor
     nfe: int
+    nfe_per_sample: Tensor
 
 
 def solver_times(
@@ -75,18 +88,16 @@ def solver_times(
     return t_last, times
 
 
-def x1_prediction_field(
+def x1_predictor(
     predict: Predict,
-    velocity: Velocity,
     *,
     self_condition: str = "off",
     sc_input: Callable[[State], State] | None = None,
-) -> VectorField:
-    """The sampling field ``v(t, x) = velocity(x, x1_hat(t, x), t)`` (see the module docstring).
+) -> Denoiser:
+    """The denoiser ``D(t, x) = x1_hat`` of a model (see the module docstring).
 
     Args:
         predict: ``(x_t, t, self_cond) -> x1_hat``.
-        velocity: ``(x_t, x1_hat, t) -> v``.
         self_condition: ``"off"``, ``"same_call"`` or ``"previous_call"``.
         sc_input: the part of a prediction that the network takes as self-conditioning input (default the
             whole prediction).
@@ -96,49 +107,79 @@ def x1_prediction_field(
     to_sc = sc_input if sc_input is not None else (lambda x1: x1)
     previous: list[State | None] = [None]
 
-    def field(t: Tensor, x: State) -> State:
+    def denoiser(t: Tensor, x: State) -> State:
         if self_condition == "same_call":
-            x1_hat = predict(x, t, to_sc(predict(x, t, None)))
-        elif self_condition == "previous_call":
+            return predict(x, t, to_sc(predict(x, t, None)))
+        if self_condition == "previous_call":
             x1_hat = predict(x, t, previous[0])
             previous[0] = to_sc(x1_hat)
-        else:
-            x1_hat = predict(x, t, None)
-        return velocity(x, x1_hat, t)
+            return x1_hat
+        return predict(x, t, None)
+
+    return denoiser
+
+
+def x1_prediction_field(denoiser: Denoiser, velocity: Velocity) -> VectorField:
+    """The sampling field ``v(t, x) = velocity(x, D(t, x), t)``."""
+
+    def field(t: Tensor, x: State) -> State:
+        return velocity(x, denoiser(t, x), t)
 
     return field
 
 
 def sample_to_data(
-    field: VectorField,
+    denoiser: Denoiser,
+    velocity: Velocity,
     x0: State,
     *,
+    schedule: Schedule | None,
     final_gap: float,
     method: str = "euler",
     steps: int | None = 100,
+    grid: str = "uniform",
     rtol: float | None = None,
     atol: float | None = None,
     return_times: Sequence[float] | Tensor | None = None,
     manifold: FlowManifold | None = None,
     project: Callable[[State], State] | None = None,
 ) -> SampledPath:
-    """Integrate ``field`` from the prior draw ``x0`` (``t = 0``) to data (``t = 1``).
+    """Integrate from the prior draw ``x0`` (``t = 0``) to data (``t = 1``); see the module docstring.
 
     Args:
-        field: ``v(t [B], x)``, e.g. from :func:`x1_prediction_field`.
+        denoiser: ``D(t [B], x) -> x1_hat``, e.g. from :func:`x1_predictor`.
+        velocity: ``(x, x1_hat, t) -> v``, the field the velocity solvers integrate.
         x0: the noise state ``[B, ...]`` (tensor or dict).
-        final_gap: the solver stops at ``1 - final_gap``; one Euler step of that size finishes.
-        method, steps, rtol, atol: as :func:`~proteinflow.flow.solvers.solve_ode` (``steps`` is ignored
-            for ``dopri5``).
-        return_times: times in ``[0, 1 - final_gap]`` to record; ``t = 1`` is always appended. Default
-            ``[0, 1]``.
-        manifold: the state's manifold (``None``: flat, the last step is ``x + final_gap v``; else
-            ``expmap(x, final_gap v)``).
+        schedule: the sampling schedule ``kappa`` (per factor) for the data-prediction integrators;
+            ``None`` when the sampled ODE has none (they then raise).
+        final_gap: velocity solvers stop at ``1 - final_gap``; one denoiser call finishes.
+        method: one of :data:`SAMPLING_METHODS`.
+        steps, grid: fixed-step grid (``steps`` is ignored for ``dopri5``).
+        rtol, atol: tolerances of ``dopri5`` (which integrates in ``lambda``).
+        return_times: times in ``[0, 1 - final_gap]`` to record (any grid-range time for the
+            data-prediction integrators); ``t = 1`` is always appended. Default ``[0, 1]``.
+        manifold: the state's manifold (``None``: flat).
         project: applied to the final state (e.g. re-centring translations); default none.
     """
+    if method not in SAMPLING_METHODS:
+        raise ValueError(f"unknown solver {method!r}; valid solvers are {', '.join(SAMPLING_METHODS)}")
+    if method in DATA_METHODS:
+        if schedule is None:
+            raise ValueError(
+                f"{method} needs the flow's sampling schedule; this sampler integrates an ODE that has none "
+                f"(use one of {', '.join(METHODS)})"
+            )
+        times = _data_times(return_times)
+        out = solve_data_prediction(
+            denoiser, x0, schedule=schedule, method=method, steps=steps, grid=grid, manifold=manifold,
+            return_times=times,
+        )
+        final = project(out.final) if project is not None else out.final
+        trajectory = tree_map(lambda traj, f: torch.cat([traj[:-1], f[None]]), out.trajectory, final)
+        return SampledPath(final, trajectory, out.times, out.nfe, out.nfe_per_sample)
     t_last, times = solver_times(final_gap, return_times)
     result: SolveResult = solve_ode(
-        field,
+        x1_prediction_field(denoiser, velocity),
         x0,
         t_start=0.0,
         t_end=t_last,
@@ -148,12 +189,12 @@ def sample_to_data(
         atol=atol,
         manifold=manifold,
         return_times=times or None,
+        grid=grid,
+        time="lambda" if method == "dopri5" else "t",
     )
     x = result.final
     leaf = tree_first(x)
-    t = torch.full((leaf.shape[0],), t_last, dtype=leaf.dtype, device=leaf.device)
-    step = tree_map(lambda v: final_gap * v, field(t, x))
-    final = tree_map(lambda a, u: a + u, x, step) if manifold is None else manifold.expmap(x, step)
+    final = denoiser(torch.full((leaf.shape[0],), t_last, dtype=leaf.dtype, device=leaf.device), x)
     if project is not None:
         final = project(final)
     return SampledPath(
@@ -161,4 +202,15 @@ def sample_to_data(
         trajectory=tree_map(lambda traj, f: torch.cat([traj, f[None]]), result.trajectory, final),
         times=torch.cat([result.times, result.times.new_ones(1)]),
         nfe=result.nfe + 1,
+        nfe_per_sample=result.nfe_per_sample + 1,
     )
+
+
+def _data_times(return_times: Sequence[float] | Tensor | None) -> list[float]:
+    """Requested times for a data-prediction solve: ``[0, 1]`` by default, ``1.0`` always last."""
+    if return_times is None:
+        return [0.0, 1.0]
+    times = [float(v) for v in (return_times.tolist() if isinstance(return_times, Tensor) else return_times)]
+    if not times or times[-1] < 1.0:
+        times.append(1.0)
+    return times

@@ -2,8 +2,8 @@
 
 ``sample_backbones`` loads a checkpoint with ``torch.load(weights_only=True)``,
 samples backbones length by length in batches, and writes one PDB per backbone (optionally a
-multi-model trajectory PDB) plus ``samples.csv`` / ``samples.json`` with length, seed, solver, NFE and
-seconds. Every file is written atomically.
+multi-model trajectory PDB) plus ``samples.csv`` / ``samples.json`` with length, seed, solver, grid,
+NFE (per backbone) and seconds. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,7 +18,11 @@ from pathlib import Path
 import torch
 
 from proteinflow.atomic import atomic_write_text
+from proteinflow.flow.solver_data import DATA_METHODS
+from proteinflow.flow.time_grids import GRIDS, time_grid
 from proteinflow.models.registry import build_backbone_flow
+from proteinflow.models.sampling import SAMPLING_METHODS
+from proteinflow.timing import device_seconds
 from proteinflow.train.checkpoints import (
     CheckpointError,
     checkpoint_kind,
@@ -57,6 +60,7 @@ class SampleRecord:
     index: int
     seed: int
     solver: str
+    grid: str | None
     steps: int | None
     rtol: float | None
     atol: float | None
@@ -70,23 +74,30 @@ def backbone_seed(seed: int, length: int, index: int) -> int:
     return (seed * 1_000_003 + length * 7_919 + index) % (2**63 - 1)
 
 
-def trajectory_times(final_gap: float, solver: str, steps: int | None, frames: int) -> list[float]:
+def trajectory_times(
+    final_gap: float, solver: str, steps: int | None, frames: int, grid: str = "uniform"
+) -> list[float]:
     """Times at which to record a sampling trajectory (the final ``t = 1`` state is added by the sampler).
 
-    Fixed-step solvers record on their own grid ``k (1 - final_gap) / steps`` (every ``ceil(steps / (frames
-    - 1))``-th step), so asking for a trajectory changes neither the result nor the NFE. Dormand-Prince
-    stops at ``frames`` evenly spaced times, which shortens some of its steps.
+    Fixed-step solvers record on their own grid (every ``ceil(steps / (frames - 1))``-th point of
+    :func:`~proteinflow.flow.time_grids.time_grid` on ``[0, 1 - final_gap]`` for the velocity solvers, on
+    ``[0, 1)`` for the data-prediction integrators), so asking for a trajectory changes neither the result
+    nor the NFE. Dormand-Prince stops at ``frames`` evenly spaced times, which shortens some of its steps.
     """
     t_last = 1.0 - final_gap
     if frames < 2:
         raise ValueError(f"trajectory_frames must be >= 2, got {frames}")
     if solver == "dopri5" or steps is None:
         return [t_last * i / (frames - 1) for i in range(frames)]
-    stride = max(1, -(-steps // (frames - 1)))
-    ks = list(range(0, steps + 1, stride))
-    if ks[-1] != steps:
-        ks.append(steps)
-    return [t_last * (k / steps) for k in ks]  # k / steps first: the last time is exactly t_last
+    if solver in DATA_METHODS:
+        points = time_grid(grid, steps)[:-1]  # the sampler appends t = 1
+    else:
+        points = time_grid(grid, steps, 0.0, t_last)
+    stride = max(1, -(-(len(points) - 1) // (frames - 1)))
+    ks = list(range(0, len(points), stride))
+    if ks[-1] != len(points) - 1:
+        ks.append(len(points) - 1)
+    return [points[k] for k in ks]
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,7 @@ class _SampleSettings:
     """What every batch of :func:`sample_backbones` shares (the solver, seeds, trajectory and ODE label)."""
 
     solver: str
+    grid: str
     steps: int | None
     rtol: float | None
     atol: float | None
@@ -103,7 +115,7 @@ class _SampleSettings:
     ode: str
 
     def record(self, file: str, length: int, index: int, nfe: int, seconds: float) -> SampleRecord:
-        """The ``samples.csv`` row of backbone ``index`` of ``length``."""
+        """The ``samples.csv`` row of backbone ``index`` of ``length`` (``nfe``: that backbone's own)."""
         adaptive = self.solver == "dopri5"
         return SampleRecord(
             file=file,
@@ -111,6 +123,7 @@ class _SampleSettings:
             index=index,
             seed=backbone_seed(self.seed, length, index),
             solver=self.solver,
+            grid=self.grid if not adaptive else None,
             steps=self.steps if not adaptive else None,
             rtol=self.rtol if adaptive else None,
             atol=self.atol if adaptive else None,
@@ -162,21 +175,24 @@ def _sample_batch(
     ]
     x0 = concat_priors(priors)
     times = (
-        trajectory_times(flow.cfg.final_gap, settings.solver, settings.steps, settings.trajectory_frames)
+        trajectory_times(
+            flow.cfg.final_gap, settings.solver, settings.steps, settings.trajectory_frames, settings.grid
+        )
         if settings.trajectory
         else None
     )
-    t0 = time.perf_counter()
+    t0 = device_seconds(dev)
     result = flow.sample(
         mask,
         method=settings.solver,
         steps=settings.steps,
+        grid=settings.grid,
         rtol=settings.rtol,
         atol=settings.atol,
         x_init=x0,
         return_times=times,
     )
-    seconds = (time.perf_counter() - t0) / len(idx)
+    seconds = (device_seconds(dev) - t0) / len(idx)
     coords = sample_atoms(result).cpu()
     records = []
     for j, k in enumerate(idx):
@@ -189,7 +205,7 @@ def _sample_batch(
             traj = trajectory_atoms(result, j).cpu()
             if fits_pdb(traj):  # else only the final structure is written
                 write_trajectory_pdb(out / f"{name}_traj.pdb", traj.numpy())
-        records.append(settings.record(f"{name}{suffix}", length, k, result.nfe, seconds))
+        records.append(settings.record(f"{name}{suffix}", length, k, int(result.nfe_per_sample[j]), seconds))
     return records
 
 
@@ -214,6 +230,7 @@ def sample_backbones(
     steps: int | None,
     rtol: float | None,
     atol: float | None,
+    grid: str = "uniform",
     seed: int = 0,
     trajectory: bool = False,
     batch_size: int = 8,
@@ -226,7 +243,10 @@ def sample_backbones(
     Works for every ``model_kind``; a C-alpha model (``model_kind: ca``) writes CA-only PDB files.
     ``rot_sampling_rate`` (frame flows only) replaces the rotation velocity by FrameFlow's inference-only
     ``r Log_{R_t}(R1_hat)``: the ODE then differs from the trained one, and the ``ode`` column of
-    ``samples.csv`` says so.
+    ``samples.csv`` says so. ``solver`` is one of :data:`~proteinflow.models.sampling.SAMPLING_METHODS`,
+    ``grid`` one of :data:`~proteinflow.flow.time_grids.GRIDS`; each row's ``nfe`` is that backbone's own
+    (``dopri5`` controls the steps of every backbone separately) and ``seconds`` its share of the batch's
+    wall time (CUDA synchronised before reading the clock).
     """
     from rich.progress import Progress
 
@@ -238,7 +258,11 @@ def sample_backbones(
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     flow, ode = _load_for_sampling(ckpt, dev, rot_sampling_rate)
-    settings = _SampleSettings(solver, steps, rtol, atol, seed, trajectory, trajectory_frames, ode)
+    if solver not in SAMPLING_METHODS:
+        raise ValueError(f"unknown solver {solver!r}; valid solvers are {', '.join(SAMPLING_METHODS)}")
+    if grid not in GRIDS:
+        raise ValueError(f"unknown --grid {grid!r}; valid grids are {', '.join(GRIDS)}")
+    settings = _SampleSettings(solver, grid, steps, rtol, atol, seed, trajectory, trajectory_frames, ode)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     records: list[SampleRecord] = []

@@ -26,6 +26,7 @@ from proteinflow.flow.losses import cfm_loss
 from proteinflow.flow.paths import AffinePath
 from proteinflow.flow.schedulers import (
     CondOTScheduler,
+    ConvexScheduler,
     CosineScheduler,
     PolynomialConvexScheduler,
     Scheduler,
@@ -135,12 +136,19 @@ def generate(
     rtol: float | None = None,
     atol: float | None = None,
     return_times: Tensor | list[float] | None = None,
+    grid: str = "uniform",
+    scheduler: Scheduler | None = None,
 ) -> GenerateResult:
     """Integrate ``dx/dt = v_theta(t, x, cond)`` from ``x0 [K, *event]`` at ``t=0`` to ``t=1``.
 
     ``guidance=w`` (needs ``cond`` and a conditional network) uses ``v = v_u + w (v_c - v_u)``.
-    Fixed-step ``method`` (euler | midpoint | rk4) takes ``steps``; ``dopri5`` takes ``rtol``/``atol``.
+    Fixed-step ``method`` (euler | midpoint | rk4) takes ``steps`` and ``grid``; ``dopri5`` takes
+    ``rtol``/``atol``. The data-prediction integrators (``exp_euler | exp_midpoint | exp_2m``, also with
+    ``steps`` and ``grid``) need the path's convex ``scheduler``: they integrate the denoiser
+    ``x1_hat = (sigma v - d_sigma x) / (d_alpha sigma - d_sigma alpha)`` of the velocity network
+    (:meth:`~proteinflow.flow.paths.AffinePath.velocity_to_x1`).
     """
+    from proteinflow.flow.solver_data import DATA_METHODS, solve_data_prediction
     from proteinflow.flow.solvers import solve_ode
 
     was_training = network.training
@@ -159,9 +167,26 @@ def generate(
     else:
         rtol = atol = None
     try:
-        result = solve_ode(
-            vector_field, x0, method=method, steps=steps, rtol=rtol, atol=atol, return_times=return_times
-        )
+        if method in DATA_METHODS:
+            if not isinstance(scheduler, ConvexScheduler):
+                raise ValueError(
+                    f"{method} needs the path's convex scheduler (kappa from 0 to 1), got {scheduler!r}"
+                )
+            path = AffinePath(scheduler)
+            result = solve_data_prediction(
+                lambda t, x: path.velocity_to_x1(vector_field(t, x), x, t),  # type: ignore[arg-type]
+                x0,
+                schedule=scheduler,
+                method=method,
+                steps=steps,
+                grid=grid,
+                return_times=return_times,
+            )
+        else:
+            result = solve_ode(
+                vector_field, x0, method=method, steps=steps, rtol=rtol, atol=atol, return_times=return_times,
+                grid=grid,
+            )
     finally:
         network.train(was_training)
     traj = result.trajectory

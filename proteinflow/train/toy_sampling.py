@@ -26,6 +26,7 @@ def sample_toy(
     steps: int | None,
     rtol: float | None,
     atol: float | None,
+    grid: str = "uniform",
     seed: int = 0,
     guidance: float | None = None,
     cls: int | None = None,
@@ -41,7 +42,8 @@ def sample_toy(
     from rich.console import Console
 
     from proteinflow.train.data.toy import make_distribution, make_source
-    from proteinflow.train.toy_module import generate, load_checkpoint
+    from proteinflow.flow.time_grids import time_grid
+    from proteinflow.train.toy_module import build_scheduler, generate, load_checkpoint
 
     console = Console(stderr=True)
     cfg, network = load_checkpoint(ckpt)
@@ -61,8 +63,7 @@ def sample_toy(
     vector = len(target.event_shape) == 1
     times = None
     if vector:  # python floats on the solver's grid (float32 times would be merged in as extra steps)
-        n_frames = min(steps, 50) if steps is not None else 20
-        times = [i / n_frames for i in range(n_frames + 1)]
+        times = time_grid(grid, steps) if steps is not None and steps <= 50 else time_grid("uniform", 20)
     with console.status(f"integrating {num} samples with {solver}"):
         result = generate(
             network,
@@ -74,6 +75,8 @@ def sample_toy(
             rtol=rtol,
             atol=atol,
             return_times=times,
+            grid=grid,
+            scheduler=build_scheduler(cfg),
         )
     samples = result.final
     if not torch.isfinite(samples).all():
