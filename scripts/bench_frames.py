@@ -1,33 +1,30 @@
-"""Evaluate a trained frame-flow checkpoint: sample quality and a solver comparison (run by hand).
+"""Evaluate a trained frame-flow checkpoint: sample quality and the sampling trace (run by hand).
+
+Solvers (NFE against accuracy) are compared by ``scripts/bench_solvers.py``.
 
     python scripts/bench_frames.py --ckpt runs/frames_tiny/last.ckpt --out outputs/bench_frames
 
 1. Quality: ``--num`` backbones at each of ``--lengths`` (default 60 80 100 128) with Euler
    ``--quality-steps``: consecutive CA-CA distances (median, fraction outside [3.6, 4.0] A), clash rate
    and P-SEA helix/strand/coil fractions, per length and overall.
-2. Solvers at N = ``--solver-length`` (default 100): Euler 10/20/50/100/200 and dopri5 at rtol = atol =
-   1e-2, 1e-3 and 1e-4, all from the same noise as an Euler-500 reference: NFE, seconds per backbone and
-   the mean CA RMSD (after Kabsch superposition) to the reference.
-3. Sampling trace at each of ``--trace-lengths`` (Euler ``--quality-steps``): radius of gyration and mean
+2. Sampling trace at each of ``--trace-lengths`` (Euler ``--quality-steps``): radius of gyration and mean
    consecutive CA-CA distance of the state x_t against t (a late expansion shows as Rg rising while
    CA-CA falls), next to the Rg of the final backbones.
 
-Prints markdown tables, writes them to ``OUT/report.md`` and saves ``OUT/solvers.png`` (RMSD vs NFE)
-and ``OUT/trace.png`` (Rg and CA-CA of x_t against t).
+Prints markdown tables, writes them to ``OUT/report.md`` and saves
+``OUT/trace.png`` (Rg and CA-CA of x_t against t).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from proteinflow.atomic import atomic_write_text
-from proteinflow.geometry.align import aligned_rmsd
 from proteinflow.protein.backbone import atoms_from_frames
 from proteinflow.protein.metrics import ca_geometry, sse_fractions
 from proteinflow.train.backbone_sampling import backbone_seed, load_backbone_checkpoint
@@ -83,34 +80,6 @@ def quality(flow, lengths: list[int], num: int, steps: int, seed: int) -> tuple[
     return "\n".join(rows), summary
 
 
-def solvers(flow, length: int, num: int, seed: int) -> tuple[str, list[tuple[str, int, float, float]]]:
-    mask = torch.ones(num, length, dtype=torch.bool)
-    x0 = _noise(flow, length, num, seed)
-
-    def run(method: str, **kw: float) -> tuple[torch.Tensor, int, float]:
-        t0 = time.perf_counter()
-        out = flow.sample(mask, method=method, x_init=x0, **kw)
-        seconds = (time.perf_counter() - t0) / num
-        return out.trans, out.nfe, seconds
-
-    ref, ref_nfe, ref_s = run("euler", steps=500)
-    settings = [("euler", {"steps": s}) for s in (10, 20, 50, 100, 200)]
-    settings += [("dopri5", {"rtol": tol, "atol": tol}) for tol in (1e-2, 1e-3, 1e-4)]
-    rows = [
-        "| solver | setting | NFE | s / backbone | mean CA RMSD to Euler-500 (A) |",
-        "|---|---|---|---|---|",
-    ]
-    results = []
-    for method, kw in settings:
-        trans, nfe, seconds = run(method, **kw)
-        rmsd = float(aligned_rmsd(trans.double(), ref.double()).mean())
-        label = f"{kw['steps']} steps" if "steps" in kw else f"rtol = atol = {kw['rtol']:g}"
-        rows.append(f"| {method} | {label} | {nfe} | {seconds:.3f} | {rmsd:.4f} |")
-        results.append((f"{method} {label}", nfe, seconds, rmsd))
-    rows.append(f"| euler (reference) | 500 steps | {ref_nfe} | {ref_s:.3f} | 0 |")
-    return "\n".join(rows), results
-
-
 def trace(flow, lengths: list[int], num: int, steps: int, seed: int) -> tuple[str, dict[int, np.ndarray]]:
     """Rg and mean consecutive CA-CA of x_t along Euler sampling: ``{length: [T, 3] (t, Rg, CA-CA)}``."""
     from proteinflow.train.backbone_sampling import trajectory_times
@@ -152,23 +121,6 @@ def plot_trace(curves: dict[int, np.ndarray], path: Path) -> None:
     save_png(fig, path)
 
 
-def plot_solvers(results: list[tuple[str, int, float, float]], path: Path) -> None:
-    from matplotlib.figure import Figure  # no pyplot: no process-wide backend or figure state
-
-    fig = Figure(figsize=(5.5, 4))
-    ax = fig.subplots()
-    for name, nfe, _, rmsd in results:
-        marker = "o" if name.startswith("euler") else "s"
-        ax.scatter(nfe, max(rmsd, 1e-4), marker=marker)
-        ax.annotate(name, (nfe, max(rmsd, 1e-4)), fontsize=7)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("NFE")
-    ax.set_ylabel("CA RMSD to Euler-500 (A)")
-    ax.set_title("frame flow: solver accuracy vs cost")
-    save_png(fig, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ckpt", required=True, type=Path)
@@ -176,8 +128,7 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[60, 80, 100, 128])
     parser.add_argument("--num", type=int, default=8, help="backbones per length (quality)")
     parser.add_argument("--quality-steps", type=int, default=100)
-    parser.add_argument("--solver-length", type=int, default=100)
-    parser.add_argument("--solver-num", type=int, default=4)
+    parser.add_argument("--trace-num", type=int, default=4, help="backbones per length (trace)")
     parser.add_argument("--trace-lengths", type=int, nargs="+", default=[60, 100, 128])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -186,21 +137,18 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         q_table, summary = quality(flow, args.lengths, args.num, args.quality_steps, args.seed)
-        s_table, results = solvers(flow, args.solver_length, args.solver_num, args.seed)
-        t_table, curves = trace(flow, args.trace_lengths, args.solver_num, args.quality_steps, args.seed)
+        t_table, curves = trace(flow, args.trace_lengths, args.trace_num, args.quality_steps, args.seed)
     verdict = abs(summary["ca_ca_median"] - 3.80) <= 0.1
     report = (
         f"## Frame flow samples ({args.ckpt}, EMA weights, Euler {args.quality_steps})\n\n{q_table}\n\n"
         f"Median consecutive CA-CA {summary['ca_ca_median']:.3f} A: within 0.1 A of 3.80 A: "
         f"**{'PASS' if verdict else 'FAIL'}**. Mean P-SEA coil fraction {summary['coil']:.2f} "
         f"(not all coil: **{'PASS' if summary['coil'] < 0.999 else 'FAIL'}**).\n\n"
-        f"## Solvers at N = {args.solver_length} ({args.solver_num} backbones, same noise)\n\n{s_table}\n\n"
-        f"## Sampling trace ({args.solver_num} backbones per length, Euler {args.quality_steps})\n\n"
+        f"## Sampling trace ({args.trace_num} backbones per length, Euler {args.quality_steps})\n\n"
         f"{t_table}\n"
     )
     print(report)
     atomic_write_text(args.out / "report.md", report)
-    plot_solvers(results, args.out / "solvers.png")
     plot_trace(curves, args.out / "trace.png")
 
 
