@@ -69,9 +69,13 @@ def test_rotation_prior_angle_distribution(prior: str) -> None:
 
 
 @pytest.mark.parametrize("schedule", ["linear", "exp"])
-@pytest.mark.parametrize("method,steps", [("euler", 200), ("rk4", 50), ("dopri5", None)])
+@pytest.mark.parametrize(
+    "method,steps",
+    [("euler", 200), ("rk4", 50), ("dopri5", None), ("exp_euler", 3), ("exp_midpoint", 2), ("exp_2m", 3)],
+)
 def test_oracle_velocity_integrates_to_the_data(schedule: str, method: str, steps: int | None) -> None:
-    """With a perfect x1 prediction the sampling ODE must transport the prior exactly onto the data."""
+    """With a perfect x1 prediction the sampling ODE must transport the prior exactly onto the data (the
+    data-prediction integrators in a few steps, per factor along its own schedule)."""
     flow = FrameFlow(FrameFlowConfig(rot_schedule=schedule), IPAConfig.tiny()).double()
     coords, mask = _batch(torch.float64)
     x1 = _true_frames(flow, coords, mask)
@@ -82,7 +86,8 @@ def test_oracle_velocity_integrates_to_the_data(schedule: str, method: str, step
     trans_err = (out.trans - x1["trans"]).norm(dim=-1)[mask]
     assert rot_err.max() < 1e-5, rot_err.max()
     assert trans_err.max() < 1e-5, trans_err.max()
-    assert out.nfe > 0
+    assert out.nfe > 0 and out.nfe_per_sample.shape == (2,)
+    assert torch.equal(out.rots[~mask], torch.eye(3, dtype=torch.float64).expand(int((~mask).sum()), 3, 3))
     dets = torch.linalg.det(out.rots[mask])
     assert torch.allclose(dets, torch.ones_like(dets), atol=1e-8)
 
@@ -103,6 +108,8 @@ def test_inference_only_rotation_rate_changes_the_ode() -> None:
     assert torch.allclose(v_trained["rots"], target["rots"], atol=1e-8)
     assert torch.allclose(v_sped["rots"], v_trained["rots"] * 10.0 * 0.7, atol=1e-8)
     assert torch.allclose(v_sped["trans"], v_trained["trans"])
+    with pytest.raises(ValueError, match="exp_2m needs the flow's sampling schedule"):
+        sped.sample(mask, method="exp_2m", steps=4)
 
 
 def test_velocity_field_is_se3_equivariant_float64() -> None:
