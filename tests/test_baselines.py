@@ -157,7 +157,14 @@ def test_ca_only_structures_are_written_read_and_evaluated_on_ca_metrics(tmp_pat
     full = helix(20, dtype=torch.float64)[:, :4]
     ca = full[:, 1:2][None]
     atoms = sample_atoms(
-        AtomSamples(ca, torch.ones(1, 20, dtype=torch.bool), 1, torch.ones(1, dtype=torch.long), torch.zeros(1), ca[None])
+        AtomSamples(
+            ca,
+            torch.ones(1, 20, dtype=torch.bool),
+            1,
+            torch.ones(1, dtype=torch.long),
+            torch.zeros(1),
+            ca[None],
+        )
     )
     assert atoms.shape == (1, 20, 4, 3) and torch.isnan(atoms[0, :, [0, 2, 3]]).all()
     (tmp_path / "ca").mkdir()

@@ -169,8 +169,12 @@ def test_constant_prediction_is_exact_and_ends_on_it(case, method):
 
 def test_exp_euler_equals_euler_for_the_linear_schedule():
     grid = [i / 10 for i in range(11)]
-    ours = solve_data_prediction(euclid_denoiser, X0, schedule=CondOTScheduler(), method="exp_euler", times=grid[:-1])
-    euler = solve_ode(x1_field(euclid_denoiser, CondOTScheduler(), None), X0, t_end=0.9, method="euler", steps=9)
+    ours = solve_data_prediction(
+        euclid_denoiser, X0, schedule=CondOTScheduler(), method="exp_euler", times=grid[:-1]
+    )
+    euler = solve_ode(
+        x1_field(euclid_denoiser, CondOTScheduler(), None), X0, t_end=0.9, method="euler", steps=9
+    )
     torch.testing.assert_close(ours.final, euler.final, rtol=1e-12, atol=1e-12)
 
 
@@ -231,7 +235,9 @@ def test_grid_shapes():
 
 def test_solve_ode_grid_argument():
     field = x1_field(euclid_denoiser, CondOTScheduler(), None)
-    out = solve_ode(field, X0, t_end=0.99, method="euler", steps=4, grid="log", return_times=time_grid("log", 4, 0, 0.99))
+    out = solve_ode(
+        field, X0, t_end=0.99, method="euler", steps=4, grid="log", return_times=time_grid("log", 4, 0, 0.99)
+    )
     assert out.nfe == 4
     with pytest.raises(ValueError, match="unknown grid"):
         solve_ode(field, X0, method="euler", steps=4, grid="cosine")
@@ -275,3 +281,28 @@ def test_dopri5_per_sample_control_matches_solving_alone():
     for i in range(4):
         ref = odeint(spin_field, x0[i : i + 1], torch.tensor(times, dtype=DT), rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(traced.trajectory[:, i], ref[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_initial_step_is_hairers_and_per_sample():
+    """On one Euclidean sample the first step equals torchdiffeq's (Hairer's II.4 estimate); in a batch
+    each sample gets the step it gets alone."""
+    from torchdiffeq._impl.misc import _rms_norm, _select_initial_step
+
+    from proteinflow.flow.solver_dopri5 import initial_step
+    from proteinflow.flow.solver_rkmk import CountingField, Geometry
+
+    x0 = torch.cat([X0, torch.tensor([[40.0], [0.5], [1.0], [0.2]], dtype=DT)], dim=-1)
+    steps = []
+    for i in range(4):
+        xi = x0[i : i + 1]
+        f = CountingField(spin_field, xi, flat=True)
+        t = torch.zeros(1, dtype=DT)
+        ours = initial_step(f, Geometry(None), t, xi, f(t, xi), 1.0, 1.0, 1e-4, 1e-6)
+        theirs = _select_initial_step(spin_field, torch.tensor(0.0, dtype=DT), xi, 5, 1e-4, 1e-6, _rms_norm)
+        torch.testing.assert_close(ours, theirs.reshape(1), rtol=1e-12, atol=0)
+        steps.append(ours)
+    f = CountingField(spin_field, x0, flat=True)
+    t = torch.zeros(4, dtype=DT)
+    torch.testing.assert_close(
+        initial_step(f, Geometry(None), t, x0, f(t, x0), 1.0, 1.0, 1e-4, 1e-6), torch.cat(steps)
+    )

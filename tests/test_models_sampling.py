@@ -98,7 +98,12 @@ def test_sample_to_data_reaches_an_exact_prediction_euclidean(method: str, steps
     if steps is not None:  # on the solver's own grid: its steps (then the final prediction)
         nfe = {"euler": steps + 1, "rk4": 4 * steps + 1, "exp_euler": steps, "exp_midpoint": 2 * steps}
         plain = sample_to_data(
-            lambda t, x: c, _euclid_velocity, x0, schedule=CondOTScheduler(), final_gap=1e-2, method=method,
+            lambda t, x: c,
+            _euclid_velocity,
+            x0,
+            schedule=CondOTScheduler(),
+            final_gap=1e-2,
+            method=method,
             steps=steps,
         )
         assert plain.nfe == nfe.get(method, steps)
@@ -122,8 +127,14 @@ def test_sample_to_data_on_so3_follows_the_geodesic_to_the_prediction() -> None:
     manifold = SO3()
     path = GeodesicPath(manifold, CondOTScheduler())
     out = sample_to_data(
-        lambda t, x: r1, lambda x, y, t: path.x1_to_velocity(y, x, t), r0, schedule=CondOTScheduler(),
-        final_gap=1e-3, method="rk4", steps=5, manifold=manifold,
+        lambda t, x: r1,
+        lambda x, y, t: path.x1_to_velocity(y, x, t),
+        r0,
+        schedule=CondOTScheduler(),
+        final_gap=1e-3,
+        method="rk4",
+        steps=5,
+        manifold=manifold,
     )
     assert torch.allclose(out.final, r1, atol=1e-8)
     assert out.nfe == 5 * 4 + 1

@@ -112,7 +112,9 @@ class _Kappas:
             self.keys = list(x.keys())
             if isinstance(schedule, Mapping):
                 if set(schedule) != set(self.keys):
-                    raise ValueError(f"schedule keys {sorted(schedule)} differ from the state keys {sorted(x)}")
+                    raise ValueError(
+                        f"schedule keys {sorted(schedule)} differ from the state keys {sorted(x)}"
+                    )
                 self.scheds = {k: schedule[k] for k in self.keys}
             else:
                 self.scheds = dict.fromkeys(self.keys, schedule)
@@ -174,7 +176,9 @@ def solve_data_prediction(
         :class:`~proteinflow.flow.solver_rkmk.SolveResult` (``nfe`` = denoiser calls).
     """
     if method not in DATA_METHODS:
-        raise ValueError(f"unknown data-prediction method {method!r}; valid methods are {', '.join(DATA_METHODS)}")
+        raise ValueError(
+            f"unknown data-prediction method {method!r}; valid methods are {', '.join(DATA_METHODS)}"
+        )
     if not callable(denoiser):
         raise TypeError(f"denoiser must be callable D(t, x), got {type(denoiser).__name__}")
     if manifold is not None and not isinstance(manifold, FlowManifold):

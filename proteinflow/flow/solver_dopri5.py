@@ -63,6 +63,51 @@ def error_ratio(err: State, x_old: State, x_new: State, u: State, rtol: float, a
     return (total / max(count, 1)).sqrt()
 
 
+def _state_norm(v: State, x: State, rtol: float, atol: float) -> Tensor:
+    """Per-sample RMS of ``v / (atol + rtol |x|)`` ``[B]``; a leaf of ``v`` in chart coordinates (a shape other
+    than the point's, e.g. rotation vectors) is scaled by ``atol + rtol`` (points of unit size)."""
+    total: Tensor | None = None
+    count = 0
+    for a, p in zip(tree_leaves(v), tree_leaves(x), strict=True):
+        scale = atol + rtol * p.abs() if a.shape == p.shape else atol + rtol
+        sq = ((a / scale).to(torch.float64) ** 2).reshape(a.shape[0], -1)
+        total = sq.sum(1) if total is None else total + sq.sum(1)
+        count += sq.shape[1]
+    assert total is not None
+    return (total / max(count, 1)).sqrt()
+
+
+def initial_step(
+    f: CountingField,
+    geom: Geometry,
+    t: Tensor,
+    x: State,
+    k0: State,
+    direction: float,
+    span: float,
+    rtol: float,
+    atol: float,
+) -> Tensor:
+    """Per-sample first step (Hairer, Norsett & Wanner, Solving ODEs I, II.4), ``[B]`` float64.
+
+    With ``d0 = ||x||`` and ``d1 = ||f(t, x)||`` (:func:`_state_norm`), a trial Euler step
+    ``h0 = 0.01 d0 / d1`` estimates the second derivative ``d2 = ||f(t + h0, Exp_x(h0 f)) - f(t, x)|| / h0``;
+    the step is ``min(100 h0, (0.01 / max(d1, d2))^(1/6))`` (``1 / (order + 1)``), capped at the interval.
+    One field call. On one Euclidean sample this is torchdiffeq's ``_select_initial_step`` (tested).
+    """
+    d0 = _state_norm(x, x, rtol, atol)
+    d1 = _state_norm(k0, x, rtol, atol)
+    h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1.clamp_min(1e-300))
+    h0 = h0.clamp_max(span)
+    step = batch_scale(k0, direction * h0)
+    k1 = f(t + direction * h0, geom.expmap(x, step))
+    diff = tree_map(lambda a, b: a - b, geom.dexpinv(x, step, k1), k0)
+    d2 = _state_norm(diff, x, rtol, atol) / h0
+    big = torch.maximum(d1, d2)
+    h1 = torch.where(big <= 1e-15, (h0 * 1e-3).clamp_min(1e-6), (0.01 / big.clamp_min(1e-300)) ** (1 / 6))
+    return torch.minimum(100 * h0, h1).clamp_max(span)
+
+
 def _where(mask: Tensor, a: State, b: State) -> State:
     """Per-sample choice: ``a`` where ``mask`` ``[B]`` is true, else ``b``."""
     return tree_map(lambda x, y: torch.where(mask.reshape(-1, *([1] * (x.dim() - 1))), x, y), a, b)
@@ -83,7 +128,7 @@ def dopri5(
 
     Error estimate ``e_b = h_b sum_i (b5_i - b4_i) k_i`` in the chart at ``x_b``; ``ratio_b`` from
     :func:`error_ratio`; accept if ``ratio_b <= 1``; next step ``h_b * clamp(0.9 ratio_b^(-1/5), 0.2, 10)``
-    (a rejected step only shrinks). First step ``|t_end - t_start| / 100``. FSAL: the raw field value at
+    (a rejected step only shrinks). First step from :func:`initial_step` (one NFE). FSAL: the raw field value at
     an accepted point is that sample's next first stage (at ``u = 0`` the chart derivative is the
     identity), so an accepted step costs 6 NFE.
 
@@ -104,17 +149,20 @@ def dopri5(
     stop_of_time = [next((j for j, s in enumerate(stops) if abs(s - v) <= tol), None) for v in out_times]
     stop_t = torch.tensor(stops, **f64)
     t = torch.full((batch,), t_start, **f64)
-    h_abs = torch.full((batch,), abs(span) / 100.0, **f64)
     stop_idx = torch.zeros(batch, dtype=torch.long, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     nfe = torch.ones(batch, dtype=torch.long, device=device)
     n_steps = torch.zeros(batch, dtype=torch.long, device=device)
     k_first = f(t, x)
+    h_abs = initial_step(f, geom, t, x, k_first, direction, abs(span), rtol, atol)
+    nfe += 1
     while not bool(done.all()):
         active = ~done
         n_steps += active.long()
         if int(n_steps.max()) > max_steps:
-            raise RuntimeError(f"dopri5: more than {max_steps} steps (rtol={rtol}, atol={atol}); stiff field?")
+            raise RuntimeError(
+                f"dopri5: more than {max_steps} steps (rtol={rtol}, atol={atol}); stiff field?"
+            )
         to_stop = (stop_t[stop_idx.clamp_max(len(stops) - 1)] - t).abs()
         clipped = h_abs >= to_stop
         h = direction * torch.where(active, torch.minimum(h_abs, to_stop), torch.zeros_like(h_abs))
@@ -126,7 +174,9 @@ def dopri5(
         ratio = error_ratio(err, x, x_new, u, rtol, atol)
         if not bool(torch.isfinite(ratio[active]).all()):
             bad = int(torch.nonzero(active & ~torch.isfinite(ratio))[0])
-            raise FloatingPointError(f"dopri5: non-finite error estimate for sample {bad} at t={float(t[bad])}")
+            raise FloatingPointError(
+                f"dopri5: non-finite error estimate for sample {bad} at t={float(t[bad])}"
+            )
         factor = torch.where(
             ratio == 0.0, torch.full_like(ratio, 10.0), (0.9 * ratio.pow(-0.2)).clamp(0.2, 10.0)
         )
@@ -134,9 +184,7 @@ def dopri5(
         t = torch.where(accept, torch.where(clipped, stop_t[stop_idx.clamp_max(len(stops) - 1)], t + h), t)
         x = _where(accept, x_new, x)
         k_first = _where(accept, ws[-1], k_first)
-        h_abs = torch.where(
-            active, h.abs() * torch.where(accept, factor, factor.clamp_max(1.0)), h_abs
-        )
+        h_abs = torch.where(active, h.abs() * torch.where(accept, factor, factor.clamp_max(1.0)), h_abs)
         if bool((active & (h_abs < 1e-12 * abs(span))).any()):
             bad = int(torch.nonzero(active & (h_abs < 1e-12 * abs(span)))[0])
             raise RuntimeError(f"dopri5: step size underflow for sample {bad} at t={float(t[bad])}")

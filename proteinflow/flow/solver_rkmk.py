@@ -112,7 +112,12 @@ class CountingField:
         if isinstance(t, Tensor) and t.dim() == 1:
             tt = t.to(dtype=self.dtype, device=self.device)
         else:
-            tt = torch.as_tensor(t, dtype=self.dtype, device=self.device).reshape(()).expand(self.batch).clone()
+            tt = (
+                torch.as_tensor(t, dtype=self.dtype, device=self.device)
+                .reshape(())
+                .expand(self.batch)
+                .clone()
+            )
         out = self.field(tt, x)
         self.nfe += 1
         if self.nfe == 1:

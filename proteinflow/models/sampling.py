@@ -171,7 +171,13 @@ def sample_to_data(
             )
         times = _data_times(return_times)
         out = solve_data_prediction(
-            denoiser, x0, schedule=schedule, method=method, steps=steps, grid=grid, manifold=manifold,
+            denoiser,
+            x0,
+            schedule=schedule,
+            method=method,
+            steps=steps,
+            grid=grid,
+            manifold=manifold,
             return_times=times,
         )
         final = project(out.final) if project is not None else out.final

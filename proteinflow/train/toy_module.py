@@ -184,7 +184,13 @@ def generate(
             )
         else:
             result = solve_ode(
-                vector_field, x0, method=method, steps=steps, rtol=rtol, atol=atol, return_times=return_times,
+                vector_field,
+                x0,
+                method=method,
+                steps=steps,
+                rtol=rtol,
+                atol=atol,
+                return_times=return_times,
                 grid=grid,
             )
     finally:
