@@ -74,14 +74,6 @@ def test_train_then_sample_round_trip(tmp_path: Path) -> None:
     assert json.loads((dop / "metrics.json").read_text())["nfe"] >= 6
 
 
-def test_cli_solver_and_grid_names_are_the_librarys() -> None:
-    from proteinflow.cli.sample import GRIDS, SOLVERS
-    from proteinflow.flow.time_grids import GRIDS as LIBRARY_GRIDS
-    from proteinflow.models.sampling import SAMPLING_METHODS
-
-    assert set(SOLVERS) == set(SAMPLING_METHODS) and GRIDS == LIBRARY_GRIDS
-
-
 def test_digits_round_trip_with_guidance(tmp_path: Path) -> None:
     raw = {
         "data": {"target": "digits", "batch_size": 8, "conditional": True},

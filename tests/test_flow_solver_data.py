@@ -15,9 +15,9 @@ import torch
 from torchdiffeq import odeint
 
 from proteinflow.flow import (
+    GRIDS,
     CondOTScheduler,
     ExpRateScheduler,
-    GRIDS,
     data_method_nfe,
     solve_data_prediction,
     solve_ode,
@@ -260,7 +260,7 @@ def test_lambda_time_solves_the_same_ode_with_fewer_steps():
 
 
 def spin_field(t, x):
-    """``x = (a, b, c, rate)``: ``(a, b)`` rotates at ``rate`` (a constant coordinate), ``c`` decays slowly."""
+    """``x = (a, b, c, rate)``: ``(a, b)`` rotates at ``rate`` (a constant coordinate); ``c`` decays."""
     rate = x[:, 3:4]
     a, b, c = x[:, 0:1], x[:, 1:2], x[:, 2:3]
     return torch.cat([-rate * b, rate * a, -0.5 * c, torch.zeros_like(rate)], dim=-1)

@@ -1,6 +1,7 @@
 """The general flow matching core: schedulers, paths, time samplers, losses, couplings, solvers, guidance,
 likelihoods (solvers: :mod:`~proteinflow.flow.solvers` for velocity fields,
-:mod:`~proteinflow.flow.solver_data` for data-predicting models), and the distances between sample sets (:mod:`proteinflow.flow.metrics`). Written against
+:mod:`~proteinflow.flow.solver_data` for data-predicting models), and the distances between sample sets
+(:mod:`proteinflow.flow.metrics`). Written against
 :class:`~proteinflow.geometry.manifolds.FlowManifold`; Euclidean flows use the flat manifold (or
 ``manifold=None``). Convention: ``t = 0`` noise, ``t = 1`` data."""
 

@@ -165,8 +165,8 @@ def solve_data_prediction(
         x_init: state ``[B, ...]`` at the first grid time (the prior draw for a grid from 0).
         schedule: the sampling schedule ``kappa`` (one, or one per factor of a dict state).
         method: one of :data:`DATA_METHODS`.
-        steps, grid: a grid of ``steps`` steps of kind ``grid`` (:func:`~proteinflow.flow.time_grids.time_grid`)
-            from 0 to 1; or pass ``times`` instead.
+        steps, grid: a grid of ``steps`` steps of kind ``grid`` from 0 to 1
+            (:func:`~proteinflow.flow.time_grids.time_grid`); or pass ``times`` instead.
         times: an explicit increasing grid ``[t_0, ..., t_M]`` in ``[0, 1]`` (``t_M = 1`` ends on data).
         manifold: the state's manifold; ``None`` for flat tensors.
         return_times: grid-range times at which to record the state (merged into the grid); default
@@ -259,9 +259,9 @@ def _second_order_step(
     k_2: Mapping[str | None, float],
     k_next: Mapping[str | None, float],
 ) -> State:
-    """Per factor ``(1 - rho) u1 + phi_2(h) (u2 - u1) / (lambda_2 - lambda_n)`` (``kappa' < 1``), or the linear
-    extrapolation in ``kappa`` to ``kappa = 1`` (``kappa' = 1``); ``u2`` is the second prediction's tangent
-    at the current point, made at ``kappa_2`` (before or after ``kappa_n``)."""
+    """Per factor ``(1 - rho) u1 + phi_2(h) (u2 - u1) / (lambda_2 - lambda_n)`` (``kappa' < 1``), or the
+    linear extrapolation in ``kappa`` to ``kappa = 1`` (``kappa' = 1``); ``u2`` is the second prediction's
+    tangent at the current point, made at ``kappa_2`` (before or after ``kappa_n``)."""
     c1: dict[str | None, float] = {}
     c2: dict[str | None, float] = {}
     for key, kn in k_n.items():

@@ -64,8 +64,8 @@ def error_ratio(err: State, x_old: State, x_new: State, u: State, rtol: float, a
 
 
 def _state_norm(v: State, x: State, rtol: float, atol: float) -> Tensor:
-    """Per-sample RMS of ``v / (atol + rtol |x|)`` ``[B]``; a leaf of ``v`` in chart coordinates (a shape other
-    than the point's, e.g. rotation vectors) is scaled by ``atol + rtol`` (points of unit size)."""
+    """Per-sample RMS of ``v / (atol + rtol |x|)`` ``[B]``; a leaf of ``v`` in chart coordinates (a shape
+    other than the point's, e.g. rotation vectors) is scaled by ``atol + rtol`` (points of unit size)."""
     total: Tensor | None = None
     count = 0
     for a, p in zip(tree_leaves(v), tree_leaves(x), strict=True):
@@ -128,8 +128,8 @@ def dopri5(
 
     Error estimate ``e_b = h_b sum_i (b5_i - b4_i) k_i`` in the chart at ``x_b``; ``ratio_b`` from
     :func:`error_ratio`; accept if ``ratio_b <= 1``; next step ``h_b * clamp(0.9 ratio_b^(-1/5), 0.2, 10)``
-    (a rejected step only shrinks). First step from :func:`initial_step` (one NFE). FSAL: the raw field value at
-    an accepted point is that sample's next first stage (at ``u = 0`` the chart derivative is the
+    (a rejected step only shrinks). First step from :func:`initial_step` (one NFE). FSAL: the raw field
+    value at an accepted point is that sample's next first stage (at ``u = 0`` the chart derivative is the
     identity), so an accepted step costs 6 NFE.
 
     Returns:

@@ -41,8 +41,8 @@ def sample_toy(
     import torch
     from rich.console import Console
 
-    from proteinflow.train.data.toy import make_distribution, make_source
     from proteinflow.flow.time_grids import time_grid
+    from proteinflow.train.data.toy import make_distribution, make_source
     from proteinflow.train.toy_module import build_scheduler, generate, load_checkpoint
 
     console = Console(stderr=True)
