@@ -329,7 +329,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--ckpt", type=Path, required=True, help="frame-flow checkpoint")
+    parser.add_argument("--ckpt", type=Path, default=None, help="frame-flow checkpoint")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--ca-ckpt", type=Path, default=None, help="CA baseline checkpoint (optional)")
     parser.add_argument("--toy-ckpt", type=Path, default=None, help="toy checkpoint (optional)")
@@ -343,36 +343,46 @@ def main() -> None:
     parser.add_argument("--conv-num", type=int, default=4, help="backbones solved at the tighter check")
     parser.add_argument("--dopri-tols", type=float, nargs="+", default=[1e-2, 1e-3, 1e-4])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=("frames", "ca", "toy"),
+        default=["frames", "ca", "toy"],
+        help="which parts to run (ca and toy also need their checkpoints)",
+    )
     args = parser.parse_args()
+    if "frames" in args.parts and args.ckpt is None:
+        parser.error("--ckpt is required for the frames part (or pass --parts ca toy)")
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     args.out.mkdir(parents=True, exist_ok=True)
     cache = Cache(args.out / "rows.json")
     report: list[str] = []
     results: dict[str, dict] = {}
 
-    flow, _ = load_backbone_checkpoint(args.ckpt)
-    print(f"frames: {args.ckpt}, N = {args.length}, {args.num} backbones")
-    lines, results["frames"] = backbone_solvers(
-        flow,
-        cache,
-        "frames",
-        args.length,
-        args.num,
-        args.seed,
-        args.budgets,
-        args.ref_tols,
-        args.dopri_tols,
-        extra_grids=True,
-        conv_num=args.conv_num,
-    )
-    report += [f"## Frames ({args.ckpt}, N = {args.length}, {args.num} backbones)", "", *lines, ""]
-    report += [
-        "### Sample metrics at 10 and 20 NFE (uniform grid) and of the reference",
-        "",
-        *quality_table(results["frames"]),
-        "",
-    ]
-    if args.ca_ckpt is not None:
+    if "frames" in args.parts:
+        flow, _ = load_backbone_checkpoint(args.ckpt)
+        print(f"frames: {args.ckpt}, N = {args.length}, {args.num} backbones")
+        lines, results["frames"] = backbone_solvers(
+            flow,
+            cache,
+            "frames",
+            args.length,
+            args.num,
+            args.seed,
+            args.budgets,
+            args.ref_tols,
+            args.dopri_tols,
+            extra_grids=True,
+            conv_num=args.conv_num,
+        )
+        report += [f"## Frames ({args.ckpt}, N = {args.length}, {args.num} backbones)", "", *lines, ""]
+        report += [
+            "### Sample metrics at 10 and 20 NFE (uniform grid) and of the reference",
+            "",
+            *quality_table(results["frames"]),
+            "",
+        ]
+    if args.ca_ckpt is not None and "ca" in args.parts:
         ca_flow, _ = load_backbone_checkpoint(args.ca_ckpt)
         print(f"CA baseline: {args.ca_ckpt}")
         lines, results["CA baseline"] = backbone_solvers(
@@ -389,7 +399,7 @@ def main() -> None:
             conv_num=args.conv_num,
         )
         report += [f"## CA baseline ({args.ca_ckpt}, N = {args.length})", "", *lines, ""]
-    if args.toy_ckpt is not None:
+    if args.toy_ckpt is not None and "toy" in args.parts:
         print(f"toy: {args.toy_ckpt}")
         report += ["## Toy", "", *toy_solvers(args.toy_ckpt, cache, 2000, args.seed), ""]
     text = "\n".join(report)
