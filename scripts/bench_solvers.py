@@ -294,7 +294,7 @@ def toy_solvers(ckpt: Path, cache: Cache, num: int, seed: int) -> list[str]:
                     network,
                     x0,
                     method=method,
-                    steps=steps_for_budget(method, budget),
+                    steps=toy_steps(method, budget),
                     grid=grid,
                     scheduler=sched,
                 )
