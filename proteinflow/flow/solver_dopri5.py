@@ -41,40 +41,41 @@ _DP_B4 = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 210
 _DP_E = tuple(b5 - b4 for b5, b4 in zip(_DP_B5, _DP_B4, strict=True))
 
 
+def _scaled_rms(values: list[Tensor], scales: list[Tensor | float]) -> Tensor:
+    """Per-sample RMS of ``value / scale`` over all entries of all leaves: ``[B]`` (float64)."""
+    total: Tensor | None = None
+    count = 0
+    for v, scale in zip(values, scales, strict=True):
+        sq = ((v / scale).to(torch.float64) ** 2).reshape(v.shape[0], -1)
+        total = sq.sum(1) if total is None else total + sq.sum(1)
+        count += sq.shape[1]
+    assert total is not None
+    return (total / max(count, 1)).sqrt()
+
+
 def error_ratio(err: State, x_old: State, x_new: State, u: State, rtol: float, atol: float) -> Tensor:
     """Per-sample RMS of ``err / scale`` over each sample's entries: ``[B]`` (float64).
 
     ``scale = atol + rtol * max(|x_old|, |x_new|)`` for leaves whose tangent has the point's shape (ambient
     coordinates), else ``atol + rtol * |u|`` (``u`` = the step's chart increment).
     """
-    total: Tensor | None = None
-    count = 0
-    for e, a, b, du in zip(
-        tree_leaves(err), tree_leaves(x_old), tree_leaves(x_new), tree_leaves(u), strict=True
-    ):
-        if a.shape == e.shape:
-            scale = atol + rtol * torch.maximum(a.abs(), b.abs())
-        else:
-            scale = atol + rtol * du.abs()
-        sq = ((e / scale).to(torch.float64) ** 2).reshape(e.shape[0], -1)
-        total = sq.sum(1) if total is None else total + sq.sum(1)
-        count += sq.shape[1]
-    assert total is not None
-    return (total / max(count, 1)).sqrt()
+    errs = tree_leaves(err)
+    scales: list[Tensor | float] = [
+        atol + rtol * torch.maximum(a.abs(), b.abs()) if a.shape == e.shape else atol + rtol * du.abs()
+        for e, a, b, du in zip(errs, tree_leaves(x_old), tree_leaves(x_new), tree_leaves(u), strict=True)
+    ]
+    return _scaled_rms(errs, scales)
 
 
 def _state_norm(v: State, x: State, rtol: float, atol: float) -> Tensor:
     """Per-sample RMS of ``v / (atol + rtol |x|)`` ``[B]``; a leaf of ``v`` in chart coordinates (a shape
     other than the point's, e.g. rotation vectors) is scaled by ``atol + rtol`` (points of unit size)."""
-    total: Tensor | None = None
-    count = 0
-    for a, p in zip(tree_leaves(v), tree_leaves(x), strict=True):
-        scale = atol + rtol * p.abs() if a.shape == p.shape else atol + rtol
-        sq = ((a / scale).to(torch.float64) ** 2).reshape(a.shape[0], -1)
-        total = sq.sum(1) if total is None else total + sq.sum(1)
-        count += sq.shape[1]
-    assert total is not None
-    return (total / max(count, 1)).sqrt()
+    values = tree_leaves(v)
+    scales: list[Tensor | float] = [
+        atol + rtol * p.abs() if a.shape == p.shape else atol + rtol
+        for a, p in zip(values, tree_leaves(x), strict=True)
+    ]
+    return _scaled_rms(values, scales)
 
 
 def initial_step(
