@@ -77,7 +77,14 @@ import torch
 from torch import Tensor
 
 from proteinflow.flow.schedulers import ConvexScheduler
-from proteinflow.flow.solver_rkmk import CountingField, Geometry, SolveResult, merge_times
+from proteinflow.flow.solver_rkmk import (
+    CountingField,
+    Geometry,
+    SolveResult,
+    as_time_list,
+    merge_times,
+    stack_states,
+)
 from proteinflow.flow.time_grids import GRIDS, time_grid
 from proteinflow.geometry.manifolds.base import FlowManifold
 from proteinflow.geometry.tree import State, tree_first, tree_map
@@ -195,10 +202,7 @@ def solve_data_prediction(
             raise ValueError(f"times must be an increasing grid of at least two points, got {base}")
         if base[0] < 0.0 or base[-1] > 1.0:
             raise ValueError(f"times must lie in [0, 1], got {base[0]} .. {base[-1]}")
-    if isinstance(return_times, Tensor):
-        req = [float(v) for v in return_times.detach().cpu().tolist()]
-    else:
-        req = None if return_times is None else [float(v) for v in return_times]
+    req = as_time_list(return_times)
     out_times = req if req is not None else [base[0], base[-1]]
     if any(v < base[0] - 1e-9 or v > base[-1] + 1e-9 for v in out_times):
         raise ValueError(f"return_times must lie in [{base[0]}, {base[-1]}], got {out_times}")
@@ -236,7 +240,7 @@ def solve_data_prediction(
     first = tree_first(x_init)
     return SolveResult(
         final=x,
-        trajectory=tree_map(lambda *leaves: torch.stack(leaves, dim=0), *recorded),
+        trajectory=stack_states(recorded),
         times=torch.tensor(out_times, dtype=first.dtype, device=first.device),
         nfe=f.nfe,
         nfe_per_sample=torch.full((first.shape[0],), f.nfe, dtype=torch.long, device=first.device),

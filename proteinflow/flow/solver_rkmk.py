@@ -33,11 +33,13 @@ __all__ = [
     "SolveResult",
     "Tableau",
     "VectorField",
+    "as_time_list",
     "batch_scale",
     "fixed_grid",
     "merge_times",
     "rkmk_stages",
     "solve_fixed",
+    "stack_states",
 ]
 
 #: Relative tolerance (times the interval length) used to decide that two times coincide. It must exceed
@@ -162,6 +164,22 @@ class Geometry:
         if self.flat:
             return w
         return self.manifold.dexpinv(x, u, w)
+
+
+def as_time_list(return_times: Tensor | Sequence[float] | None) -> list[float] | None:
+    """Requested times as python floats (``None`` stays ``None``); a tensor must be 1-D."""
+    if return_times is None:
+        return None
+    if isinstance(return_times, Tensor):
+        if return_times.dim() != 1:
+            raise ValueError(f"return_times must be 1-D, got shape {tuple(return_times.shape)}")
+        return [float(v) for v in return_times.detach().cpu().tolist()]
+    return [float(v) for v in return_times]
+
+
+def stack_states(states: list[State]) -> State:
+    """Recorded states stacked along a new leading dim: each leaf ``[T, B, ...]``."""
+    return tree_map(lambda *leaves: torch.stack(leaves, dim=0), *states)
 
 
 def batch_scale(u: State, scale: float | Tensor) -> State:

@@ -53,27 +53,19 @@ from proteinflow.flow.solver_rkmk import (
     Geometry,
     SolveResult,
     VectorField,
+    as_time_list,
     batch_scale,
     solve_fixed,
+    stack_states,
 )
 from proteinflow.flow.time_grids import GRIDS
 from proteinflow.geometry.manifolds.base import FlowManifold
-from proteinflow.geometry.tree import State, tree_first, tree_leaves, tree_map
+from proteinflow.geometry.tree import State, tree_first, tree_leaves
 
 __all__ = ["METHODS", "TIME_TOL", "TIME_VARIABLES", "SolveResult", "VectorField", "solve_ode"]
 
 METHODS = ("euler", "midpoint", "rk4", "dopri5")
 TIME_VARIABLES = ("t", "lambda")
-
-
-def _as_time_list(return_times: Tensor | Sequence[float] | None) -> list[float] | None:
-    if return_times is None:
-        return None
-    if isinstance(return_times, Tensor):
-        if return_times.dim() != 1:
-            raise ValueError(f"return_times must be 1-D, got shape {tuple(return_times.shape)}")
-        return [float(v) for v in return_times.detach().cpu().tolist()]
-    return [float(v) for v in return_times]
 
 
 def _validate_times(t_start: float, t_end: float, req: list[float] | None) -> None:
@@ -98,10 +90,6 @@ def _validate_times(t_start: float, t_end: float, req: list[float] | None) -> No
                 "return_times must be strictly monotone in the direction of integration "
                 f"(from {t_start} to {t_end}), got {req}"
             )
-
-
-def _stack(states: list[State]) -> State:
-    return tree_map(lambda *leaves: torch.stack(leaves, dim=0), *states)
 
 
 def _times_tensor(times: list[float], like: Tensor) -> Tensor:
@@ -179,7 +167,7 @@ def solve_ode(
                 f"x_init leaves must share the batch size {batch}, got shape {tuple(leaf.shape)}"
             )
     t_start, t_end = float(t_start), float(t_end)
-    req = _as_time_list(return_times)
+    req = as_time_list(return_times)
     _validate_times(t_start, t_end, req)
     if time == "lambda":
         if max(t_start, t_end) >= 1.0:
@@ -219,7 +207,7 @@ def solve_ode(
         nfe_per_sample = torch.full((batch,), f.nfe, dtype=torch.long, device=first.device)
     return SolveResult(
         final=final,
-        trajectory=_stack(recorded),
+        trajectory=stack_states(recorded),
         times=_times_tensor(times, first),
         nfe=f.nfe,
         nfe_per_sample=nfe_per_sample,

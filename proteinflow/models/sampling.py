@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from proteinflow.flow.solver_data import DATA_METHODS, Denoiser, Schedule, solve_data_prediction
+from proteinflow.flow.solver_rkmk import as_time_list
 from proteinflow.flow.solvers import METHODS, SolveResult, solve_ode
 from proteinflow.geometry.manifolds.base import FlowManifold
 from proteinflow.geometry.tree import State, tree_first, tree_map
@@ -214,9 +215,9 @@ def sample_to_data(
 
 def _data_times(return_times: Sequence[float] | Tensor | None) -> list[float]:
     """Requested times for a data-prediction solve: ``[0, 1]`` by default, ``1.0`` always last."""
-    if return_times is None:
+    times = as_time_list(return_times)
+    if times is None:
         return [0.0, 1.0]
-    times = [float(v) for v in (return_times.tolist() if isinstance(return_times, Tensor) else return_times)]
     if not times or times[-1] < 1.0:
         times.append(1.0)
     return times
