@@ -1,4 +1,4 @@
-"""The ``proteinflow`` command line: ``proteinflow {train,sample,eval,bench,data} ...``.
+"""The ``proteinflow`` command line: ``proteinflow {train,sample,eval,design,bench,data} ...``.
 
 One module per command under :mod:`proteinflow.cli`, each thin (parse, call a library function,
 print), exposing an add-arguments function and a ``run(args) -> int`` function (named in
@@ -25,6 +25,13 @@ _COMMANDS: list[tuple[tuple[str, ...], str, str, str, str]] = [
         "add_eval_arguments",
         "run_eval",
         "evaluate generated or real structures",
+    ),
+    (
+        ("design",),
+        "proteinflow.cli.design",
+        "add_arguments",
+        "run",
+        "design sequences for backbones with ProteinMPNN, optionally fold them back (designability)",
     ),
     (
         ("bench",),
