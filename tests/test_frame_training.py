@@ -142,7 +142,8 @@ def test_train_resume_and_sample_end_to_end(tmp_path: Path, prepared: Path) -> N
     for r in records:
         atoms = pdb.PDBFile.read(str(tmp_path / "samples" / r.file)).get_structure(model=1)
         assert (atoms.atom_name == "CA").sum() == r.length
-    traj = pdb.PDBFile.read(str(tmp_path / "samples" / "len20_sample0_traj.pdb"))
+    assert not list((tmp_path / "samples").glob("*_traj.pdb"))  # trajectories never sit among samples
+    traj = pdb.PDBFile.read(str(tmp_path / "samples" / "trajectories" / "len20_sample0_traj.pdb"))
     assert traj.get_model_count() == 7  # the 6 Euler grid times and t = 1; recording costs no extra NFE
     with open(tmp_path / "samples" / "samples.csv") as fh:
         rows = list(csv.DictReader(fh))

@@ -10,8 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from proteinflow.cli.common import error, output_dir_problem, positive_float, positive_int
+
+if TYPE_CHECKING:
+    from proteinflow.protein.design_run import DesignSettings
 
 #: ProteinMPNN weight families (``proteinflow.protein.mpnn.MPNN_MODELS``) plus ``auto``.
 MODELS = ("auto", "vanilla", "soluble", "ca")
@@ -76,22 +80,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def build_folder(args: argparse.Namespace):  # noqa: ANN201 - a proteinflow.protein.folding.Folder or None
-    """The folder chosen by ``--fold`` / ``--fold-cmd`` (``None`` for neither).
+def design_settings(args: argparse.Namespace, fold_dir: Path) -> DesignSettings:
+    """The :class:`~proteinflow.protein.design_run.DesignSettings` of the parsed options; the folder is
+    chosen by ``--fold`` / ``--fold-cmd`` (none for neither) and writes its predictions to ``fold_dir``.
 
     Raises:
-        ValueError: both given.
+        ValueError: both ``--fold esmfold`` and ``--fold-cmd``, or a bad ``--fold-cmd``.
         proteinflow.protein.folding.FoldingUnavailableError: ESMFold cannot be loaded.
     """
+    from proteinflow.protein.design_run import DesignSettings
     from proteinflow.protein.folding import CommandFolder, ESMFold
 
     if args.fold_cmd and args.fold != "none":
         raise ValueError("give either --fold esmfold or --fold-cmd, not both")
+    folder = None
     if args.fold_cmd:
-        return CommandFolder(args.fold_cmd)
-    if args.fold == "esmfold":
-        return ESMFold.from_pretrained(args.esmfold, device=args.device, num_recycles=args.num_recycles)
-    return None
+        folder = CommandFolder(args.fold_cmd)
+    elif args.fold == "esmfold":
+        folder = ESMFold.from_pretrained(args.esmfold, device=args.device, num_recycles=args.num_recycles)
+    return DesignSettings(
+        model_kind=args.model,
+        weights=args.weights,
+        num_seqs=args.num_seqs,
+        temperature=args.temperature,
+        seed=args.design_seed,
+        batch_size=args.design_batch_size,
+        device=args.device,
+        folder=folder,
+        fold_dir=fold_dir,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
 
     progress = not args.no_progress
     try:
-        folder = build_folder(args)
+        settings = design_settings(args, args.out / "folds")
     except (ValueError, FoldingUnavailableError) as exc:
         return error(str(exc))
     structures = load_structure_set(args.input, progress=progress)
@@ -117,19 +134,7 @@ def run(args: argparse.Namespace) -> int:
     if not structures.structures:
         return error(f"no readable structure in {args.input}", 1)
     try:
-        result = run_design(
-            [design_input(s) for s in structures.structures],
-            model_kind=args.model,
-            weights=args.weights,
-            num_seqs=args.num_seqs,
-            temperature=args.temperature,
-            seed=args.design_seed,
-            batch_size=args.design_batch_size,
-            device=args.device,
-            folder=folder,
-            fold_dir=args.out / "folds",
-            progress=progress,
-        )
+        result = run_design([design_input(s) for s in structures.structures], settings, progress=progress)
     except MPNNUnavailableError as exc:
         return error(str(exc), 1)
     except ValueError as exc:

@@ -79,7 +79,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lengths", type=positive_int, nargs="+", default=None, help="backbone lengths (required)"
     )
     backbones.add_argument(
-        "--trajectory", action="store_true", help="also write a multi-model trajectory PDB"
+        "--trajectory",
+        action="store_true",
+        help="also write a multi-model trajectory PDB per backbone into <out>/trajectories/ "
+        "(proteinflow eval skips them)",
     )
     backbones.add_argument(
         "--rot-sampling-rate",

@@ -40,13 +40,44 @@ from proteinflow.protein.mpnn import (
 )
 from proteinflow.protein.structure_set import EvalStructure
 
-__all__ = ["DesignResult", "design_input", "run_design", "write_design_outputs"]
+__all__ = [
+    "DesignResult",
+    "DesignSettings",
+    "add_design_columns",
+    "design_input",
+    "run_design",
+    "write_design_outputs",
+]
 
 
 def design_input(s: EvalStructure) -> DesignInput:
     """The design input of an evaluated structure (its file's sequence is the native one, if any)."""
     res_ids = s.res_ids if s.res_ids is not None else np.arange(1, len(s) + 1)
     return DesignInput(s.name, s.coords, np.asarray(res_ids), s.chain_ids, s.sequence, s.source)
+
+
+@dataclass(frozen=True)
+class DesignSettings:
+    """How to design (and optionally fold) sequences; the options of ``proteinflow design``.
+
+    Attributes:
+        model_kind: ``auto``, ``vanilla``, ``soluble`` or ``ca``
+            (:func:`~proteinflow.protein.mpnn.choose_model`).
+        weights: ProteinMPNN weight name (``v_48_020``: 0.2 A training noise).
+        num_seqs, temperature, seed, batch_size: see :func:`~proteinflow.protein.mpnn.design_sequences`.
+        device: torch device for ProteinMPNN (``None``: CUDA when present).
+        folder: folds the designs (``None``: design only); fold_dir: where predictions are written.
+    """
+
+    model_kind: str = "auto"
+    weights: str = "v_48_020"
+    num_seqs: int = 8
+    temperature: float = 0.1
+    seed: int = 0
+    batch_size: int = 8
+    device: str | None = None
+    folder: Folder | None = None
+    fold_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -74,54 +105,44 @@ class DesignResult:
 
 
 def run_design(
-    inputs: Sequence[DesignInput],
-    *,
-    model_kind: str = "auto",
-    weights: str = "v_48_020",
-    num_seqs: int = 8,
-    temperature: float = 0.1,
-    seed: int = 0,
-    batch_size: int = 8,
-    device: str | None = None,
-    folder: Folder | None = None,
-    fold_dir: Path | None = None,
-    progress: bool = False,
+    inputs: Sequence[DesignInput], settings: DesignSettings, *, progress: bool = False
 ) -> DesignResult:
-    """Design sequences for ``inputs`` and, with ``folder``, fold and score them (module docstring);
-    predictions are written to ``fold_dir`` as ``NAME_k.pdb`` when given."""
+    """Design sequences for ``inputs`` and, with ``settings.folder``, fold and score them (module
+    docstring); predictions are written to ``settings.fold_dir`` as ``NAME_k.pdb`` when given."""
     from proteinflow.timing import device_seconds, resolve_device
 
     if not inputs:
         raise ValueError("no backbone to design")
-    dev = resolve_device(device)
-    model = load_mpnn(choose_model(model_kind, inputs), weights, dev)
+    dev = resolve_device(settings.device)
+    model = load_mpnn(choose_model(settings.model_kind, inputs), settings.weights, dev)
     start = device_seconds(dev)
     designs = design_sequences(
         model,
         inputs,
-        num_seqs=num_seqs,
-        temperature=temperature,
-        seed=seed,
-        batch_size=batch_size,
+        num_seqs=settings.num_seqs,
+        temperature=settings.temperature,
+        seed=settings.seed,
+        batch_size=settings.batch_size,
         progress=progress,
     )
     design_seconds = device_seconds(dev) - start
     folds = summary = None
     fold_seconds = 0.0
+    folder = settings.folder
     if folder is not None:
         start = device_seconds(dev)
         backbones = {s.name: np.asarray(s.coords[:, 1], dtype=np.float64) for s in inputs}
         if len(backbones) != len(inputs):
             raise ValueError("backbone names must be unique to fold their designs (two files share a name)")
-        folds = fold_designs(folder, backbones, designs, pdb_dir=fold_dir, progress=progress)
+        folds = fold_designs(folder, backbones, designs, pdb_dir=settings.fold_dir, progress=progress)
         summary = summarise_designability([s.name for s in inputs], folds)
         fold_seconds = device_seconds(dev) - start
     return DesignResult(
         inputs=list(inputs),
         designs=designs,
         model=model,
-        temperature=temperature,
-        seed=seed,
+        temperature=settings.temperature,
+        seed=settings.seed,
         folds=folds,
         designability=summary,
         folder_name=folder.name if folder is not None else None,
@@ -271,3 +292,57 @@ def write_design_outputs(
     summary = out / "design_summary.md"
     atomic_write_text(summary, summary_markdown(result, skipped, source))
     return summary
+
+
+def add_design_columns(
+    structures: Sequence[EvalStructure],
+    rows: list[dict[str, object]],
+    settings: DesignSettings,
+    *,
+    progress: bool = False,
+) -> tuple[DesignResult, str]:
+    """Design (and fold) every evaluated structure and add its columns to its row.
+
+    Columns: ``mpnn_nll`` (mean over its K sequences), ``mpnn_recovery`` (when the file has a native
+    sequence) and, when folded, ``designability_sc_rmsd`` / ``_sc_tm`` / ``_plddt`` (of the best sequence)
+    and ``designability_designable`` (1 / 0). A backbone whose folds all failed gets
+    ``designability_error`` and no ``designability_designable``, so the summary counts it as not
+    designable (:func:`proteinflow.protein.set_metrics.fraction_over_all`).
+
+    Returns:
+        the result (for :func:`write_design_outputs`) and a one-line status with its denominators.
+    """
+    if len(structures) != len(rows):
+        raise ValueError(f"{len(structures)} structures but {len(rows)} rows")
+    result = run_design([design_input(s) for s in structures], settings, progress=progress)
+    by_name: dict[str, list[DesignedSequence]] = {}
+    for d in result.designs:
+        by_name.setdefault(d.name, []).append(d)
+    per_backbone = (
+        {b.name: b for b in result.designability.backbones} if result.designability is not None else {}
+    )
+    for s, row in zip(structures, rows, strict=True):
+        designs = by_name[s.name]
+        row["mpnn_nll"] = float(np.mean([d.nll for d in designs]))
+        recoveries = [d.recovery for d in designs if d.recovery is not None]
+        if recoveries:
+            row["mpnn_recovery"] = float(np.mean(recoveries))
+        if s.name in per_backbone:
+            b = per_backbone[s.name]
+            if b.best_index < 0:
+                row["designability_error"] = f"all {b.n_seqs} folds failed"
+                continue
+            row["designability_sc_rmsd"] = b.best_rmsd
+            row["designability_sc_tm"] = b.best_tm
+            row["designability_plddt"] = b.best_plddt
+            row["designability_designable"] = float(b.designable)
+    nll = per_structure(result, "nll")
+    status = (
+        f"ProteinMPNN {result.model.kind} {result.model.weights}, {settings.num_seqs} sequences per backbone "
+        f"at T = {settings.temperature:g}: mean NLL {np.mean(nll):.3f} over {len(nll)} of {len(structures)}"
+    )
+    if result.designability is not None:
+        status += f"; folded with {result.folder_name}: {result.designability.line()}"
+    else:
+        status += "; not folded (designability needs --fold esmfold or --fold-cmd)"
+    return result, status

@@ -12,8 +12,17 @@
 - diversity: structures grouped by length; within groups of >= 2, mean pairwise TM-score and the number of
   average-linkage clusters at TM 0.5 (:func:`proteinflow.protein.tmscore.cluster_count`);
 - novelty: highest TM-score (normalised by the sample) to the training set, nearest-reference TM-score to
-  the reference set (:func:`proteinflow.protein.tmscore.nearest_tm`, optional length window);
-- designability through the external hook of :mod:`proteinflow.protein.designability`.
+  the reference set (:func:`proteinflow.protein.tmscore.nearest_tm`: candidates within a length window,
+  the ``prefilter_k`` nearest by a cheap shape descriptor TM-aligned coarsely, the ``top_k`` best of those
+  in full; :class:`SearchStats` counts every stage);
+- overlap: structures shared by the reference and the training set, and by the samples and the training
+  set (:func:`proteinflow.protein.structure_set.shared_structures`), reported, never silently accepted;
+- sequence design and designability (ProteinMPNN, then a folder) through
+  :func:`proteinflow.protein.design_run.add_design_columns`.
+
+:func:`summarise` and :func:`summarise_coverage` summarise the per-structure table over *all* evaluated
+structures: each column says how many structures it covers, and yes/no columns count a structure without a
+value as not passing (:func:`~proteinflow.protein.set_metrics.fraction_over_all`).
 
 :func:`sample_quality` is the quick validation-time summary of generated backbones, built from the same
 per-structure functions.
@@ -21,15 +30,14 @@ per-structure functions.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from proteinflow.flow.metrics import circular_wasserstein1, wasserstein1
-from proteinflow.protein.designability import add_designability_columns
+from proteinflow.protein.design_run import DesignResult, DesignSettings, add_design_columns
 from proteinflow.protein.metrics import (
     CA_CLASH_DIST,
     PSEA_CODES,
@@ -40,29 +48,54 @@ from proteinflow.protein.metrics import (
     psea_labels,
 )
 from proteinflow.protein.set_metrics import (
+    ColumnSummary,
+    OutcomeFraction,
     PowerLawFit,
     SetMetrics,
     compute_set_metrics,
     fit_power_law,
+    fraction_over_all,
     structure_row,
+    summarise_columns,
 )
-from proteinflow.protein.structure_set import EvalStructure, StructureSet, seeded_subset, track
+from proteinflow.protein.structure_set import (
+    EvalStructure,
+    SetOverlap,
+    StructureSet,
+    seeded_subset,
+    shared_structures,
+    track,
+)
 
 __all__ = [
+    "DEFAULT_PREFILTER_K",
+    "DEFAULT_TOP_K",
     "QUALITY_KEYS",
     "SUMMARY_COLUMNS",
+    "ColumnSummary",
     "DiversityResult",
     "EvaluationResult",
+    "OutcomeFraction",
     "PowerLawFit",
+    "SearchStats",
     "SetMetrics",
     "compute_set_metrics",
     "diversity",
     "evaluate",
     "fit_power_law",
+    "fraction_over_all",
     "sample_quality",
     "structure_row",
     "summarise",
+    "summarise_coverage",
 ]
+
+#: Candidates TM-aligned in full per sample in the novelty and nearest-reference searches (the best by a
+#: coarse TM-align of the :data:`DEFAULT_PREFILTER_K` nearest by shape descriptor, see
+#: :func:`proteinflow.protein.tmscore.nearest_tm`).
+DEFAULT_TOP_K: int = 10
+#: Candidates per sample that the shape-descriptor prefilter passes on to the coarse TM-align.
+DEFAULT_PREFILTER_K: int = 200
 
 #: Columns of the per-structure table that are averaged in the summary (in this order).
 SUMMARY_COLUMNS: tuple[str, ...] = (
@@ -135,13 +168,40 @@ def diversity(
     )
 
 
+@dataclass(frozen=True)
+class SearchStats:
+    """What a nearest-TM search of every sample against one set did.
+
+    Attributes:
+        n_pool: structures in the searched set.
+        n_queries: samples searched.
+        n_found: samples with a hit (the others had no candidate in the length window: NaN).
+        n_candidates: sample-candidate pairs within the length window (ranked by the descriptor prefilter).
+        n_coarse: coarse TM-align runs (every second CA).
+        n_aligned: full TM-align runs.
+        top_k: candidates aligned in full per sample (``None``: all in the window, exhaustive).
+        prefilter_k: candidates per sample passed by the descriptor to the coarse TM-align (``None``: all).
+        length_window: the relative length window (``None``: all lengths).
+    """
+
+    n_pool: int
+    n_queries: int
+    n_found: int
+    n_candidates: int
+    n_coarse: int
+    n_aligned: int
+    top_k: int | None
+    prefilter_k: int | None
+    length_window: float | None
+
+
 @dataclass
 class EvaluationResult:
     """Everything ``proteinflow eval`` reports.
 
     Attributes:
         samples: metrics of the evaluated set (rows include ``rg_ratio_ref``, ``novelty_tm``,
-            ``nearest_ref_tm`` and ``designability_*`` when computed).
+            ``nearest_ref_tm``, ``mpnn_*`` and ``designability_*`` when computed).
         reference: metrics of the reference set, or ``None``.
         skipped: ``(path, reason)`` of unreadable files of the evaluated set.
         w1_ca_angle: W1 (degrees) between CA virtual bond angles of samples and reference (or ``None``).
@@ -150,7 +210,12 @@ class EvaluationResult:
         n_train: training structures used for novelty (0: not computed).
         n_reference_tm: reference structures used for the nearest-reference TM-score (0: not computed).
         length_window: the length window of the TM searches.
-        designability: one-line status of the designability hook.
+        designability: one-line status of sequence design and designability.
+        novelty: the novelty search against the training set (``None``: not computed).
+        nearest_reference: the nearest-reference search (``None``: not computed).
+        reference_train_overlap: reference structures also in the training set (``None``: not checked).
+        sample_train_overlap: evaluated structures also in the training set (``None``: not checked).
+        trajectories: trajectory files of the evaluated folder that were set aside (not samples).
     """
 
     samples: SetMetrics
@@ -163,19 +228,54 @@ class EvaluationResult:
     n_reference_tm: int
     length_window: float | None
     designability: str
+    novelty: SearchStats | None = None
+    nearest_reference: SearchStats | None = None
+    reference_train_overlap: SetOverlap | None = None
+    sample_train_overlap: SetOverlap | None = None
+    trajectories: list[str] = field(default_factory=list)
+    design: DesignResult | None = None
 
 
 def _nearest_column(
     samples: Sequence[EvalStructure],
     pool: Sequence[EvalStructure],
     window: float | None,
+    top_k: int | None,
+    prefilter_k: int | None,
     description: str,
     progress: bool,
-) -> list[float]:
-    from proteinflow.protein.tmscore import nearest_tm
+) -> tuple[list[float], SearchStats]:
+    """Highest TM-score of every sample against ``pool`` (NaN without candidate) and the search counts."""
+    from proteinflow.protein.tmscore import nearest_tm, shape_descriptor
 
     cas = [p.ca for p in pool]
-    return [nearest_tm(s.ca, cas, length_window=window).tm for s in track(samples, description, progress)]
+    descriptors = None
+    if top_k is not None and prefilter_k is not None:
+        descriptors = np.stack([shape_descriptor(c) for c in track(cas, "shape descriptors", progress)])
+    hits = [
+        nearest_tm(
+            s.ca, cas, length_window=window, top_k=top_k, prefilter_k=prefilter_k, descriptors=descriptors
+        )
+        for s in track(samples, description, progress)
+    ]
+    stats = SearchStats(
+        n_pool=len(pool),
+        n_queries=len(samples),
+        n_found=sum(1 for h in hits if h.index >= 0),
+        n_candidates=sum(h.n_candidates for h in hits),
+        n_coarse=sum(h.n_coarse for h in hits),
+        n_aligned=sum(h.n_compared for h in hits),
+        top_k=top_k,
+        prefilter_k=prefilter_k,
+        length_window=window,
+    )
+    return [h.tm for h in hits], stats
+
+
+def _set_column(rows: list[dict[str, object]], column: str, values: Sequence[float]) -> None:
+    """``rows[i][column] = values[i]`` (one value per row, checked)."""
+    for row, value in zip(rows, values, strict=True):
+        row[column] = value
 
 
 def evaluate(
@@ -184,8 +284,10 @@ def evaluate(
     train: StructureSet | None = None,
     *,
     length_window: float | None = 0.2,
+    top_k: int | None = DEFAULT_TOP_K,
+    prefilter_k: int | None = DEFAULT_PREFILTER_K,
     diversity_max_group: int = 50,
-    designability_cmd: str | None = None,
+    design: DesignSettings | None = None,
     progress: bool = False,
 ) -> EvaluationResult:
     """Evaluate ``samples`` against an optional ``reference`` and ``train`` set.
@@ -196,12 +298,22 @@ def evaluate(
         train: training structures for novelty; when it is the same object as ``reference`` the TM search
             is done once and reused.
         length_window: relative length window of the TM searches (``None``: compare all).
+        top_k: candidates TM-aligned in full per sample, the best by a coarse TM-align (``None``: every
+            candidate in the length window; exhaustive and slow on a large set).
+        prefilter_k: candidates per sample, the nearest by shape descriptor, that are coarsely TM-aligned
+            (``None``: every candidate in the window).
         diversity_max_group: cap on the structures per length group in the diversity computation.
-        designability_cmd: hook template (see :mod:`proteinflow.protein.designability`), ``None``: off.
+        design: ProteinMPNN (and folding) settings; ``None``: no sequence design.
         progress: rich progress bars.
+
+    Structures shared by ``reference`` and ``train``, or by ``samples`` and ``train``, are found
+    (identical CA coordinates) and reported in the result; they never stop the evaluation.
     """
     if not samples.structures:
         raise ValueError(f"samples: no readable structure in {samples.origin}")
+    for name, value in (("top_k", top_k), ("prefilter_k", prefilter_k)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1 or None, got {value}")
     sample_metrics = compute_set_metrics(samples.structures, progress=progress)
     ref_metrics = None
     w1_angle = w1_dihedral = None
@@ -216,23 +328,37 @@ def evaluate(
                 row["rg_ratio_ref"] = float(row["rg"]) / float(ref_metrics.rg_fit(float(row["length"])))
             for row in ref_metrics.rows:
                 row["rg_ratio_ref"] = float(row["rg"]) / float(ref_metrics.rg_fit(float(row["length"])))
-    n_train = n_ref_tm = 0
+    novelty = nearest_ref = None
+    ref_train = sample_train = None
     if train is not None and train.structures:
-        novelty = _nearest_column(samples.structures, train.structures, length_window, "novelty TM", progress)
-        for row, value in zip(sample_metrics.rows, novelty, strict=True):
-            row["novelty_tm"] = value
-        n_train = len(train.structures)
+        values, novelty = _nearest_column(
+            samples.structures, train.structures, length_window, top_k, prefilter_k, "novelty TM", progress
+        )
+        _set_column(sample_metrics.rows, "novelty_tm", values)
+        sample_train = shared_structures(samples.structures, train.structures)
+        if reference is not None and reference.structures:
+            ref_train = shared_structures(reference.structures, train.structures)
     if reference is not None and reference.structures:
-        if reference is train:
-            nearest = [float(row["novelty_tm"]) for row in sample_metrics.rows]
+        if reference is train and novelty is not None:
+            values = [float(row["novelty_tm"]) for row in sample_metrics.rows]  # type: ignore[arg-type]
+            nearest_ref = novelty
         else:
-            nearest = _nearest_column(
-                samples.structures, reference.structures, length_window, "nearest reference TM", progress
+            values, nearest_ref = _nearest_column(
+                samples.structures,
+                reference.structures,
+                length_window,
+                top_k,
+                prefilter_k,
+                "nearest reference TM",
+                progress,
             )
-        for row, value in zip(sample_metrics.rows, nearest, strict=True):
-            row["nearest_ref_tm"] = value
-        n_ref_tm = len(reference.structures)
-    status = add_designability_columns(samples.structures, sample_metrics.rows, designability_cmd, progress)
+        _set_column(sample_metrics.rows, "nearest_ref_tm", values)
+    design_result = None
+    status = "not run (pass --design; add --fold esmfold or --fold-cmd for designability)"
+    if design is not None:
+        design_result, status = add_design_columns(
+            samples.structures, sample_metrics.rows, design, progress=progress
+        )
     return EvaluationResult(
         samples=sample_metrics,
         reference=ref_metrics,
@@ -240,22 +366,34 @@ def evaluate(
         w1_ca_angle=w1_angle,
         w1_ca_dihedral=w1_dihedral,
         diversity=diversity(samples.structures, max_group=diversity_max_group),
-        n_train=n_train,
-        n_reference_tm=n_ref_tm,
+        n_train=novelty.n_pool if novelty is not None else 0,
+        n_reference_tm=nearest_ref.n_pool if nearest_ref is not None else 0,
         length_window=length_window,
         designability=status,
+        novelty=novelty,
+        nearest_reference=nearest_ref,
+        reference_train_overlap=ref_train,
+        sample_train_overlap=sample_train,
+        trajectories=list(samples.trajectories),
+        design=design_result,
     )
 
 
+def summarise_coverage(rows: Iterable[dict[str, object]]) -> dict[str, ColumnSummary]:
+    """:class:`~proteinflow.protein.set_metrics.ColumnSummary` of every :data:`SUMMARY_COLUMNS` entry over
+    all rows: the value plus how many structures it covers, how many are NaN or missing, and which."""
+    return summarise_columns(rows, SUMMARY_COLUMNS)
+
+
 def summarise(rows: Iterable[dict[str, object]]) -> dict[str, float]:
-    """Mean of every :data:`SUMMARY_COLUMNS` entry over the rows that have a finite value (NaN if none)."""
-    rows = list(rows)
-    out = {}
-    for column in SUMMARY_COLUMNS:
-        values = [float(r[column]) for r in rows if column in r and r[column] is not None]
-        values = [v for v in values if math.isfinite(v)]
-        out[column] = float(np.mean(values)) if values else float("nan")
-    return out
+    """The value of every :data:`SUMMARY_COLUMNS` entry (NaN when not computed or nothing covered).
+
+    A mean column is the mean over the structures that have a finite value; a yes/no column
+    (:data:`~proteinflow.protein.set_metrics.OUTCOME_COLUMNS`) is a fraction over all structures, a
+    structure without a value counted as not passing. :func:`summarise_coverage` gives the counts that
+    belong with these numbers; a report must show them.
+    """
+    return {column: summary.value for column, summary in summarise_coverage(rows).items()}
 
 
 #: Keys of :func:`sample_quality` (validation curves use them in this order).

@@ -4,11 +4,19 @@
 :func:`compute_set_metrics` does it for a set, pools the CA virtual bond angles and dihedrals, and fits the
 power law ``Rg = a L^nu`` (:func:`fit_power_law`, least squares on ``log Rg = log a + nu log L``).
 Comparisons between sets are in :mod:`proteinflow.protein.evaluation`.
+
+Summaries keep their denominators (:func:`summarise_columns`): a column is summarised over every structure
+of the set, and says how many of them have a value (``covered k of n``), how many are NaN or missing, and
+which. A mean column's value is the mean over the covered structures (labelled as such in reports). A yes/no
+column (:data:`OUTCOME_COLUMNS`: clash, "has secondary structure", designable) is a fraction over all
+structures in which a structure without a value (a failed computation) counts as not passing
+(:func:`fraction_over_all`), so failures never leave the denominator.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +34,179 @@ from proteinflow.protein.metrics import (
 )
 from proteinflow.protein.structure_set import EvalStructure, track
 
-__all__ = ["PowerLawFit", "SetMetrics", "compute_set_metrics", "fit_power_law", "is_ca_only", "structure_row"]
+__all__ = [
+    "BACKBONE_ONLY_COLUMNS",
+    "OUTCOME_COLUMNS",
+    "ColumnSummary",
+    "OutcomeFraction",
+    "PowerLawFit",
+    "SetMetrics",
+    "compute_set_metrics",
+    "fit_power_law",
+    "fraction_over_all",
+    "is_ca_only",
+    "structure_row",
+    "summarise_columns",
+]
+
+#: Yes/no columns (1.0 = yes) and the value that passes; a structure without a value counts as not passing.
+OUTCOME_COLUMNS: Mapping[str, float] = {
+    "has_ca_clash": 0.0,
+    "has_atom_clash": 0.0,
+    "has_psea_sse": 1.0,
+    "designability_designable": 1.0,
+}
+#: Columns that need N, C and O atoms: not applicable to C-alpha-only structures (rows with ``ca_only = 1``).
+BACKBONE_ONLY_COLUMNS: tuple[str, ...] = (
+    "n_ca_c_dev",
+    "ca_c_n_dev",
+    "c_n_ca_dev",
+    "atom_clashes",
+    "has_atom_clash",
+    "dssp_helix",
+    "dssp_strand",
+    "dssp_coil",
+)
+
+
+@dataclass(frozen=True)
+class OutcomeFraction:
+    """A yes/no outcome counted over all structures (see :func:`fraction_over_all`).
+
+    Attributes:
+        fraction: ``n_pass / n_total`` (NaN when ``n_total == 0``).
+        n_pass: structures whose outcome passed.
+        n_total: all structures, failed ones included.
+        n_failed: structures without an outcome (missing, ``None`` or NaN), counted as not passing.
+    """
+
+    fraction: float
+    n_pass: int
+    n_total: int
+    n_failed: int
+
+
+def fraction_over_all(values: Sequence[float | bool | None], n_total: int) -> OutcomeFraction:
+    """Fraction of ``n_total`` structures that passed a yes/no test, failures counted as not passing.
+
+    ``values`` holds one outcome per structure that has one: ``1`` / ``True`` passes, ``0`` / ``False`` does
+    not; ``None`` or NaN marks a failed computation. Structures beyond ``len(values)`` (e.g. a hook that
+    never returned) are failures too. So ``fraction = n_pass / n_total``, never ``n_pass / n_succeeded``:
+    e.g. 3 designable of 4 successful hook runs on 8 structures is 3/8, not 3/4. Use it for every
+    "fraction designable" or "fraction clash-free"; for a fraction of *bad* outcomes (clashes) pass the
+    complementary "clash-free" indicator and report ``1 - fraction``.
+
+    Args:
+        values: outcomes, each 0/1, ``True``/``False``, ``None`` or NaN.
+        n_total: number of structures attempted (``>= len(values)``).
+
+    Raises:
+        ValueError: ``n_total`` is negative or smaller than ``len(values)``, or a value is not 0, 1, None or
+            NaN.
+    """
+    if n_total < 0:
+        raise ValueError(f"n_total must be >= 0, got {n_total}")
+    if len(values) > n_total:
+        raise ValueError(f"values: {len(values)} outcomes for n_total = {n_total} structures")
+    n_pass = n_known = 0
+    for k, v in enumerate(values):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        x = float(v)
+        if x not in (0.0, 1.0):
+            raise ValueError(f"values[{k}] must be 0, 1, True, False, None or NaN, got {v!r}")
+        n_known += 1
+        n_pass += int(x == 1.0)
+    fraction = n_pass / n_total if n_total else float("nan")
+    return OutcomeFraction(fraction=fraction, n_pass=n_pass, n_total=n_total, n_failed=n_total - n_known)
+
+
+@dataclass(frozen=True)
+class ColumnSummary:
+    """One column of the per-structure table summarised over the whole set (see :func:`summarise_columns`).
+
+    Attributes:
+        value: for a mean column the mean over the covered structures; for an outcome column
+            (:data:`OUTCOME_COLUMNS`) the fraction of applicable structures answering "yes", where a
+            structure without a value counts as not passing (as clashing, as not designable). NaN when the
+            column was not computed for this set or no structure has a value.
+        n_total: structures in the set.
+        n_covered: structures with a finite value.
+        n_nan: applicable structures whose value is NaN (or infinite).
+        n_missing: applicable structures without the column (or ``None``) while others have it.
+        n_not_applicable: C-alpha-only structures for a column of :data:`BACKBONE_ONLY_COLUMNS`.
+        outcome: True for a yes/no column.
+        uncovered: names of the applicable structures without a finite value.
+    """
+
+    value: float
+    n_total: int
+    n_covered: int
+    n_nan: int
+    n_missing: int
+    n_not_applicable: int
+    outcome: bool
+    uncovered: tuple[str, ...]
+
+    @property
+    def n_applicable(self) -> int:
+        """Structures the column applies to (``n_total - n_not_applicable``)."""
+        return self.n_total - self.n_not_applicable
+
+    @property
+    def computed(self) -> bool:
+        """False when no structure has the column (e.g. novelty without a training set)."""
+        return self.n_covered + self.n_nan > 0
+
+    @property
+    def complete(self) -> bool:
+        """True when every applicable structure has a finite value."""
+        return self.n_covered == self.n_applicable
+
+
+def _summarise_column(rows: Sequence[Mapping[str, object]], column: str) -> ColumnSummary:
+    applicable = [
+        r for r in rows if not (column in BACKBONE_ONLY_COLUMNS and float(r.get("ca_only", 0.0) or 0.0) > 0)
+    ]
+    present = [r for r in applicable if r.get(column) is not None]
+    values = [float(r[column]) for r in present]  # type: ignore[arg-type]
+    finite = [v for v in values if math.isfinite(v)]
+    uncovered = tuple(
+        str(r.get("name", "?"))
+        for r in applicable
+        if r.get(column) is None or not math.isfinite(float(r[column]))  # type: ignore[arg-type]
+    )
+    n_missing = len(applicable) - len(present)
+    if not present:  # not computed for this set: nothing failed, nothing to report
+        uncovered, n_missing = (), 0
+    outcome = column in OUTCOME_COLUMNS
+    if not present:
+        value = float("nan")
+    elif outcome:
+        passing = OUTCOME_COLUMNS[column]
+        indicators = [float(v == passing) if math.isfinite(v) else float("nan") for v in values]
+        share = fraction_over_all(indicators, len(applicable)).fraction
+        value = share if passing == 1.0 else 1.0 - share
+    else:
+        value = float(np.mean(finite)) if finite else float("nan")
+    return ColumnSummary(
+        value=value,
+        n_total=len(rows),
+        n_covered=len(finite),
+        n_nan=len(values) - len(finite),
+        n_missing=n_missing,
+        n_not_applicable=len(rows) - len(applicable),
+        outcome=outcome,
+        uncovered=uncovered,
+    )
+
+
+def summarise_columns(
+    rows: Iterable[Mapping[str, object]], columns: Sequence[str]
+) -> dict[str, ColumnSummary]:
+    """:class:`ColumnSummary` of each of ``columns`` over all ``rows`` (see the module docstring)."""
+    rows = list(rows)
+    return {column: _summarise_column(rows, column) for column in columns}
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
 """Sampling protein backbones from a checkpoint (``proteinflow sample`` for ``kind: frames``).
 
 ``sample_backbones`` loads a checkpoint with ``torch.load(weights_only=True)``,
-samples backbones length by length in batches, and writes one PDB per backbone (optionally a
-multi-model trajectory PDB) plus ``samples.csv`` / ``samples.json`` with length, seed, solver, grid,
-NFE (per backbone) and seconds. Every file is written atomically.
+samples backbones length by length in batches, and writes one PDB per backbone plus ``samples.csv`` /
+``samples.json`` with length, seed, solver, grid, NFE (per backbone) and seconds. With ``trajectory`` it
+also writes a multi-model trajectory PDB per backbone into the ``trajectories/`` subfolder
+(:data:`~proteinflow.protein.structure_set.TRAJECTORY_DIR`), named ``<name>_traj.pdb``, so that
+``proteinflow eval`` on the output folder never reads a trajectory (whose first model is the noise at
+t = 0) as a sample. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from proteinflow.flow.solver_data import DATA_METHODS
 from proteinflow.flow.time_grids import GRIDS, time_grid
 from proteinflow.models.registry import build_backbone_flow
 from proteinflow.models.sampling import SAMPLING_METHODS
-from proteinflow.timing import device_seconds
+from proteinflow.timing import device_seconds, resolve_device
 from proteinflow.train.checkpoints import (
     CheckpointError,
     checkpoint_kind,
@@ -160,8 +163,9 @@ def _sample_batch(
     dev: torch.device,
 ) -> list[SampleRecord]:
     """Sample backbones ``idx`` of ``length`` in one batch (each from its own seeded prior draw), write
-    their structure (and trajectory) files into ``out`` and return their rows."""
+    their structure files into ``out`` (trajectories into ``out/trajectories``) and return their rows."""
     from proteinflow.models.registry import concat_priors
+    from proteinflow.protein.structure_set import TRAJECTORY_DIR
     from proteinflow.protein.write import fits_pdb, write_mmcif, write_pdb, write_trajectory_pdb
     from proteinflow.train.backbone_atoms import sample_atoms, trajectory_atoms
 
@@ -204,7 +208,7 @@ def _sample_batch(
         if settings.trajectory:
             traj = trajectory_atoms(result, j).cpu()
             if fits_pdb(traj):  # else only the final structure is written
-                write_trajectory_pdb(out / f"{name}_traj.pdb", traj.numpy())
+                write_trajectory_pdb(out / TRAJECTORY_DIR / f"{name}_traj.pdb", traj.numpy())
         records.append(settings.record(f"{name}{suffix}", length, k, int(result.nfe_per_sample[j]), seconds))
     return records
 
@@ -256,7 +260,7 @@ def sample_backbones(
         raise ValueError(f"--lengths must be integers >= 2, got {list(lengths)}")
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     flow, ode = _load_for_sampling(ckpt, dev, rot_sampling_rate)
     if solver not in SAMPLING_METHODS:
         raise ValueError(f"unknown solver {solver!r}; valid solvers are {', '.join(SAMPLING_METHODS)}")
