@@ -45,6 +45,7 @@ __all__ = [
     "DesignSettings",
     "add_design_columns",
     "design_input",
+    "per_structure",
     "run_design",
     "write_design_outputs",
 ]

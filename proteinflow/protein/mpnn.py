@@ -420,7 +420,7 @@ def design_sequences(
     if not temperature > 0:
         raise ValueError(f"--temperature must be > 0, got {temperature}")
     if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+        raise ValueError(f"--design-batch-size must be >= 1, got {batch_size}")
     from rich.progress import Progress
 
     device = next(model.module.parameters()).device
