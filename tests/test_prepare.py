@@ -261,6 +261,8 @@ def test_cache_round_trip_is_exact(messy_dir: Path, tmp_path: Path) -> None:
             continue
         a, b = got.record, want.record
         assert (a.name, a.sequence, a.stats) == (b.name, b.sequence, b.stats)
+        assert (a.n_dropped_by_chain, a.chain_stats) == (b.n_dropped_by_chain, b.chain_stats)
+        assert a.chain_stats and set(a.chain_stats) <= set(a.n_dropped_by_chain)
         np.testing.assert_array_equal(a.coords, b.coords)  # NaN (missing O) compares equal here
         assert a.coords.dtype == np.float32 and a.res_ids.dtype == np.int32
         np.testing.assert_array_equal(a.chain_breaks, b.chain_breaks)

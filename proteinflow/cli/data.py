@@ -26,6 +26,19 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
         "or a text file listing structure paths, one per line",
     )
     parser.add_argument("--out", required=True, help="output folder (dataset.npz, report.json/.md, cache)")
+    parser.add_argument(
+        "--chains",
+        action="append",
+        default=None,
+        metavar="A,B",
+        help="keep only these author chain ids (comma-separated, repeatable; default every protein chain)",
+    )
+    parser.add_argument(
+        "--assemblies",
+        action="store_true",
+        help="one multi-chain example per file (chain index kept; the step between chains is not a break)"
+        " instead of the default one example per chain, named FILE:CHAIN (single-chain files keep FILE)",
+    )
     parser.add_argument("--min-len", type=optional_int, default=40, help="minimum residues ('off': none)")
     parser.add_argument("--max-len", type=optional_int, default=256, help="maximum residues ('off': none)")
     parser.add_argument(
@@ -74,13 +87,32 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def parse_chains(values: list[str] | None) -> tuple[str, ...] | None:
+    """The chain ids of the ``--chains`` flags (each comma-separated), in order, or ``None``.
+
+    Raises:
+        ValueError: an empty id (``--chains A,,B``) or a chain named twice.
+    """
+    if not values:
+        return None
+    chains = [c.strip() for value in values for c in value.split(",")]
+    if any(not c for c in chains):
+        raise ValueError(f"--chains: empty chain id in {','.join(values)!r}")
+    if len(set(chains)) != len(chains):
+        raise ValueError(f"--chains: a chain is named twice in {','.join(values)!r}")
+    return tuple(chains)
+
+
+_SHOWN_DROPS = 10
+
+
 def run_prepare(args: argparse.Namespace) -> int:
-    """Run ``proteinflow data prepare``; returns 0 on success (dropped files are not an error)."""
+    """Run ``proteinflow data prepare``; returns 0 on success (dropped examples are not an error)."""
     problem = output_dir_problem(Path(args.out))
     if problem is not None:
         return error(problem)
     from proteinflow.protein.filters import FilterConfig
-    from proteinflow.protein.prepare import REPORT_MD, prepare_dataset
+    from proteinflow.protein.prepare import REPORT_MD, ExampleConfig, prepare_dataset
 
     if not os.path.exists(args.source):
         return error(f"source {args.source!r} does not exist", 1)
@@ -96,17 +128,29 @@ def run_prepare(args: argparse.Namespace) -> int:
             max_coil_frac=args.max_coil_frac,
             max_rg_factor=args.max_rg_factor,
         )
+        selection = ExampleConfig(chains=parse_chains(args.chains), assemblies=args.assemblies)
     except ValueError as exc:
         return error(f"{exc}", 2)
     result = prepare_dataset(
-        args.source, args.out, config, workers=args.workers, progress=not args.no_progress
+        args.source,
+        args.out,
+        config,
+        selection=selection,
+        workers=args.workers,
+        progress=not args.no_progress,
     )
+    mode = "assemblies" if selection.assemblies else "chains"
     print(
         f"{result.n_inputs} files ({result.n_parsed} read, {result.n_cached} from cache) in "
-        f"{result.wall_seconds:.1f} s: kept {result.kept}, dropped {len(result.dropped)}"
+        f"{result.wall_seconds:.1f} s: kept {result.kept} {mode} from "
+        f"{result.kept_files} files, dropped {len(result.dropped)}"
     )
     for code, count in result.reason_counts.items():
         print(f"  dropped {count:6d}  {code}")
+    for drop in result.dropped_examples[:_SHOWN_DROPS]:
+        print(f"    {drop.name}  {drop.reason}")
+    if len(result.dropped_examples) > _SHOWN_DROPS:
+        print(f"    ... {len(result.dropped_examples) - _SHOWN_DROPS} more in the report")
     print(f"dataset: {result.dataset_path}\nreport:  {result.out_dir / REPORT_MD}")
     return 0
 

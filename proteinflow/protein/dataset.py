@@ -43,7 +43,9 @@ __all__ = [
     "subset_prepared",
 ]
 
-_SUPPORTED_FORMAT = 1
+#: Prepared format versions this module reads: 2 (current) and 1 (no ``chain_index`` / ``chain_ids``: every
+#: structure is read as one chain, which is how version 1 treated multi-chain files).
+_SUPPORTED_FORMATS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,15 @@ class PreparedArrays:
     Attributes:
         coords: ``[T, 4, 3]`` float32 N, CA, C, O in Angstrom (O may be NaN).
         offsets: ``[S + 1]`` int64; structure ``i`` is rows ``offsets[i]:offsets[i+1]``.
-        chain_breaks: ``[T]`` bool, True at ``j`` if the bond ``j -> j+1`` is broken.
+        chain_breaks: ``[T]`` bool, True at ``j`` if the bond ``j -> j+1`` inside a chain is broken.
         res_ids: ``[T]`` int32 residue numbers from the source files.
         sequence: ``[T]`` uint8 ASCII one-letter codes.
         names: ``[S]`` str structure names.
         sources: ``[S]`` str source paths.
+        chain_index: ``[T]`` int32 chain of each residue within its structure, ``0 .. C-1`` (all 0 for
+            single-chain structures and for version-1 datasets).
+        chain_ids: ``[S]`` str author chain ids of each structure joined by ``','`` (``""`` when unknown,
+            in version-1 datasets).
     """
 
     coords: np.ndarray
@@ -67,6 +73,8 @@ class PreparedArrays:
     sequence: np.ndarray
     names: np.ndarray
     sources: np.ndarray
+    chain_index: np.ndarray
+    chain_ids: np.ndarray
 
     def __len__(self) -> int:
         return int(self.offsets.shape[0] - 1)
@@ -90,7 +98,7 @@ def load_prepared(path: str | os.PathLike[str]) -> PreparedArrays:
 
     Raises:
         FileNotFoundError: no dataset at ``path``.
-        ValueError: the file has another format version or inconsistent arrays.
+        ValueError: the file has an unknown format version or inconsistent arrays.
     """
     file = Path(path)
     if file.is_dir():
@@ -99,8 +107,12 @@ def load_prepared(path: str | os.PathLike[str]) -> PreparedArrays:
         raise FileNotFoundError(f"path: no prepared dataset at {file} (run `proteinflow data prepare`)")
     with np.load(file, allow_pickle=False) as data:
         version = int(data["format_version"])
-        if version != _SUPPORTED_FORMAT:
-            raise ValueError(f"{file}: prepared format version {version}, expected {_SUPPORTED_FORMAT}")
+        if version not in _SUPPORTED_FORMATS:
+            raise ValueError(
+                f"{file}: prepared format version {version}, this proteinflow reads {_SUPPORTED_FORMATS};"
+                " re-run `proteinflow data prepare`"
+            )
+        n_res, n_structures = data["coords"].shape[0], data["names"].shape[0]
         arrays = PreparedArrays(
             coords=data["coords"],
             offsets=data["offsets"],
@@ -109,13 +121,19 @@ def load_prepared(path: str | os.PathLike[str]) -> PreparedArrays:
             sequence=data["sequence"],
             names=data["names"],
             sources=data["sources"],
+            chain_index=data["chain_index"] if version >= 2 else np.zeros(n_res, dtype=np.int32),
+            chain_ids=data["chain_ids"] if version >= 2 else np.full(n_structures, "", dtype=str),
         )
     total = arrays.coords.shape[0]
     if arrays.offsets[0] != 0 or arrays.offsets[-1] != total or np.any(np.diff(arrays.offsets) < 0):
         raise ValueError(f"{file}: offsets do not partition the {total} residues")
-    for name in ("chain_breaks", "res_ids", "sequence"):
+    for name in ("chain_breaks", "res_ids", "sequence", "chain_index"):
         if getattr(arrays, name).shape[0] != total:
             raise ValueError(f"{file}: {name} has {getattr(arrays, name).shape[0]} entries, expected {total}")
+    for name in ("sources", "chain_ids"):
+        if getattr(arrays, name).shape[0] != len(arrays):
+            count = getattr(arrays, name).shape[0]
+            raise ValueError(f"{file}: {name} has {count} entries, expected {len(arrays)} structures")
     return arrays
 
 
@@ -161,6 +179,8 @@ def subset_prepared(arrays: PreparedArrays, keep: np.ndarray) -> PreparedArrays:
         sequence=arrays.sequence[rows],
         names=arrays.names[keep],
         sources=arrays.sources[keep],
+        chain_index=arrays.chain_index[rows],
+        chain_ids=arrays.chain_ids[keep],
     )
 
 
@@ -176,6 +196,8 @@ class BackboneItem:
             indexed from its own first residue, as sampled chains are).
         res_ids: ``[L]`` int64 residue numbers from the source file.
         chain_breaks: ``[L]`` bool break flags (a break into the cropped-away part is kept as is).
+        chain_index: ``[L]`` int64 chain of each residue, ``0 .. C-1`` (numbered in the whole structure,
+            so a crop may start at a chain other than 0).
         index: position of the structure in the dataset.
         name: structure name.
     """
@@ -185,6 +207,7 @@ class BackboneItem:
     residue_index: torch.Tensor
     res_ids: torch.Tensor
     chain_breaks: torch.Tensor
+    chain_index: torch.Tensor
     index: int
     name: str
 
@@ -203,6 +226,7 @@ class BackboneBatch:
         residue_index: ``[B, N]`` int64 (0 at padding).
         res_ids: ``[B, N]`` int64 (0 at padding).
         chain_breaks: ``[B, N]`` bool (False at padding).
+        chain_index: ``[B, N]`` int64 (0 at padding).
         lengths: ``[B]`` int64 real lengths.
         indices: ``[B]`` int64 dataset indices.
         names: B structure names.
@@ -214,6 +238,7 @@ class BackboneBatch:
     residue_index: torch.Tensor
     res_ids: torch.Tensor
     chain_breaks: torch.Tensor
+    chain_index: torch.Tensor
     lengths: torch.Tensor
     indices: torch.Tensor
     names: list[str]
@@ -229,6 +254,7 @@ class BackboneBatch:
             residue_index=fn(self.residue_index),
             res_ids=fn(self.res_ids),
             chain_breaks=fn(self.chain_breaks),
+            chain_index=fn(self.chain_index),
             lengths=fn(self.lengths),
             indices=fn(self.indices),
             names=list(self.names),
@@ -327,6 +353,7 @@ class PreparedDataset(Dataset[BackboneItem]):
             residue_index=torch.arange(stop - start, dtype=torch.int64),
             res_ids=torch.from_numpy(self.arrays.res_ids[rows].astype(np.int64)),
             chain_breaks=torch.from_numpy(np.array(self.arrays.chain_breaks[rows], dtype=bool)),
+            chain_index=torch.from_numpy(self.arrays.chain_index[rows].astype(np.int64)),
             index=index,
             name=str(self.arrays.names[index]),
         )
@@ -344,6 +371,7 @@ def collate_backbones(items: Sequence[BackboneItem]) -> BackboneBatch:
     residue_index = torch.zeros(b, n, dtype=torch.int64)
     res_ids = torch.zeros(b, n, dtype=torch.int64)
     chain_breaks = torch.zeros(b, n, dtype=torch.bool)
+    chain_index = torch.zeros(b, n, dtype=torch.int64)
     for k, it in enumerate(items):
         length = len(it)
         coords[k, :length] = it.coords
@@ -352,6 +380,7 @@ def collate_backbones(items: Sequence[BackboneItem]) -> BackboneBatch:
         residue_index[k, :length] = it.residue_index
         res_ids[k, :length] = it.res_ids
         chain_breaks[k, :length] = it.chain_breaks
+        chain_index[k, :length] = it.chain_index
     return BackboneBatch(
         coords=coords,
         mask=mask,
@@ -359,6 +388,7 @@ def collate_backbones(items: Sequence[BackboneItem]) -> BackboneBatch:
         residue_index=residue_index,
         res_ids=res_ids,
         chain_breaks=chain_breaks,
+        chain_index=chain_index,
         lengths=lengths,
         indices=torch.tensor([it.index for it in items], dtype=torch.int64),
         names=[it.name for it in items],

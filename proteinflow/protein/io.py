@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,6 +52,7 @@ __all__ = [
     "BackboneStructure",
     "StructureError",
     "read_structure",
+    "structure_name",
 ]
 
 #: Atom order along axis 1 of :attr:`BackboneStructure.coords`.
@@ -84,6 +85,9 @@ class BackboneStructure:
             ``|C(i) - N(i+1)| > 2.0`` Å; always False at the last residue.
         n_dropped_residues: amino-acid residues dropped because N, CA or C was missing.
         source: the path that was read.
+        n_dropped_by_chain: every protein chain read (those that contain amino-acid residues, in file
+            order, including a chain whose residues were all dropped) -> its dropped residues; the values
+            add up to ``n_dropped_residues``.
     """
 
     name: str
@@ -94,6 +98,7 @@ class BackboneStructure:
     chain_breaks: np.ndarray
     n_dropped_residues: int
     source: str
+    n_dropped_by_chain: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.coords.shape[0])
@@ -147,6 +152,12 @@ def _normalise_chains(chains: str | Sequence[str] | None) -> list[str] | None:
             raise ValueError("chains: expected None, a chain id or a non-empty sequence of chain ids, got []")
         return list(chains)
     raise TypeError(f"chains: expected None, a str or a sequence of str, got {type(chains).__name__}")
+
+
+def structure_name(path: str | os.PathLike[str]) -> str:
+    """The file name of ``path`` without structure / compression suffixes (``1abcA00.pdb.gz`` ->
+    ``1abcA00``)."""
+    return _structure_name(str(path))
 
 
 def _structure_name(path: str) -> str:
@@ -279,6 +290,11 @@ def _extract_backbone(
     kept = starts[complete]
     backbone = backbone[complete]
     chain_ids = protein.chain_id[kept].astype(str)
+    residue_chains = protein.chain_id[starts].astype(str)
+    dropped_by_chain = {
+        str(c): int(np.count_nonzero(~complete & (residue_chains == c)))
+        for c in dict.fromkeys(residue_chains.tolist())
+    }
     return BackboneStructure(
         name=_structure_name(path),
         coords=backbone.astype(np.float32),
@@ -288,4 +304,5 @@ def _extract_backbone(
         chain_breaks=_chain_breaks(backbone, chain_ids, ca_only),
         n_dropped_residues=int(n_res - np.count_nonzero(complete)),
         source=path,
+        n_dropped_by_chain=dropped_by_chain,
     )

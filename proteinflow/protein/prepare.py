@@ -10,17 +10,27 @@ Pipeline (:func:`prepare_dataset`):
    :mod:`proteinflow.protein.prepare_read`): :func:`proteinflow.protein.io.read_structure` plus the filter
    statistics of :mod:`proteinflow.protein.filters`. A bad file never stops the run: a
    :class:`~proteinflow.protein.io.StructureError` is recorded as ``structure_error: <reason>``, any other
-   exception as ``exception: <Type>: <message>``.
+   exception as ``exception: <Type>: <message>``. A file is read whole (every protein chain), with
+   statistics for the file and for each chain.
 3. **Cache** (:mod:`proteinflow.protein.prepare_cache`): every per-file outcome (parsed record with its
    statistics, or the error) is stored in ``<out>/cache.npz`` keyed by absolute path and validated by
    ``(size, mtime_ns)``. The statistics do not depend on the thresholds, so a rerun re-parses only new or
    changed files, and changing a threshold re-parses nothing (the P-SEA coil fraction is computed on demand
-   from cached coordinates). The cache holds only plain arrays and a JSON header and is never unpickled.
-4. **Filtering** with a :class:`~proteinflow.protein.filters.FilterConfig` (in the main process).
+   from cached coordinates). The statistics do not depend on the example options either, so switching
+   between one example per chain, chosen chains and whole assemblies re-parses nothing (the dataset is
+   rewritten: its fingerprint covers those options). The cache holds only plain arrays and a JSON header and
+   is never unpickled.
+4. **Examples and filtering** (in the main process, :mod:`proteinflow.protein.prepare_examples`): each file
+   is cut into examples by an :class:`~proteinflow.protein.prepare_examples.ExampleConfig` (default: one
+   per protein chain, named ``<file>:<chain>`` unless the file has a single protein chain, which keeps the
+   file name; ``assemblies=True``: one multi-chain example per file), then every example is checked
+   against a :class:`~proteinflow.protein.filters.FilterConfig`; drops are reported per example
+   (``1abc:B too_long: ...``).
 5. **Outputs** in ``<out>/`` (:mod:`proteinflow.protein.prepare_outputs`, which also documents the
    ``dataset.npz`` layout), each written atomically (temporary file in the same folder + ``os.replace``,
    so a reader sees the old or the new file, never half of one): ``dataset.npz``, ``report.json`` and
-   ``report.md`` (kept count, every dropped file with its reason, counts per reason), ``lengths.png``.
+   ``report.md`` (kept count, every dropped example or file with its reason, counts per reason),
+   ``lengths.png``.
 """
 
 from __future__ import annotations
@@ -30,11 +40,11 @@ import os
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from proteinflow.atomic import atomic_write_text
-from proteinflow.protein.filters import FilterConfig, StructureStats, check_stats, coil_fraction, reason_code
+from proteinflow.protein.filters import FilterConfig, reason_code
 from proteinflow.protein.prepare_cache import (
     CACHE_FILE,
     CACHE_VERSION,
@@ -44,6 +54,13 @@ from proteinflow.protein.prepare_cache import (
     load_cache,
     save_cache,
     stat_file,
+)
+from proteinflow.protein.prepare_examples import (
+    DroppedExample,
+    Example,
+    ExampleConfig,
+    fill_coil_fractions,
+    select_examples,
 )
 from proteinflow.protein.prepare_outputs import (
     DATASET_FILE,
@@ -71,6 +88,9 @@ __all__ = [
     "LENGTHS_PNG",
     "REPORT_JSON",
     "REPORT_MD",
+    "DroppedExample",
+    "Example",
+    "ExampleConfig",
     "FileOutcome",
     "ParsedRecord",
     "PrepareResult",
@@ -91,13 +111,18 @@ class PrepareResult:
         n_inputs: number of input files.
         n_parsed: files read in this run (the rest came from the cache).
         n_cached: files whose outcome came from the cache.
-        kept: number of structures in the dataset.
-        dropped: ``{path: reason}`` for every input not in the dataset.
+        kept: number of examples (structures) in the dataset.
+        dropped: ``{key: reason}`` for every example or file not in the dataset; the key is the file's path
+            for a file-level drop (unreadable, no selected chain) and ``<path>:<chains>`` for an example.
         reason_counts: ``{reason code: count}`` over ``dropped``.
-        lengths: lengths of the kept structures, in dataset order.
+        lengths: lengths of the kept examples, in dataset order.
         dataset_written: False when the dataset was already up to date and left untouched.
         wall_seconds: wall-clock time of the run.
         config: the filter thresholds.
+        names: names of the kept examples, in dataset order.
+        kept_files: number of files the kept examples come from.
+        dropped_examples: the drops with their example names (``1abc:B``), in input order.
+        selection: how files were cut into examples.
     """
 
     out_dir: Path
@@ -111,6 +136,10 @@ class PrepareResult:
     dataset_written: bool
     wall_seconds: float
     config: FilterConfig = field(default_factory=FilterConfig)
+    names: list[str] = field(default_factory=list)
+    kept_files: int = 0
+    dropped_examples: list[DroppedExample] = field(default_factory=list)
+    selection: ExampleConfig = field(default_factory=ExampleConfig)
 
     @property
     def dataset_path(self) -> Path:
@@ -224,22 +253,11 @@ def _read_tasks(
     run_tasks(tasks, workers, progress, on_result)
 
 
-def _fill_coil_fractions(outcomes: dict[str, FileOutcome]) -> bool:
-    """Compute the coil fractions missing from cached records from their coordinates; True if any was."""
-    updated = False
-    for outcome in outcomes.values():
-        rec = outcome.record
-        if rec is not None and rec.stats.coil_fraction is None:
-            coil = coil_fraction(rec.coords[:, 1], rec.res_ids, rec.chain_ids)
-            rec.stats = StructureStats(**{**asdict(rec.stats), "coil_fraction": coil})
-            updated = True
-    return updated
-
-
 def _collect_outcomes(
     paths: Sequence[str],
     cache_path: Path,
     config: FilterConfig,
+    selection: ExampleConfig,
     *,
     workers: int,
     progress: bool,
@@ -264,31 +282,10 @@ def _collect_outcomes(
         checkpoint_every=checkpoint_every,
     )
     # coil fractions missing from cached records are computed from the cached coordinates
-    coil_updated = _fill_coil_fractions(outcomes) if config.needs_coil else False
+    coil_updated = fill_coil_fractions(outcomes.values(), selection) if config.needs_coil else False
     if tasks or coil_updated or set(cache) != set(new_entries):
         save_cache(cache_path, new_entries)
     return outcomes, len(tasks), n_cached
-
-
-def _apply_filters(
-    ordered: Sequence[FileOutcome], config: FilterConfig
-) -> tuple[list[FileOutcome], dict[str, str]]:
-    """``(kept outcomes, {path: reason} of the dropped ones)``, both in input order."""
-    kept: list[FileOutcome] = []
-    dropped: dict[str, str] = {}
-    for outcome in ordered:
-        if outcome.record is None:
-            dropped[outcome.path] = outcome.error or "exception: unknown"
-            continue
-        if outcome.record.stats.length == 0:
-            dropped[outcome.path] = "empty: no residue with a complete backbone"
-            continue
-        reason = check_stats(outcome.record.stats, config)
-        if reason is None:
-            kept.append(outcome)
-        else:
-            dropped[outcome.path] = reason
-    return kept, dropped
 
 
 def _dataset_up_to_date(out: Path, digest: str) -> bool:
@@ -310,16 +307,18 @@ def prepare_dataset(
     out_dir: str | os.PathLike[str],
     config: FilterConfig,
     *,
+    selection: ExampleConfig | None = None,
     workers: int | None = None,
     progress: bool = False,
     checkpoint_every: int = 1000,
 ) -> PrepareResult:
-    """Read, filter and pack structures into ``out_dir`` (see the module docstring).
+    """Read, cut into examples, filter and pack structures into ``out_dir`` (see the module docstring).
 
     Args:
         source: a directory, a list file, or an explicit sequence of file paths.
         out_dir: output folder (created if needed); holds the dataset, the report and the cache.
         config: filter thresholds.
+        selection: how files become examples (default: one example per protein chain, every chain).
         workers: worker processes (default: ``os.cpu_count()``); 1 reads in this process.
         progress: show a progress bar.
         checkpoint_every: save the cache after this many newly parsed files (and at the end), so an
@@ -329,6 +328,7 @@ def prepare_dataset(
         A :class:`PrepareResult`.
     """
     start = time.perf_counter()
+    selection = selection if selection is not None else ExampleConfig()
     if workers is None:
         workers = os.cpu_count() or 1
     if workers < 1:
@@ -339,15 +339,22 @@ def prepare_dataset(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     outcomes, n_parsed, n_cached = _collect_outcomes(
-        paths, out / CACHE_FILE, config, workers=workers, progress=progress, checkpoint_every=checkpoint_every
+        paths,
+        out / CACHE_FILE,
+        config,
+        selection,
+        workers=workers,
+        progress=progress,
+        checkpoint_every=checkpoint_every,
     )
 
     ordered = [outcomes[p] for p in paths]
-    kept, dropped = _apply_filters(ordered, config)
-    reason_counts = dict(Counter(reason_code(r) for r in dropped.values()).most_common())
-    lengths = [o.record.stats.length for o in kept if o.record is not None]
+    kept, drops = select_examples(ordered, selection, config)
+    dropped = {d.key: d.reason for d in drops}
+    reason_counts = dict(Counter(reason_code(d.reason) for d in drops).most_common())
+    lengths = [e.record.stats.length for e in kept]
 
-    digest = fingerprint(config, ordered)
+    digest = fingerprint(config, ordered, selection)
     up_to_date = _dataset_up_to_date(out, digest)
     if not up_to_date:
         write_dataset(out / DATASET_FILE, kept)
@@ -358,11 +365,12 @@ def prepare_dataset(
         source=source_label,
         fingerprint=digest,
         config=config,
+        selection=selection,
         n_inputs=len(paths),
         n_parsed=n_parsed,
         n_cached=n_cached,
-        lengths=lengths,
-        dropped=dropped,
+        kept=kept,
+        dropped=drops,
         reason_counts=reason_counts,
         wall_seconds=wall,
     )
@@ -380,4 +388,8 @@ def prepare_dataset(
         dataset_written=not up_to_date,
         wall_seconds=wall,
         config=config,
+        names=[e.name for e in kept],
+        kept_files=len({e.source for e in kept}),
+        dropped_examples=drops,
+        selection=selection,
     )

@@ -6,6 +6,10 @@ re-parses only new or changed files. The cache holds only plain arrays and a JSO
 ``allow_pickle=False`` (see :func:`save_cache`): loading it never executes code, even if someone else wrote
 it. A cache of another :data:`CACHE_VERSION`, a corrupt file or a ``cache.pkl`` of older versions is never
 used (everything is re-parsed once).
+
+A record holds the whole file (every protein chain) with its statistics per file and per chain, so turning
+files into examples (one per chain, chosen chains, whole assemblies; see
+:mod:`proteinflow.protein.prepare_examples`) never needs a re-parse when those options change.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +28,8 @@ from proteinflow.protein.filters import StructureStats
 #: File name of the cache inside the output folder.
 CACHE_FILE = "cache.npz"
 #: Version of the cache layout; a cache with another version is ignored (everything is re-parsed).
-CACHE_VERSION = 3
+#: 4: per-chain dropped counts and statistics.
+CACHE_VERSION = 4
 
 __all__ = [
     "CACHE_FILE",
@@ -40,16 +45,22 @@ __all__ = [
 
 @dataclass
 class ParsedRecord:
-    """One successfully read structure, with its threshold-independent statistics.
+    """One successfully read structure (a whole file, or one example cut from it), with its
+    threshold-independent statistics.
 
     Attributes:
-        name: structure name (file name without suffixes).
+        name: structure name (file name without suffixes; for an example see
+            :func:`proteinflow.protein.prepare_examples.example_name`).
         coords: ``[L, 4, 3]`` float32 N, CA, C, O in Angstrom (O may be NaN).
         sequence: ``L`` one-letter codes.
         chain_breaks: ``[L]`` bool.
         chain_ids: ``[L]`` str.
         res_ids: ``[L]`` int32 residue numbers from the file.
-        stats: filter statistics (coil fraction possibly ``None`` until needed).
+        stats: filter statistics of all ``L`` residues (coil fraction possibly ``None`` until needed).
+        n_dropped_by_chain: every protein chain of the file, in file order (a chain whose residues were all
+            dropped included) -> residues the reader dropped in it; empty for an example.
+        chain_stats: chain id -> statistics of that chain alone (one entry per chain with residues);
+            empty for an example.
     """
 
     name: str
@@ -59,6 +70,15 @@ class ParsedRecord:
     chain_ids: np.ndarray
     res_ids: np.ndarray
     stats: StructureStats
+    n_dropped_by_chain: dict[str, int] = field(default_factory=dict)
+    chain_stats: dict[str, StructureStats] = field(default_factory=dict)
+
+    @property
+    def protein_chains(self) -> list[str]:
+        """The file's protein chains in file order (from ``n_dropped_by_chain``, else ``chain_ids``)."""
+        if self.n_dropped_by_chain:
+            return list(self.n_dropped_by_chain)
+        return list(dict.fromkeys(np.asarray(self.chain_ids, dtype=str).tolist()))
 
 
 @dataclass
@@ -107,7 +127,8 @@ def save_cache(path: Path, entries: dict[str, FileOutcome]) -> None:
     """Write the cache as one uncompressed ``.npz`` of plain arrays (no object arrays, no pickle), atomically.
 
     Layout: ``header`` (uint8, UTF-8 JSON ``{"version", "entries": [...]}``; one entry per file with
-    ``path, size, mtime_ns, error`` and, for parsed files, ``record = {name, sequence, length, stats}``), and
+    ``path, size, mtime_ns, error`` and, for parsed files, ``record = {name, sequence, length, stats,
+    n_dropped_by_chain, chain_stats}``), and
     the parsed records' per-residue arrays concatenated in entry order: ``coords`` float32 ``[T, 4, 3]``,
     ``chain_breaks`` bool ``[T]``, ``chain_ids`` unicode ``[T]``, ``res_ids`` int32 ``[T]``.
     """
@@ -128,6 +149,8 @@ def save_cache(path: Path, entries: dict[str, FileOutcome]) -> None:
                 "sequence": rec.sequence,
                 "length": int(rec.coords.shape[0]),
                 "stats": asdict(rec.stats),
+                "n_dropped_by_chain": {str(c): int(n) for c, n in rec.n_dropped_by_chain.items()},
+                "chain_stats": {str(c): asdict(st) for c, st in rec.chain_stats.items()},
             }
             records.append(rec)
         header.append(item)
@@ -164,6 +187,8 @@ def _entries_from_arrays(payload: dict, arrays: dict[str, np.ndarray]) -> dict[s
                 chain_ids=arrays["chain_ids"][start:stop].astype(str),
                 res_ids=arrays["res_ids"][start:stop].astype(np.int32),
                 stats=StructureStats(**rec["stats"]),
+                n_dropped_by_chain={str(c): int(n) for c, n in rec["n_dropped_by_chain"].items()},
+                chain_stats={str(c): StructureStats(**st) for c, st in rec["chain_stats"].items()},
             )
             start = stop
         error = item["error"]

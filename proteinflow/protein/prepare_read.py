@@ -17,6 +17,7 @@ import numpy as np
 
 from proteinflow.protein.filters import compute_stats
 from proteinflow.protein.prepare_cache import FileOutcome, ParsedRecord, stat_file
+from proteinflow.protein.prepare_examples import chain_stats_of
 
 #: ``(absolute path, with_coil)``: one file to read.
 Task = tuple[str, bool]
@@ -25,11 +26,11 @@ __all__ = ["Task", "crash_outcome", "process_file", "process_task", "run_pool", 
 
 
 def process_file(path: str, with_coil: bool = False) -> FileOutcome:
-    """Read one file and compute its filter statistics; never raises.
+    """Read one file and compute its filter statistics, for the whole file and for each chain; never raises.
 
     Args:
         path: absolute path of the structure file.
-        with_coil: also compute the P-SEA coil fraction.
+        with_coil: also compute the P-SEA coil fraction (of the file and of each chain).
     """
     from proteinflow.protein.io import StructureError, read_structure
 
@@ -56,7 +57,9 @@ def process_file(path: str, with_coil: bool = False) -> FileOutcome:
             chain_ids=np.asarray(structure.chain_ids, dtype=str),
             res_ids=np.asarray(structure.res_ids, dtype=np.int32),
             stats=stats,
+            n_dropped_by_chain=dict(structure.n_dropped_by_chain),
         )
+        record.chain_stats = chain_stats_of(record, with_coil)
         return FileOutcome(path, size, mtime_ns, record=record)
     except StructureError as exc:
         return FileOutcome(path, size, mtime_ns, error=f"structure_error: {exc.reason}")
