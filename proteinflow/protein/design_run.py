@@ -227,14 +227,15 @@ def summary_markdown(result: DesignResult, skipped: Sequence[tuple[str, str]], s
         f"# ProteinMPNN designs of `{source}`",
         "",
         f"- model: ProteinMPNN {result.model.kind} {result.model.weights} ({result.model.path})",
-        f"- {k} sequences per backbone, temperature {result.temperature:g}, seed {result.seed}",
+        f"- {k} sequence{'s' if k != 1 else ''} per backbone, temperature {result.temperature:g}, "
+        f"seed {result.seed}",
         f"- backbones designed: {n}; files skipped: {len(skipped)}",
         f"- MPNN score (mean NLL per residue; a proxy, not designability), per structure over {len(nll)} of "
         f"{n}: {_stats(nll)}",
         f"- native sequence recovery, per structure over {len(recovery)} of {n} with a native sequence: "
         f"{_stats(recovery)}",
         f"- design wall time: {result.design_seconds:.1f} s, {result.design_seconds / max(n, 1):.2f} s per "
-        f"structure ({k} sequences each)",
+        f"structure ({k} sequence{'s' if k != 1 else ''} each)",
     ]
     if result.designability is not None:
         summary = result.designability
