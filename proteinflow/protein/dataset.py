@@ -1,6 +1,8 @@
 """Load a prepared dataset (``proteinflow data prepare``) for training: items, crops, padding, batching.
 
-- :func:`load_prepared` reads ``dataset.npz`` (layout in :mod:`proteinflow.protein.prepare_outputs`).
+- :func:`load_prepared` (from :mod:`proteinflow.protein.prepared_store`, which documents the layout) opens
+  a prepared dataset: the per-residue arrays are memory-mapped, so a training process and its DataLoader
+  workers share them through the page cache and nothing here copies a whole array.
 - :class:`PreparedDataset` gives one :class:`BackboneItem` per structure, optionally a random contiguous
   crop of ``crop_len`` residues, deterministic in ``(seed, epoch, index)``.
 - :func:`collate_backbones` pads items to the longest one and returns a :class:`BackboneBatch` with a
@@ -14,7 +16,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ from proteinflow.protein.filters import (
     radius_of_gyration,
     reason_code,
 )
+from proteinflow.protein.prepared_store import PreparedArrays, load_prepared, read_rows
 
 __all__ = [
     "BackboneBatch",
@@ -42,99 +44,6 @@ __all__ = [
     "select_structures",
     "subset_prepared",
 ]
-
-#: Prepared format versions this module reads: 2 (current) and 1 (no ``chain_index`` / ``chain_ids``: every
-#: structure is read as one chain, which is how version 1 treated multi-chain files).
-_SUPPORTED_FORMATS = (1, 2)
-
-
-@dataclass(frozen=True)
-class PreparedArrays:
-    """The arrays of a prepared dataset (S structures, T residues in total).
-
-    Attributes:
-        coords: ``[T, 4, 3]`` float32 N, CA, C, O in Angstrom (O may be NaN).
-        offsets: ``[S + 1]`` int64; structure ``i`` is rows ``offsets[i]:offsets[i+1]``.
-        chain_breaks: ``[T]`` bool, True at ``j`` if the bond ``j -> j+1`` inside a chain is broken.
-        res_ids: ``[T]`` int32 residue numbers from the source files.
-        sequence: ``[T]`` uint8 ASCII one-letter codes.
-        names: ``[S]`` str structure names.
-        sources: ``[S]`` str source paths.
-        chain_index: ``[T]`` int32 chain of each residue within its structure, ``0 .. C-1`` (all 0 for
-            single-chain structures and for version-1 datasets).
-        chain_ids: ``[S]`` str author chain ids of each structure joined by ``','`` (``""`` when unknown,
-            in version-1 datasets).
-    """
-
-    coords: np.ndarray
-    offsets: np.ndarray
-    chain_breaks: np.ndarray
-    res_ids: np.ndarray
-    sequence: np.ndarray
-    names: np.ndarray
-    sources: np.ndarray
-    chain_index: np.ndarray
-    chain_ids: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.offsets.shape[0] - 1)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        """``[S]`` int64 number of residues per structure."""
-        return np.diff(self.offsets)
-
-    def sequence_of(self, index: int) -> str:
-        """One-letter sequence of structure ``index``."""
-        start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
-        return self.sequence[start:stop].tobytes().decode("ascii")
-
-
-def load_prepared(path: str | os.PathLike[str]) -> PreparedArrays:
-    """Read a prepared dataset.
-
-    Args:
-        path: the ``dataset.npz`` file or the output folder of ``proteinflow data prepare``.
-
-    Raises:
-        FileNotFoundError: no dataset at ``path``.
-        ValueError: the file has an unknown format version or inconsistent arrays.
-    """
-    file = Path(path)
-    if file.is_dir():
-        file = file / "dataset.npz"
-    if not file.is_file():
-        raise FileNotFoundError(f"path: no prepared dataset at {file} (run `proteinflow data prepare`)")
-    with np.load(file, allow_pickle=False) as data:
-        version = int(data["format_version"])
-        if version not in _SUPPORTED_FORMATS:
-            raise ValueError(
-                f"{file}: prepared format version {version}, this proteinflow reads {_SUPPORTED_FORMATS};"
-                " re-run `proteinflow data prepare`"
-            )
-        n_res, n_structures = data["coords"].shape[0], data["names"].shape[0]
-        arrays = PreparedArrays(
-            coords=data["coords"],
-            offsets=data["offsets"],
-            chain_breaks=data["chain_breaks"],
-            res_ids=data["res_ids"],
-            sequence=data["sequence"],
-            names=data["names"],
-            sources=data["sources"],
-            chain_index=data["chain_index"] if version >= 2 else np.zeros(n_res, dtype=np.int32),
-            chain_ids=data["chain_ids"] if version >= 2 else np.full(n_structures, "", dtype=str),
-        )
-    total = arrays.coords.shape[0]
-    if arrays.offsets[0] != 0 or arrays.offsets[-1] != total or np.any(np.diff(arrays.offsets) < 0):
-        raise ValueError(f"{file}: offsets do not partition the {total} residues")
-    for name in ("chain_breaks", "res_ids", "sequence", "chain_index"):
-        if getattr(arrays, name).shape[0] != total:
-            raise ValueError(f"{file}: {name} has {getattr(arrays, name).shape[0]} entries, expected {total}")
-    for name in ("sources", "chain_ids"):
-        if getattr(arrays, name).shape[0] != len(arrays):
-            count = getattr(arrays, name).shape[0]
-            raise ValueError(f"{file}: {name} has {count} entries, expected {len(arrays)} structures")
-    return arrays
 
 
 def select_structures(arrays: PreparedArrays, filters: FilterConfig) -> tuple[np.ndarray, dict[str, int]]:
@@ -166,7 +75,10 @@ def select_structures(arrays: PreparedArrays, filters: FilterConfig) -> tuple[np
 
 
 def subset_prepared(arrays: PreparedArrays, keep: np.ndarray) -> PreparedArrays:
-    """The structures ``keep`` (``[K]`` indices, in that order) of ``arrays`` as new arrays."""
+    """The structures ``keep`` (``[K]`` indices, in that order) of ``arrays`` as new in-memory arrays.
+
+    This copies the selected rows; :class:`PreparedDataset` does not use it (it keeps indices instead).
+    """
     starts, stops = arrays.offsets[keep], arrays.offsets[keep + 1]
     rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True)]) if len(keep) else []
     rows = np.asarray(rows, dtype=np.int64)
@@ -270,7 +182,7 @@ class BackboneBatch:
 
 
 class PreparedDataset(Dataset[BackboneItem]):
-    """Map-style dataset over a prepared ``dataset.npz``.
+    """Map-style dataset over a prepared dataset (``dataset.npz`` and its memory-mapped arrays).
 
     Args:
         path: ``dataset.npz`` or the folder holding it.
@@ -280,7 +192,15 @@ class PreparedDataset(Dataset[BackboneItem]):
         seed: seed of the crops.
         center: subtract the mean CA position of the (cropped) item from all its atoms.
         filters: keep only the structures that pass these length / coil / Rg filters
-            (:func:`select_structures`); the dropped ones are counted by reason in :attr:`dropped`.
+            (:func:`select_structures`, which streams over the structures once); the dropped ones are counted
+            by reason in :attr:`dropped`.
+
+    Item ``i`` is structure :attr:`structure_indices` ``[i]`` of :attr:`arrays` (all structures of the file,
+    memory-mapped for a format-3 dataset); an item reads only its own rows, with
+    :func:`~proteinflow.protein.prepared_store.read_rows` (positioned reads: the resident set does not grow
+    with the number of structures visited). The dataset keeps ``O(S)``
+    integers in memory (offsets, kept indices, lengths). With ``fork`` DataLoader workers share the maps;
+    with ``spawn`` the arrays pickle as their folder and are re-mapped, never copied.
 
     Note:
         With ``DataLoader(num_workers > 0, persistent_workers=True)`` the workers hold copies of the dataset
@@ -299,35 +219,42 @@ class PreparedDataset(Dataset[BackboneItem]):
             raise ValueError(f"crop_len must be a positive int or None, got {crop_len!r}")
         arrays = load_prepared(path)
         self.dropped: dict[str, int] = {}
+        keep = np.arange(len(arrays), dtype=np.int64)
         if filters is not None:
             keep, self.dropped = select_structures(arrays, filters)
             if keep.size == 0:
                 raise ValueError(
                     f"filters: no structure of {path} passes {filters} (dropped: {self.dropped})"
                 )
-            arrays = subset_prepared(arrays, keep)
         self.arrays = arrays
+        self.structure_indices = keep
+        self.structure_lengths = arrays.lengths[keep]
         self.crop_len = crop_len
         self.seed = int(seed)
         self.center = bool(center)
         self.epoch = 0
 
     def __len__(self) -> int:
-        return len(self.arrays)
+        return int(self.structure_indices.shape[0])
 
     @property
     def lengths(self) -> np.ndarray:
-        """``[S]`` int64 item lengths after cropping (what a batch sampler should budget for)."""
-        lengths = self.arrays.lengths
+        """``[K]`` int64 item lengths after cropping (what a batch sampler should budget for)."""
+        lengths = self.structure_lengths
         return np.minimum(lengths, self.crop_len) if self.crop_len is not None else lengths
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose crops :meth:`__getitem__` returns."""
         self.epoch = int(epoch)
 
+    def rows(self, index: int) -> slice:
+        """Rows of the whole (uncropped) structure of item ``index`` in :attr:`arrays`."""
+        structure = int(self.structure_indices[index])
+        return slice(int(self.arrays.offsets[structure]), int(self.arrays.offsets[structure + 1]))
+
     def crop_start(self, index: int) -> int:
-        """First residue of the crop of structure ``index`` in the current epoch (0 if not cropped)."""
-        length = int(self.arrays.offsets[index + 1] - self.arrays.offsets[index])
+        """First residue of the crop of item ``index`` in the current epoch (0 if not cropped)."""
+        length = int(self.structure_lengths[index])
         if self.crop_len is None or length <= self.crop_len:
             return 0
         rng = np.random.default_rng((self.seed, self.epoch, int(index)))
@@ -337,25 +264,26 @@ class PreparedDataset(Dataset[BackboneItem]):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} structures")
         index = int(index) % len(self)
-        begin = int(self.arrays.offsets[index])
-        length = int(self.arrays.offsets[index + 1]) - begin
+        whole = self.rows(index)
         start = self.crop_start(index)
+        length = whole.stop - whole.start
         stop = length if self.crop_len is None else min(length, start + self.crop_len)
-        rows = slice(begin + start, begin + stop)
-        coords = np.array(self.arrays.coords[rows], dtype=np.float32)
+        rows = slice(whole.start + start, whole.start + stop)
+        coords = read_rows(self.arrays.coords, rows).astype(np.float32, copy=False)
         atom_mask = np.isfinite(coords).all(axis=-1)
         coords[~atom_mask] = 0.0
         if self.center:
             coords[atom_mask] -= coords[:, 1].mean(axis=0)
+        structure = int(self.structure_indices[index])
         return BackboneItem(
             coords=torch.from_numpy(coords),
             atom_mask=torch.from_numpy(atom_mask),
             residue_index=torch.arange(stop - start, dtype=torch.int64),
-            res_ids=torch.from_numpy(self.arrays.res_ids[rows].astype(np.int64)),
-            chain_breaks=torch.from_numpy(np.array(self.arrays.chain_breaks[rows], dtype=bool)),
-            chain_index=torch.from_numpy(self.arrays.chain_index[rows].astype(np.int64)),
+            res_ids=torch.from_numpy(read_rows(self.arrays.res_ids, rows).astype(np.int64)),
+            chain_breaks=torch.from_numpy(read_rows(self.arrays.chain_breaks, rows).astype(bool, copy=False)),
+            chain_index=torch.from_numpy(read_rows(self.arrays.chain_index, rows).astype(np.int64)),
             index=index,
-            name=str(self.arrays.names[index]),
+            name=str(read_rows(self.arrays.names, slice(structure, structure + 1))[0]),
         )
 
 

@@ -27,8 +27,9 @@ Pipeline (:func:`prepare_dataset`):
    against a :class:`~proteinflow.protein.filters.FilterConfig`; drops are reported per example
    (``1abc:B too_long: ...``).
 5. **Outputs** in ``<out>/`` (:mod:`proteinflow.protein.prepare_outputs`, which also documents the
-   ``dataset.npz`` layout), each written atomically (temporary file in the same folder + ``os.replace``,
-   so a reader sees the old or the new file, never half of one): ``dataset.npz``, ``report.json`` and
+   dataset layout: a ``dataset.npz`` index plus a ``dataset.<token>.arrays/`` folder of memory-mapped
+   ``.npy`` files), each written atomically (temporary file or folder in the same folder + rename, so a
+   reader sees the old or the new dataset, never half of one): the dataset, ``report.json`` and
    ``report.md`` (kept count, every dropped example or file with its reason, counts per reason),
    ``lengths.png``.
 """
@@ -76,6 +77,7 @@ from proteinflow.protein.prepare_outputs import (
     write_prepared,
 )
 from proteinflow.protein.prepare_read import Task, process_file, run_tasks
+from proteinflow.protein.prepared_store import load_prepared
 
 #: Recognised structure suffixes (each also with ``.gz``).
 STRUCTURE_SUFFIXES: tuple[str, ...] = (".pdb", ".ent", ".cif", ".mmcif", ".bcif")
@@ -289,14 +291,18 @@ def _collect_outcomes(
 
 
 def _dataset_up_to_date(out: Path, digest: str) -> bool:
-    """Whether ``out`` holds a dataset and a report whose fingerprint is ``digest``."""
+    """Whether ``out`` holds a readable dataset and a report whose fingerprint is ``digest`` (a damaged or
+    missing arrays file makes the dataset stale, so a rerun rewrites it)."""
     dataset_path, report_path = out / DATASET_FILE, out / REPORT_JSON
     if not (dataset_path.is_file() and report_path.is_file()):
         return False
     try:
-        return json.loads(report_path.read_text()).get("fingerprint") == digest
+        if json.loads(report_path.read_text()).get("fingerprint") != digest:
+            return False
+        load_prepared(dataset_path)  # opens the maps and checks their headers and sizes; reads no residue
     except (OSError, ValueError):
         return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------- main

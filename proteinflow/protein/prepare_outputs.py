@@ -1,14 +1,15 @@
 """Files written by ``proteinflow data prepare`` into its output folder, each atomically.
 
-- ``dataset.npz`` (:func:`write_prepared`): the prepared dataset, read by
+- ``dataset.npz`` and ``dataset.<token>.arrays/`` (:func:`write_prepared`): the prepared dataset, read by
   :func:`proteinflow.protein.dataset.load_prepared`;
 - ``report.json`` and ``report.md`` (:func:`prepare_report`, :func:`report_markdown`): kept count, every
   dropped example (``1abc:B``) or file with its reason, counts per reason;
 - ``lengths.png`` (:func:`write_histogram`): histogram of the kept lengths.
 
-Prepared format (one uncompressed ``.npz``; chosen by measurement with ``scripts/bench_data.py`` on the
-4,838 CATH S20 training domains: 28.3 MiB, full load 0.014 s, against 19.7 MiB / 0.15 s for a compressed
-``.npz`` and 36.8 MiB / 1.3 s for one ``.pt`` file per structure):
+Prepared format 3 (layout, reader and atomic writer in :mod:`proteinflow.protein.prepared_store`): a small
+``dataset.npz`` index plus a ``dataset.<token>.arrays/`` folder of uncompressed ``.npy`` files that readers
+memory-map, so training memory does not grow with the dataset (format 2, one uncompressed ``.npz`` chosen
+by ``scripts/bench_data.py`` on the 4,838 CATH S20 training domains, had to be loaded whole):
 
 - ``coords`` float32 ``[T, 4, 3]``: N, CA, C, O of all kept structures concatenated (T = total residues;
   float16 was not used: at 100 A its resolution is 0.06 A);
@@ -19,8 +20,8 @@ Prepared format (one uncompressed ``.npz``; chosen by measurement with ``scripts
   (all 0 for a single-chain example);
 - ``chain_ids`` unicode ``[S]``: the author chain ids of each structure joined by ``','`` (chain ``k`` of
   structure ``i`` is ``chain_ids[i].split(',')[k]``);
-- ``names`` and ``sources`` unicode ``[S]``, ``format_version`` int (2; version 1, without ``chain_index``
-  and ``chain_ids``, concatenated every chain of a file and is still read).
+- ``names`` and ``sources`` unicode ``[S]``. Formats 1 (without ``chain_index`` and ``chain_ids``: every
+  chain of a file concatenated) and 2 (everything inside ``dataset.npz``) are still read, whole.
 """
 
 from __future__ import annotations
@@ -39,14 +40,13 @@ from proteinflow.atomic import atomic_write_bytes
 from proteinflow.protein.filters import FilterConfig
 from proteinflow.protein.prepare_cache import FileOutcome, ParsedRecord
 from proteinflow.protein.prepare_examples import CHAIN_SEPARATOR, DroppedExample, Example, ExampleConfig
+from proteinflow.protein.prepared_store import FORMAT_VERSION, INDEX_FILE, write_prepared_arrays
 
-#: File names inside the output folder.
-DATASET_FILE = "dataset.npz"
+#: File names inside the output folder (``DATASET_FILE`` is the index of the prepared dataset).
+DATASET_FILE = INDEX_FILE
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 LENGTHS_PNG = "lengths.png"
-#: Version of the prepared ``dataset.npz`` layout (2: ``chain_index`` and ``chain_ids``).
-FORMAT_VERSION = 2
 
 __all__ = [
     "DATASET_FILE",
@@ -94,10 +94,11 @@ def _inner_breaks(chain_breaks: np.ndarray, chain_index: np.ndarray) -> np.ndarr
 def write_prepared(
     path: str | os.PathLike[str], records: Sequence[ParsedRecord], sources: Sequence[str]
 ) -> None:
-    """Write records as a prepared ``dataset.npz`` (layout in the module docstring), atomically.
+    """Write records as a prepared dataset (format 3, layout in the module docstring), atomically.
 
     Args:
-        path: output file.
+        path: the index file (``<out>/dataset.npz``); the arrays go to a ``dataset.<token>.arrays`` folder
+            beside it (:func:`~proteinflow.protein.prepared_store.write_prepared_arrays`).
         records: the structures, in dataset order (their ``chain_ids`` give ``chain_index``; a break flag
             where the chain changes is cleared).
         sources: one source path per record.
@@ -114,7 +115,6 @@ def write_prepared(
         return np.concatenate(values).astype(dtype) if values else np.zeros(shape, dtype=dtype)
 
     arrays = {
-        "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
         "coords": cat([r.coords for r in records], (0, 4, 3), np.float32),
         "offsets": offsets,
         "chain_breaks": cat(breaks, (0,), bool),
@@ -125,7 +125,7 @@ def write_prepared(
         "names": np.array([r.name for r in records], dtype=str),
         "sources": np.array(list(sources), dtype=str),
     }
-    atomic_write_bytes(path, lambda h: np.savez(h, **arrays))
+    write_prepared_arrays(path, arrays)
 
 
 def write_dataset(path: Path, examples: Sequence[Example]) -> None:

@@ -32,6 +32,7 @@ from proteinflow.protein.dataset import (
 )
 from proteinflow.protein.evaluation import PowerLawFit, fit_power_law, sample_quality
 from proteinflow.protein.filters import radius_of_gyration
+from proteinflow.protein.prepared_store import read_rows
 from proteinflow.train.backbone_atoms import sample_atoms
 from proteinflow.train.backbone_config import BackboneExperimentConfig
 from proteinflow.train.base_module import FlowTrainingModule
@@ -109,6 +110,35 @@ class BackboneFlowModule(FlowTrainingModule):
         plot_val_curves(Path(log_dir) / "metrics.csv", Path(log_dir) / "val_curves.png")
 
 
+#: Structures :func:`training_rg_law` fits at most (a power law needs few; all would touch every page).
+RG_LAW_STRUCTURES = 5000
+
+
+def training_rg_law(
+    dataset: PreparedDataset, seed: int = 0, max_structures: int = RG_LAW_STRUCTURES
+) -> PowerLawFit | None:
+    """The reference Rg law of validation: the power law ``Rg = a N^b`` fitted to the training structures.
+
+    Uses every structure when there are at most ``max_structures``, else a seeded random subset of that many,
+    read with positioned reads (:func:`~proteinflow.protein.prepared_store.read_rows`), so a memory-mapped
+    dataset of millions of chains costs bounded time and no resident pages. None when the fit fails (e.g. a
+    single length).
+    """
+    count = len(dataset)
+    chosen = (
+        np.arange(count)
+        if count <= max_structures
+        else np.sort(np.random.default_rng(seed).choice(count, size=max_structures, replace=False))
+    )
+    lengths = dataset.structure_lengths[chosen]
+    coords = dataset.arrays.coords
+    rgs = [radius_of_gyration(read_rows(coords, dataset.rows(int(i)))[:, 1]) for i in chosen]
+    try:
+        return fit_power_law(lengths, np.asarray(rgs))
+    except ValueError:
+        return None
+
+
 class _ValidationTrigger(torch.utils.data.Dataset):
     """One dummy item per validation run: validation samples from noise, it needs no data."""
 
@@ -141,15 +171,7 @@ class BackboneDataModule(L.LightningDataModule):
             if self.train_set.dropped:
                 kept = len(self.train_set)
                 print(f"data: {kept} structures of {d.path} kept; filtered out {self.train_set.dropped}")
-            arrays = self.train_set.arrays
-            rgs = [
-                radius_of_gyration(arrays.coords[arrays.offsets[i] : arrays.offsets[i + 1], 1])
-                for i in range(len(arrays))
-            ]
-            try:  # the reference Rg law of validation: the training set's own power law
-                self.rg_law = fit_power_law(arrays.lengths, np.asarray(rgs))
-            except ValueError:
-                self.rg_law = None
+            self.rg_law = training_rg_law(self.train_set, seed=self.cfg.seed)
         longest = int(self.train_set.lengths.max())
         if longest**2 > d.max_residues_sq:
             raise ValueError(
