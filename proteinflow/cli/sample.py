@@ -4,11 +4,17 @@ With no sampler flags it runs the documented default sampler (:data:`DEFAULT_SOL
 :data:`DEFAULT_STEPS` steps; dopri5 defaults to ``rtol = atol =`` :data:`DEFAULT_TOL`). The work is done
 by :func:`proteinflow.train.backbone_sampling.sample_backbones` and
 :func:`proteinflow.train.toy_sampling.sample_toy`.
+
+``--devices K`` samples backbones in ``K`` local processes (one per GPU, or ``K`` CPU processes with
+``--device cpu``), and under ``torchrun`` every launched process is one rank; either way the files are
+those of one process, byte for byte, and ``samples.csv`` says which rank made each backbone (see
+:mod:`proteinflow.train.backbone_sampling`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from proteinflow.cli.common import (
@@ -97,6 +103,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     backbones.add_argument(
         "--device", default=None, help="torch device (default: cuda if available, else cpu)"
     )
+    backbones.add_argument(
+        "--devices",
+        type=positive_int,
+        default=1,
+        help="sampling processes (default 1): one per GPU (cuda:0..K-1), or K CPU processes with "
+        "--device cpu; whole batches are shared out, so the files are those of one process. Under torchrun "
+        "each launched process is one rank (leave --devices at 1)",
+    )
     toys = parser.add_argument_group("toy and image checkpoints")
     toys.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight w")
     toys.add_argument(
@@ -126,13 +140,14 @@ def solver_settings(args: argparse.Namespace) -> tuple[int | None, float | None,
 def _sample_backbones(
     args: argparse.Namespace, steps: int | None, rtol: float | None, atol: float | None, grid: str
 ) -> int:
-    from proteinflow.train.backbone_sampling import sample_backbones
+    from proteinflow.train.backbone_sampling import ShardError, launcher_rank, sample_backbones
 
     if args.lengths is None:
         return error("--lengths is required for a protein-backbone checkpoint (e.g. --lengths 60 100)")
     if args.guidance is not None or args.cls is not None:
         return error("--guidance/--class apply only to toy and image checkpoints")
     try:
+        launcher = launcher_rank(os.environ)
         records = sample_backbones(
             args.ckpt,
             args.out,
@@ -148,10 +163,20 @@ def _sample_backbones(
             batch_size=args.batch_size,
             device=args.device,
             rot_sampling_rate=args.rot_sampling_rate,
+            devices=args.devices,
+            launcher=launcher,
         )
     except ValueError as err:  # e.g. a length the model cannot make, or --rot-sampling-rate on a baseline
         return error(str(err))
-    print(f"wrote {len(records)} backbones to {args.out} (samples.csv lists NFE and seconds per backbone)")
+    except ShardError as err:  # a sampling process failed, or the ranks' rows did not add up
+        return error(str(err), status=1)
+    if launcher is not None and launcher.rank != 0:
+        return 0  # rank 0 reports the whole run
+    processes = launcher.world_size if launcher is not None else args.devices
+    print(
+        f"wrote {len(records)} backbones to {args.out} with {processes} process(es) (samples.csv lists "
+        "NFE, seconds and rank per backbone)"
+    )
     return 0
 
 
@@ -160,8 +185,10 @@ def _sample_toy(
 ) -> int:
     from proteinflow.train.toy_sampling import sample_toy
 
-    if args.lengths is not None or args.trajectory or args.rot_sampling_rate is not None:
-        return error("--lengths/--trajectory/--rot-sampling-rate apply only to protein-backbone checkpoints")
+    if args.lengths is not None or args.trajectory or args.rot_sampling_rate is not None or args.devices != 1:
+        return error(
+            "--lengths/--trajectory/--rot-sampling-rate/--devices apply only to protein-backbone checkpoints"
+        )
     num = args.num or DEFAULT_NUM_TOY
     try:
         metrics = sample_toy(

@@ -7,6 +7,39 @@ also writes a multi-model trajectory PDB per backbone into the ``trajectories/``
 (:data:`~proteinflow.protein.structure_set.TRAJECTORY_DIR`), named ``<name>_traj.pdb``, so that
 ``proteinflow eval`` on the output folder never reads a trajectory (whose first model is the noise at
 t = 0) as a sample. Every file is written atomically.
+
+Several processes (``devices > 1``, ``proteinflow sample --devices K``)
+-----------------------------------------------------------------------
+A sample depends only on ``(seed, length, index)``: its prior is drawn with its own generator seeded by
+:func:`backbone_seed`, and nothing else in sampling is random. The work is planned once as the list of
+batches the one-process run makes (:func:`plan_batches`: length by length, ``batch_size`` backbones at a
+time), and rank ``r`` of ``K`` samples the batches ``r, r + K, r + 2K, ...`` (:func:`shard_batches`).
+Whole batches are sharded, never single backbones, so every backbone is computed in exactly the batch it
+has in the one-process run: even a network whose floats depended on the other members of a batch would
+write the same bytes. One process and ``K`` processes therefore write byte-identical structure files on
+the same kind of device (``scripts/sample_shards_check.py`` hashes them). One caveat on CPU: spawned
+ranks run with fewer threads than one process, and a kernel whose reduction is split by thread could
+change the last bits of a float; the PDB files measured (3 decimals) did not change with 1 or 2 threads.
+
+The route is plain ``torch.distributed`` with the gloo backend, used only for a barrier (no tensors are
+exchanged, so gloo serves GPU ranks as well and NCCL is not needed):
+
+- ``devices = K > 1`` in one process spawns ``K`` local processes (``torch.multiprocessing``, start method
+  ``spawn``) that meet through a ``file://`` rendezvous in a temporary folder. Rank ``r`` uses ``cuda:r``
+  when the device is CUDA (``K`` must not exceed the visible GPUs), else the CPU with
+  ``max(1, threads // K)`` threads, so that ``K`` CPU processes do not oversubscribe the cores.
+- Under an external launcher (``torchrun --nnodes N --nproc-per-node G -m -- proteinflow.cli sample ...``;
+  the ``--`` stops torchrun's parser from taking ``--num`` for its ``--numa-binding``), which sets
+  ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (see :func:`launcher_rank`), every process is one rank
+  (``cuda:LOCAL_RANK`` on CUDA, whatever GPU index ``--device`` names), meets the others through
+  ``env://``, and ``devices`` must stay 1. Multi-node runs need ``--out`` on a filesystem that every node
+  shares.
+
+Each rank writes its structure files and its rows (``out/.shards/rank<r>.json``, atomically), waits at the
+barrier, and rank 0 merges the rows into one ``samples.csv`` / ``samples.json`` in the one-process order
+(:func:`merge_shards`; it fails if a planned backbone is missing or was sampled twice) and removes the
+shard files. The ``rank`` column says which rank made each backbone; ``seconds`` is timed per rank, so it
+is the one column that differs between runs.
 """
 
 from __future__ import annotations
@@ -14,8 +47,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -70,6 +105,7 @@ class SampleRecord:
     nfe: int
     seconds: float
     ode: str = "trained"
+    rank: int = 0
 
 
 def backbone_seed(seed: int, length: int, index: int) -> int:
@@ -117,8 +153,11 @@ class _SampleSettings:
     trajectory_frames: int
     ode: str
 
-    def record(self, file: str, length: int, index: int, nfe: int, seconds: float) -> SampleRecord:
-        """The ``samples.csv`` row of backbone ``index`` of ``length`` (``nfe``: that backbone's own)."""
+    def record(
+        self, file: str, length: int, index: int, nfe: int, seconds: float, rank: int = 0
+    ) -> SampleRecord:
+        """The ``samples.csv`` row of backbone ``index`` of ``length`` (``nfe``: that backbone's own;
+        ``rank``: the process that sampled it)."""
         adaptive = self.solver == "dopri5"
         return SampleRecord(
             file=file,
@@ -133,6 +172,7 @@ class _SampleSettings:
             nfe=nfe,
             seconds=seconds,
             ode=self.ode,
+            rank=rank,
         )
 
 
@@ -158,12 +198,14 @@ def _sample_batch(
     flow: torch.nn.Module,
     out: Path,
     length: int,
-    idx: list[int],
+    idx: Sequence[int],
     settings: _SampleSettings,
     dev: torch.device,
+    rank: int = 0,
 ) -> list[SampleRecord]:
     """Sample backbones ``idx`` of ``length`` in one batch (each from its own seeded prior draw), write
-    their structure files into ``out`` (trajectories into ``out/trajectories``) and return their rows."""
+    their structure files into ``out`` (trajectories into ``out/trajectories``) and return their rows
+    (``rank``: the process sampling them)."""
     from proteinflow.models.registry import concat_priors
     from proteinflow.protein.structure_set import TRAJECTORY_DIR
     from proteinflow.protein.write import fits_pdb, write_mmcif, write_pdb, write_trajectory_pdb
@@ -209,7 +251,8 @@ def _sample_batch(
             traj = trajectory_atoms(result, j).cpu()
             if fits_pdb(traj):  # else only the final structure is written
                 write_trajectory_pdb(out / TRAJECTORY_DIR / f"{name}_traj.pdb", traj.numpy())
-        records.append(settings.record(f"{name}{suffix}", length, k, int(result.nfe_per_sample[j]), seconds))
+        nfe = int(result.nfe_per_sample[j])
+        records.append(settings.record(f"{name}{suffix}", length, k, nfe, seconds, rank))
     return records
 
 
@@ -222,6 +265,239 @@ def write_sample_table(out: Path, records: Sequence[SampleRecord]) -> None:
     writer.writerows(rows)
     atomic_write_text(out / "samples.csv", buf.getvalue())
     atomic_write_text(out / "samples.json", json.dumps(rows, indent=1))
+
+
+@dataclass(frozen=True)
+class SampleBatch:
+    """One batch of the sampling plan: backbones ``indices`` of ``length``, sampled together."""
+
+    length: int
+    indices: tuple[int, ...]
+
+
+def plan_batches(lengths: Sequence[int], num: int, batch_size: int) -> list[SampleBatch]:
+    """The batches of a run, in the one-process order: length by length, ``batch_size`` backbones at a
+    time (the last batch of a length may be smaller)."""
+    return [
+        SampleBatch(int(length), tuple(range(start, min(num, start + batch_size))))
+        for length in lengths
+        for start in range(0, num, batch_size)
+    ]
+
+
+def shard_batches(batches: Sequence[SampleBatch], rank: int, world_size: int) -> list[SampleBatch]:
+    """The batches rank ``rank`` of ``world_size`` samples: ``rank, rank + world_size, ...`` (round robin,
+    so that every rank gets a share of every length). Whole batches, never single backbones: each
+    backbone keeps the batch it has in the one-process run."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+    return list(batches[rank::world_size])
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    """Where one sampling process sits: its ``rank`` among ``world_size`` processes, and ``local_rank``
+    (its GPU on its node)."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+def launcher_rank(environ: Mapping[str, str]) -> RankInfo | None:
+    """The rank an external launcher such as ``torchrun`` gives this process (its ``RANK``,
+    ``WORLD_SIZE`` and ``LOCAL_RANK`` variables in ``environ``); None without one (no ``WORLD_SIZE`` or
+    ``WORLD_SIZE=1``)."""
+    try:
+        world = int(environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return None
+        rank = int(environ["RANK"])
+        local = int(environ.get("LOCAL_RANK", rank))
+    except (KeyError, ValueError) as err:
+        raise ValueError(
+            "WORLD_SIZE > 1 is set, so this process is one rank of a launcher such as torchrun, but "
+            f"RANK / LOCAL_RANK are missing or not integers ({err})"
+        ) from err
+    if not 0 <= rank < world:
+        raise ValueError(f"RANK={rank} is outside [0, WORLD_SIZE={world})")
+    return RankInfo(rank, world, local)
+
+
+def check_devices(devices: int, device: torch.device) -> None:
+    """Raise ``ValueError`` naming ``--devices`` when ``devices`` processes cannot run on ``device``:
+    more than the visible GPUs, a single GPU named (``cuda:1``), or a device type other than CPU / CUDA."""
+    if devices < 1:
+        raise ValueError(f"--devices must be >= 1, got {devices}")
+    if devices == 1:
+        return
+    if device.type == "cuda":
+        if device.index is not None:
+            raise ValueError(
+                f"--devices {devices} with --device {device}: a numbered GPU is one device; give "
+                "--device cuda (rank r uses cuda:r) or --device cpu"
+            )
+        visible = torch.cuda.device_count()
+        if devices > visible:
+            raise ValueError(
+                f"--devices {devices} is more than the {visible} visible GPU(s) (CUDA_VISIBLE_DEVICES "
+                f"selects them); use --devices {max(visible, 1)} or --device cpu for CPU processes"
+            )
+    elif device.type != "cpu":
+        raise ValueError(f"--devices {devices} runs one process per CUDA GPU or on CPU, not on {device}")
+
+
+def rank_device(device: torch.device, local_rank: int) -> torch.device:
+    """The device of a rank: ``cuda:<local_rank>`` for CUDA, else ``device`` itself."""
+    if device.type != "cuda":
+        return device
+    if local_rank >= torch.cuda.device_count():
+        raise ValueError(f"LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} GPU(s) are visible")
+    return torch.device("cuda", local_rank)
+
+
+@dataclass(frozen=True)
+class _SampleJob:
+    """Everything a sampling process needs (picklable, for ``spawn``): the checkpoint, the output folder,
+    the whole batch plan, the solver settings and the base device."""
+
+    ckpt: str
+    out: str
+    batches: tuple[SampleBatch, ...]
+    settings: _SampleSettings
+    rot_sampling_rate: float | None
+    device: str
+
+
+SHARD_DIR = ".shards"
+
+
+class ShardError(RuntimeError):
+    """A multi-process sampling run that did not complete: a process failed, or the ranks' rows do not add
+    up to the planned backbones (the message says which)."""
+
+
+def shard_path(out: Path, rank: int) -> Path:
+    """Where rank ``rank`` leaves its ``samples.csv`` rows for rank 0 to merge."""
+    return out / SHARD_DIR / f"rank{rank}.json"
+
+
+def _sample_shard(
+    flow: torch.nn.Module, job: _SampleJob, info: RankInfo, dev: torch.device
+) -> list[SampleRecord]:
+    """Sample this rank's batches with ``flow`` (on ``dev``); progress is shown by rank 0 only."""
+    from rich.progress import Progress
+
+    batches = shard_batches(job.batches, info.rank, info.world_size)
+    out = Path(job.out)
+    records: list[SampleRecord] = []
+    label = (
+        "sampling backbones" if info.world_size == 1 else f"sampling backbones (rank 0 of {info.world_size})"
+    )
+    with Progress(disable=info.rank != 0) as progress:
+        task = progress.add_task(label, total=sum(len(b.indices) for b in batches))
+        for batch in batches:
+            records += _sample_batch(flow, out, batch.length, batch.indices, job.settings, dev, info.rank)
+            progress.advance(task, len(batch.indices))
+    return records
+
+
+def merge_shards(out: Path, batches: Sequence[SampleBatch], world_size: int) -> list[SampleRecord]:
+    """Read the rows of ranks ``0 .. world_size - 1``, put them in the one-process order of ``batches``,
+    write ``samples.csv`` / ``samples.json`` and remove the shard files (a failed run leaves them, for
+    inspection; the next run replaces them).
+
+    Raises :class:`ShardError` if a planned backbone is missing or appears twice (a rank that failed, or
+    ranks that duplicated work).
+    """
+    found: dict[tuple[int, int], SampleRecord] = {}
+    for rank in range(world_size):
+        path = shard_path(out, rank)
+        if not path.is_file():
+            raise ShardError(f"rank {rank} of {world_size} left no rows ({path} is missing)")
+        for row in json.loads(path.read_text()):
+            record = SampleRecord(**row)
+            key = (record.length, record.index)
+            if key in found:
+                raise ShardError(
+                    f"backbone {key[1]} of length {key[0]} was sampled by rank {found[key].rank} and "
+                    f"rank {record.rank}"
+                )
+            found[key] = record
+    planned = [(b.length, k) for b in batches for k in b.indices]
+    missing = [key for key in planned if key not in found]
+    if missing or len(found) != len(planned):
+        raise ShardError(f"merged rows do not match the plan: missing (length, index) {missing[:5]}")
+    records = [found[key] for key in planned]
+    write_sample_table(out, records)
+    for path in (out / SHARD_DIR).glob("rank*.json"):  # also those a failed larger run left
+        path.unlink()
+    (out / SHARD_DIR).rmdir()
+    return records
+
+
+def _run_rank(
+    job: _SampleJob, info: RankInfo, init_method: str, flow: torch.nn.Module | None = None
+) -> list[SampleRecord]:
+    """One rank of a multi-process run: sample this rank's batches (with ``flow`` if already loaded on
+    this rank's device), leave its rows, meet the others at a gloo barrier; rank 0 then merges and returns
+    every row, the other ranks return their own."""
+    import torch.distributed as dist
+
+    dev = rank_device(torch.device(job.device), info.local_rank)
+    if flow is None:
+        flow, _ = _load_for_sampling(job.ckpt, dev, job.rot_sampling_rate)
+    # a barrier only: gloo serves CPU and GPU ranks alike; the timeout allows ranks that finish far apart
+    dist.init_process_group(
+        "gloo",
+        init_method=init_method,
+        rank=info.rank,
+        world_size=info.world_size,
+        timeout=timedelta(hours=24),
+    )
+    try:
+        records = _sample_shard(flow, job, info, dev)
+        rows = json.dumps([r.__dict__ for r in records], indent=1)
+        atomic_write_text(shard_path(Path(job.out), info.rank), rows)
+        dist.barrier()
+        if info.rank == 0:
+            return merge_shards(Path(job.out), job.batches, info.world_size)
+        return records
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawned_rank(rank: int, job: _SampleJob, world_size: int, init_method: str, threads: int | None) -> None:
+    """Entry point of spawned process ``rank`` (``torch.multiprocessing`` passes the rank first)."""
+    if threads is not None:
+        torch.set_num_threads(threads)  # this process's own setting: K CPU ranks share the cores
+    _run_rank(job, RankInfo(rank, world_size, rank), init_method)
+
+
+def _spawn_ranks(job: _SampleJob, devices: int) -> list[SampleRecord]:
+    """Run ``devices`` local ranks (``spawn``) and return the rows rank 0 merged."""
+    import torch.multiprocessing as mp
+    from torch.multiprocessing.spawn import ProcessException
+
+    threads = max(1, torch.get_num_threads() // devices) if torch.device(job.device).type == "cpu" else None
+    with tempfile.TemporaryDirectory(prefix="proteinflow-sample-") as tmp:
+        init_method = (Path(tmp) / "rendezvous").resolve().as_uri()
+        try:
+            mp.start_processes(
+                _spawned_rank,
+                args=(job, devices, init_method, threads),
+                nprocs=devices,
+                join=True,
+                start_method="spawn",
+            )
+        except ProcessException as err:
+            lines = [line for line in str(err).splitlines() if line.strip()]
+            cause = lines[-1] if lines else type(err).__name__
+            raise ShardError(
+                f"--devices {devices}: sampling process {err.error_index} failed ({cause}); report:\n{err}"
+            ) from err
+    rows = json.loads((Path(job.out) / "samples.json").read_text())
+    return [SampleRecord(**row) for row in rows]
 
 
 def sample_backbones(
@@ -241,6 +517,8 @@ def sample_backbones(
     device: str | None = None,
     trajectory_frames: int = 21,
     rot_sampling_rate: float | None = None,
+    devices: int = 1,
+    launcher: RankInfo | None = None,
 ) -> list[SampleRecord]:
     """Sample ``num`` backbones of each length and write them as PDB files (see the module docstring).
 
@@ -251,31 +529,52 @@ def sample_backbones(
     ``grid`` one of :data:`~proteinflow.flow.time_grids.GRIDS`; each row's ``nfe`` is that backbone's own
     (``dopri5`` controls the steps of every backbone separately) and ``seconds`` its share of the batch's
     wall time (CUDA synchronised before reading the clock).
-    """
-    from rich.progress import Progress
 
+    ``devices > 1`` spawns that many local processes; ``launcher`` (from :func:`launcher_rank`) makes this
+    process one rank of an external launcher's run. Either way the files are the one-process run's, byte
+    for byte (see the module docstring). Returns every row, in the one-process order; under a launcher,
+    ranks other than 0 return their own rows.
+    """
     if num < 1:
         raise ValueError(f"--num must be >= 1, got {num}")
     if not lengths or any(int(n) < 2 for n in lengths):
         raise ValueError(f"--lengths must be integers >= 2, got {list(lengths)}")
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    if launcher is not None and devices != 1:
+        raise ValueError(
+            f"--devices {devices} under a launcher (WORLD_SIZE={launcher.world_size}): each launched "
+            "process is one rank already; leave --devices at 1"
+        )
     dev = resolve_device(device)
-    flow, ode = _load_for_sampling(ckpt, dev, rot_sampling_rate)
+    check_devices(devices, dev)
     if solver not in SAMPLING_METHODS:
         raise ValueError(f"unknown solver {solver!r}; valid solvers are {', '.join(SAMPLING_METHODS)}")
     if grid not in GRIDS:
         raise ValueError(f"unknown --grid {grid!r}; valid grids are {', '.join(GRIDS)}")
+    # loaded here, so that a bad checkpoint or flag fails before any process starts (on the CPU when
+    # spawned processes sample), and for the ``ode`` label every rank writes
+    if launcher is not None:
+        here = rank_device(dev, launcher.local_rank)
+    else:
+        here = dev if devices == 1 else torch.device("cpu")
+    flow, ode = _load_for_sampling(ckpt, here, rot_sampling_rate)
     settings = _SampleSettings(solver, grid, steps, rtol, atol, seed, trajectory, trajectory_frames, ode)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    records: list[SampleRecord] = []
-    with Progress() as progress:
-        task = progress.add_task("sampling backbones", total=num * len(lengths))
-        for length in lengths:
-            for start in range(0, num, batch_size):
-                idx = list(range(start, min(num, start + batch_size)))
-                records += _sample_batch(flow, out, int(length), idx, settings, dev)
-                progress.advance(task, len(idx))
+    job = _SampleJob(
+        str(ckpt),
+        str(out),
+        tuple(plan_batches(lengths, num, batch_size)),
+        settings,
+        rot_sampling_rate,
+        str(dev),
+    )
+    if launcher is not None:
+        return _run_rank(job, launcher, "env://", flow)
+    if devices > 1:
+        del flow
+        return _spawn_ranks(job, devices)
+    records = _sample_shard(flow, job, RankInfo(0, 1, 0), dev)
     write_sample_table(out, records)
     return records
