@@ -8,6 +8,24 @@ from pathlib import Path
 import pytest
 import torch
 
+#: The smallest IPA trunk config (for tests that train or sample a frame-flow checkpoint in seconds).
+TINY_MODEL: dict[str, int] = dict(
+    c_s=16,
+    c_z=8,
+    c_hidden=8,
+    num_heads=2,
+    num_qk_points=2,
+    num_v_points=2,
+    c_pair_value=4,
+    num_blocks=1,
+    c_time=8,
+    c_pos=8,
+    relpos_k=8,
+    edge_feat_dim=8,
+    num_dist_bins=8,
+    edge_transition_hidden=16,
+)
+
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cath_s20"
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import TINY_MODEL as IPA
 
 from proteinflow.cli import main
 from proteinflow.protein.filters import FilterConfig
@@ -22,22 +23,6 @@ TRAIN = dict(
     val_every=0,
     log_every=1,
     ema_decay=0.9,
-)
-IPA = dict(
-    c_s=16,
-    c_z=8,
-    c_hidden=8,
-    num_heads=2,
-    num_qk_points=2,
-    num_v_points=2,
-    c_pair_value=4,
-    num_blocks=1,
-    c_time=8,
-    c_pos=8,
-    relpos_k=8,
-    edge_feat_dim=8,
-    num_dist_bins=8,
-    edge_transition_hidden=16,
 )
 EGNN = dict(c_h=16, c_edge=8, c_message=16, num_layers=1, c_time=8, c_pos=8, relpos_k=8, num_dist_bins=8)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import TINY_MODEL
 
 from proteinflow.protein.dataset import PreparedDataset, collate_backbones
 from proteinflow.protein.filters import FilterConfig
@@ -19,23 +20,6 @@ from proteinflow.protein.prepare import prepare_dataset
 from proteinflow.train.backbone_config import backbone_config_from_dict, load_backbone_config
 from proteinflow.train.checkpoints import CheckpointError
 from proteinflow.train.config import ConfigError
-
-TINY_MODEL = dict(
-    c_s=16,
-    c_z=8,
-    c_hidden=8,
-    num_heads=2,
-    num_qk_points=2,
-    num_v_points=2,
-    c_pair_value=4,
-    num_blocks=1,
-    c_time=8,
-    c_pos=8,
-    relpos_k=8,
-    edge_feat_dim=8,
-    num_dist_bins=8,
-    edge_transition_hidden=16,
-)
 
 
 @pytest.fixture(scope="module")

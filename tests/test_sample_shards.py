@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_MODEL
 
 from proteinflow import cli
 from proteinflow.train.backbone_sampling import (
@@ -30,22 +31,6 @@ from proteinflow.train.backbone_sampling import (
     shard_path,
 )
 
-TINY_MODEL = dict(
-    c_s=16,
-    c_z=8,
-    c_hidden=8,
-    num_heads=2,
-    num_qk_points=2,
-    num_v_points=2,
-    c_pair_value=4,
-    num_blocks=1,
-    c_time=8,
-    c_pos=8,
-    relpos_k=8,
-    edge_feat_dim=8,
-    num_dist_bins=8,
-    edge_transition_hidden=16,
-)
 #: Two lengths, five backbones each, batches of two: six batches of unequal size over two ranks.
 SAMPLE_ARGS = ["--lengths", "12", "17", "--num", "5", "--steps", "4", "--batch-size", "2", "--device", "cpu"]
 
