@@ -255,7 +255,12 @@ def test_design_cli_and_eval_design(cath_dir: Path, tmp_path: Path) -> None:
 
 
 def test_design_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from proteinflow.cli import main
+    from proteinflow.cli import build_parser, main
+
+    parse = build_parser().parse_args
+    assert parse(["design", "x", "--out", "o"]).design_seed == 0
+    assert parse(["design", "x", "--out", "o", "--seed", "7"]).design_seed == 7
+    assert parse(["design", "x", "--out", "o", "--design-seed", "5"]).design_seed == 5
 
     (tmp_path / "bb").mkdir()
     base = ["design", str(tmp_path / "bb"), "--out", str(tmp_path / "d")]

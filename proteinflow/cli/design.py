@@ -77,6 +77,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="directory of backbone PDB/mmCIF files (plain or .gz, recursive)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     add_design_options(parser)
+    parser.add_argument(
+        "--seed",
+        dest="design_seed",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="the same as --design-seed (in eval, --seed seeds the random subsets)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
