@@ -270,3 +270,18 @@ def test_design_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "{pdb}" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "bb"), "--fold-cmd", "x {fasta} {pdb}"]) == 2
     assert "add --design" in capsys.readouterr().err
+
+
+def test_eval_design_on_c_alpha_only_samples_names_the_model(
+    cath_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full-backbone ProteinMPNN asked for C-alpha-only samples: one error line, not a traceback."""
+    from proteinflow.cli import main
+
+    s = read_structure(cath_dir / "val" / "1ahlA00.pdb.gz")
+    coords = np.full_like(s.coords, np.nan)
+    coords[:, 1] = s.coords[:, 1]
+    write_pdb(tmp_path / "ca" / "x.pdb", coords)
+    args = ["eval", str(tmp_path / "ca"), "--out", str(tmp_path / "e"), "--design", "--model", "vanilla"]
+    assert main([*args, "--no-progress"]) == 2
+    assert "use --model ca" in capsys.readouterr().err

@@ -207,6 +207,8 @@ def run_eval(args: argparse.Namespace) -> int:
         )
     except MPNNUnavailableError as exc:
         return error(str(exc), 1)
+    except ValueError as exc:  # e.g. --model vanilla on C-alpha-only samples
+        return error(str(exc))
     _warn(_overlap_warnings(result))
     sample_name = Path(args.input).name or "samples"
     reference_name = Path(args.reference).name if args.reference is not None else None

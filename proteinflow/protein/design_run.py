@@ -114,6 +114,8 @@ def run_design(
 
     if not inputs:
         raise ValueError("no backbone to design")
+    if settings.folder is not None and len({s.name for s in inputs}) != len(inputs):
+        raise ValueError("backbone names must be unique to fold their designs (two files share a name)")
     dev = resolve_device(settings.device)
     model = load_mpnn(choose_model(settings.model_kind, inputs), settings.weights, dev)
     start = device_seconds(dev)
@@ -133,8 +135,6 @@ def run_design(
     if folder is not None:
         start = device_seconds(dev)
         backbones = {s.name: np.asarray(s.coords[:, 1], dtype=np.float64) for s in inputs}
-        if len(backbones) != len(inputs):
-            raise ValueError("backbone names must be unique to fold their designs (two files share a name)")
         folds = fold_designs(folder, backbones, designs, pdb_dir=settings.fold_dir, progress=progress)
         summary = summarise_designability([s.name for s in inputs], folds)
         fold_seconds = device_seconds(dev) - start

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -98,13 +98,13 @@ def self_consistency(designed_ca: np.ndarray, predicted_ca: np.ndarray) -> tuple
 def _score(design: DesignedSequence, ca: np.ndarray, outcome: FoldOutcome) -> SequenceFold:
     base = SequenceFold(design.name, design.index, design.sequence, design.nll)
     if outcome.structure is None:
-        return SequenceFold(**{**base.__dict__, "error": outcome.error or "folding failed"})
+        return replace(base, error=outcome.error or "folding failed")
     try:
         rmsd, tm = self_consistency(ca, outcome.structure.ca)
     except ValueError as exc:
-        return SequenceFold(**{**base.__dict__, "error": str(exc)[:300]})
+        return replace(base, error=str(exc)[:300])
     plddt = float(np.mean(outcome.structure.plddt)) if outcome.structure.plddt.size else math.nan
-    return SequenceFold(**{**base.__dict__, "sc_rmsd": rmsd, "sc_tm": tm, "plddt": plddt})
+    return replace(base, sc_rmsd=rmsd, sc_tm=tm, plddt=plddt)
 
 
 def fold_designs(

@@ -19,6 +19,7 @@ pLDDT is reported on the 0-100 scale.
 
 from __future__ import annotations
 
+import io
 import os
 import shlex
 import subprocess
@@ -151,9 +152,9 @@ class ESMFold:
             sequence=sequence, mapping=rc.restype_order_with_x, map_unknown_to_x=True
         )
         aatype = torch.as_tensor(onehot, device=device).argmax(dim=1).unsqueeze(0)  # [1, L]
-        positions_ids = torch.arange(len(sequence), device=device).unsqueeze(0)
+        position_ids = torch.arange(len(sequence), device=device).unsqueeze(0)
         output = self.model(
-            aatype, torch.ones_like(aatype), position_ids=positions_ids, num_recycles=self.num_recycles
+            aatype, torch.ones_like(aatype), position_ids=position_ids, num_recycles=self.num_recycles
         )
         positions = output["positions"][-1, 0]  # [L, 14, 3], atom14 order: N, CA, C, O, ...
         ca = positions[: len(sequence), 1].double().cpu().numpy()
@@ -184,7 +185,7 @@ def read_predicted_pdb(path: Path) -> FoldedStructure:
     import biotite.structure.io.pdb as pdb
 
     text = path.read_text()
-    atoms = pdb.PDBFile.read(str(path)).get_structure(model=1, extra_fields=["b_factor"])
+    atoms = pdb.PDBFile.read(io.StringIO(text)).get_structure(model=1, extra_fields=["b_factor"])
     ca = atoms[(atoms.atom_name == "CA") & struc.filter_amino_acids(atoms)]
     if len(ca) == 0:
         raise ValueError(f"{path}: no CA atom in the predicted structure")
