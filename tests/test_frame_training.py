@@ -262,6 +262,48 @@ def test_two_process_cpu_ddp_trains_checkpoints_and_resumes(tmp_path: Path, prep
     assert ckpt["global_step"] == 6
 
 
+def test_num_nodes_option_reaches_the_trainer_config(prepared: Path) -> None:
+    from proteinflow.cli import build_parser
+    from proteinflow.train.run import TrainOptions, apply_options
+
+    args = build_parser().parse_args(["train", "--config", "c.yaml", "--out", "o", "--num-nodes", "2"])
+    assert args.num_nodes == 2
+    cfg = backbone_config_from_dict(_config(prepared))
+    assert cfg.train.num_nodes == 1
+    assert apply_options(cfg, TrainOptions(num_nodes=args.num_nodes)).train.num_nodes == 2
+
+
+def test_two_process_cpu_ddp_ranks_draw_their_own_batches_and_noise(tmp_path: Path, prepared: Path) -> None:
+    """Under real 2-process DDP every rank trains on its own structures with its own noise at every step,
+    and gradient averaging keeps the two copies of the weights identical."""
+    import json
+
+    cfg = _config(prepared, devices=2, strategy="ddp", val_every=0, max_steps=3)
+    cfg["data"]["max_residues_sq"] = 32 * 32  # one structure per batch: 10 structures give 5 steps per rank
+    config = _write(tmp_path / "ddp.yaml", cfg)
+    probe = Path(__file__).with_name("ddp_probe.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    run = subprocess.run(
+        [sys.executable, str(probe), str(config), str(tmp_path / "probe")],
+        env=env,
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "probe" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["rank"] for r in ranks] == [0, 1] and {r["world_size"] for r in ranks} == {2}
+    assert [len(r["steps"]) for r in ranks] == [3, 3]
+    for s0, s1 in zip(ranks[0]["steps"], ranks[1]["steps"], strict=True):
+        assert s0["step"] == s1["step"]
+        assert not set(s0["names"]) & set(s1["names"])  # different structures
+        assert s0["noise"] != s1["noise"]  # different times and noise
+    seen = [n for r in ranks for s in r["steps"] for n in s["names"]]
+    assert len(seen) == len(set(seen))  # no structure twice within the epoch
+    assert ranks[0]["param_sum"] == pytest.approx(ranks[1]["param_sum"], rel=1e-9, abs=1e-9)
+    assert ranks[0]["param_abs_sum"] == pytest.approx(ranks[1]["param_abs_sum"], rel=1e-9)
+
+
 def test_wandb_logger_writes_an_offline_run(
     tmp_path: Path, prepared: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

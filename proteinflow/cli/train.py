@@ -23,7 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
     parser.add_argument("--devices", type=positive_int, default=None, help="override train.devices")
-    parser.add_argument("--strategy", default=None, help="override train.strategy (e.g. ddp)")
+    parser.add_argument(
+        "--num-nodes", type=positive_int, default=None, help="override train.num_nodes (machines; see SLURM)"
+    )
+    parser.add_argument("--strategy", default=None, help="override train.strategy (ddp, fsdp, ...)")
     parser.add_argument("--accelerator", default=None, help="override train.accelerator (cpu, gpu, auto)")
     parser.add_argument(
         "--logger",
@@ -47,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         seed=args.seed,
         devices=args.devices,
+        num_nodes=args.num_nodes,
         strategy=args.strategy,
         accelerator=args.accelerator,
         logger=args.logger,

@@ -3,7 +3,8 @@
 It groups structures of similar length so that every batch satisfies ``batch_size * max_len^2 <=
 max_residues_sq`` (IPA holds ``N x N`` pair tensors, so memory scales with ``B N^2``), deterministic for a
 seed and epoch, and splits batches between DDP ranks so that every rank gets a disjoint set and the same
-number of batches.
+number of batches. With cluster labels (:mod:`proteinflow.protein.clusters`) an epoch takes one member of
+every cluster instead of every structure.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ class LengthBudgetBatchSampler(Sampler[list[int]]):
 
     Per epoch (seeded by ``numpy.random.default_rng((seed, epoch))``):
 
-    1. indices are sorted by length (ties broken at random when ``shuffle``, by index otherwise);
+    0. with ``clusters`` (cluster-aware sampling), the epoch's items are one member of every cluster, drawn
+       uniformly within its cluster: every cluster is seen once per epoch, whatever its size, so clusters
+       are drawn uniformly and a member given its cluster; without, the items are all indices;
+    1. the items are sorted by length (ties broken at random when ``shuffle``, by index otherwise);
     2. they are packed greedily in that order: a batch is closed when adding the next index would break
        the budget (or ``max_batch_size``);
     3. so that every rank gets the same number of batches, the batch count is made a multiple of
@@ -49,6 +53,10 @@ class LengthBudgetBatchSampler(Sampler[list[int]]):
         rank: this rank (default: the distributed rank, else 0).
         drop_last: drop surplus batches instead of splitting batches (see 3).
         max_batch_size: optional cap on the number of items per batch.
+        clusters: optional ``[S]`` int cluster label of every index (any integers; equal = same cluster).
+
+    With ``clusters`` the number of batches can change from epoch to epoch (members differ in length);
+    ``len()`` is that of the current epoch, and every rank still gets the same number in each epoch.
     """
 
     def __init__(
@@ -61,6 +69,7 @@ class LengthBudgetBatchSampler(Sampler[list[int]]):
         rank: int | None = None,
         drop_last: bool = False,
         max_batch_size: int | None = None,
+        clusters: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         lengths_arr = np.asarray(lengths)
         if lengths_arr.ndim != 1 or lengths_arr.size == 0 or not np.issubdtype(lengths_arr.dtype, np.integer):
@@ -95,9 +104,11 @@ class LengthBudgetBatchSampler(Sampler[list[int]]):
         self.rank = int(rank)
         self.drop_last = bool(drop_last)
         self.max_batch_size = max_batch_size
+        tables = _cluster_tables(clusters, len(self.lengths))
+        self._members, self._cluster_starts, self._cluster_sizes = tables
         self.epoch = 0
-        self._num_batches = len(self._rank_batches(0))
-        if self._num_batches == 0:
+        self._cached: tuple[int, list[list[int]]] | None = None
+        if len(self._rank_batches(0)) == 0:
             raise ValueError(
                 f"no batch for rank {self.rank}: {len(self.lengths)} items over {self.num_replicas} replicas "
                 "with drop_last=True"
@@ -107,12 +118,25 @@ class LengthBudgetBatchSampler(Sampler[list[int]]):
         """Choose the epoch (changes ties, split choice and batch order when shuffling)."""
         self.epoch = int(epoch)
 
+    @property
+    def num_clusters(self) -> int | None:
+        """Number of clusters (None without cluster-aware sampling)."""
+        return None if self._cluster_sizes is None else len(self._cluster_sizes)
+
+    def epoch_items(self, rng: np.random.Generator) -> np.ndarray:
+        """The indices an epoch packs: all of them, or one uniformly drawn member of every cluster."""
+        if self._members is None or self._cluster_starts is None or self._cluster_sizes is None:
+            return np.arange(len(self.lengths))
+        offset = np.floor(rng.random(len(self._cluster_sizes)) * self._cluster_sizes).astype(np.int64)
+        return self._members[self._cluster_starts + np.minimum(offset, self._cluster_sizes - 1)]
+
     def _pack(self, rng: np.random.Generator) -> list[list[int]]:
-        n = len(self.lengths)
+        items = self.epoch_items(rng)
+        lengths = self.lengths[items]
         if self.shuffle:
-            order = np.lexsort((rng.permutation(n), self.lengths))
+            order = items[np.lexsort((rng.permutation(len(items)), lengths))]
         else:
-            order = np.argsort(self.lengths, kind="stable")
+            order = items[np.argsort(lengths, kind="stable")]
         batches: list[list[int]] = []
         current: list[int] = []
         for index in order.tolist():
@@ -151,10 +175,29 @@ class LengthBudgetBatchSampler(Sampler[list[int]]):
         return batches
 
     def _rank_batches(self, epoch: int) -> list[list[int]]:
-        return self.epoch_batches(epoch)[self.rank :: self.num_replicas]
+        if self._cached is None or self._cached[0] != epoch:
+            self._cached = (epoch, self.epoch_batches(epoch)[self.rank :: self.num_replicas])
+        return self._cached[1]
 
     def __iter__(self) -> Iterator[list[int]]:
         yield from self._rank_batches(self.epoch)
 
     def __len__(self) -> int:
-        return self._num_batches
+        return len(self._rank_batches(self.epoch))
+
+
+def _cluster_tables(
+    clusters: Sequence[int] | np.ndarray | None, count: int
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """``(members [S], starts [C], sizes [C])``: indices grouped by cluster (stable), where each cluster
+    starts in ``members`` and its size; all None without clusters."""
+    if clusters is None:
+        return None, None, None
+    labels = np.asarray(clusters)
+    if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"clusters must be {count} integer labels (one per index), got shape {labels.shape}")
+    members = np.argsort(labels, kind="stable")
+    boundaries = np.flatnonzero(np.diff(labels[members])) + 1
+    starts = np.concatenate([[0], boundaries]).astype(np.int64)
+    sizes = np.diff(np.concatenate([starts, [count]])).astype(np.int64)
+    return members.astype(np.int64), starts, sizes

@@ -59,6 +59,12 @@ class BackboneDataConfig:
             structures of similar length (:class:`~proteinflow.protein.dataset.LengthBudgetBatchSampler`).
         max_batch_size: optional cap on structures per batch.
         num_workers: DataLoader workers.
+        cluster_file: cluster-aware sampling from a sequence-cluster file (one cluster per line of
+            ``ENTRY_CHAIN`` ids, as the RCSB PDB publishes; :mod:`proteinflow.protein.clusters`): each epoch
+            takes every cluster once, with a member drawn uniformly. Examples the file does not list are
+            clusters of their own.
+        cluster_by_sequence: cluster-aware sampling without a file: examples with identical sequences form
+            a cluster.
     """
 
     path: str = "data/prepared/cath_train"
@@ -71,6 +77,8 @@ class BackboneDataConfig:
     max_residues_sq: int = 65536
     max_batch_size: int | None = None
     num_workers: int = 0
+    cluster_file: str | None = None
+    cluster_by_sequence: bool = False
 
     def filters(self) -> FilterConfig | None:
         """The structure filters of this section (None when none is set)."""
@@ -177,6 +185,10 @@ def backbone_config_from_dict(raw: Any, source: str = "<dict>") -> BackboneExper
             "data.crop_len^2 must fit in data.max_residues_sq",
         ),
         (cfg.data.num_workers >= 0, "data.num_workers must be >= 0"),
+        (
+            cfg.data.cluster_file is None or not cfg.data.cluster_by_sequence,
+            "data.cluster_file and data.cluster_by_sequence exclude each other: set one",
+        ),
         (cfg.train.val_every >= 0, "train.val_every must be >= 0"),
         (
             cfg.train.val_samples >= 1

@@ -24,6 +24,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from proteinflow.models.registry import BackboneFlow, build_backbone_flow
+from proteinflow.protein.clusters import (
+    ClusterAssignment,
+    cluster_labels_from_file,
+    read_cluster_file,
+    sequence_cluster_labels,
+)
 from proteinflow.protein.dataset import (
     BackboneBatch,
     LengthBudgetBatchSampler,
@@ -139,6 +145,24 @@ def training_rg_law(
         return None
 
 
+def training_clusters(
+    dataset: PreparedDataset, cluster_file: str | None, by_sequence: bool
+) -> ClusterAssignment | None:
+    """Cluster labels of the dataset's items from ``data.cluster_file`` or ``data.cluster_by_sequence``
+    (None when neither is set)."""
+    if cluster_file is not None:
+        keep = dataset.structure_indices
+        return cluster_labels_from_file(
+            dataset.arrays.names[keep].tolist(),
+            dataset.arrays.chain_ids[keep].tolist(),
+            read_cluster_file(cluster_file),
+            source=cluster_file,
+        )
+    if by_sequence:
+        return sequence_cluster_labels(dataset.arrays, dataset.structure_indices)
+    return None
+
+
 class _ValidationTrigger(torch.utils.data.Dataset):
     """One dummy item per validation run: validation samples from noise, it needs no data."""
 
@@ -161,6 +185,7 @@ class BackboneDataModule(L.LightningDataModule):
         self.cfg = cfg
         self.train_set: PreparedDataset | None = None
         self.rg_law: PowerLawFit | None = None
+        self.clusters: ClusterAssignment | None = None
 
     def setup(self, stage: str | None = None) -> None:
         d = self.cfg.data
@@ -172,6 +197,9 @@ class BackboneDataModule(L.LightningDataModule):
                 kept = len(self.train_set)
                 print(f"data: {kept} structures of {d.path} kept; filtered out {self.train_set.dropped}")
             self.rg_law = training_rg_law(self.train_set, seed=self.cfg.seed)
+            self.clusters = training_clusters(self.train_set, d.cluster_file, d.cluster_by_sequence)
+            if self.clusters is not None:
+                print(f"data: cluster-aware sampling, {self.clusters.summary()}")
         longest = int(self.train_set.lengths.max())
         if longest**2 > d.max_residues_sq:
             raise ValueError(
@@ -192,6 +220,7 @@ class BackboneDataModule(L.LightningDataModule):
             num_replicas=world,
             rank=rank,
             max_batch_size=self.cfg.data.max_batch_size,
+            clusters=None if self.clusters is None else self.clusters.labels,
         )
         return DataLoader(
             self.train_set,

@@ -32,7 +32,7 @@ class TrainOptions:
 
     Attributes:
         data_path: prepared dataset overriding ``data.path`` (protein configs; toy data are generated).
-        max_steps, seed, devices, strategy, accelerator: override ``train.*`` / ``seed``.
+        max_steps, seed, devices, num_nodes, strategy, accelerator: override ``train.*`` / ``seed``.
         logger: ``"csv"``, ``"wandb"`` or ``"none"``.
         resume: continue from ``out/last.ckpt`` (error if it does not exist).
         progress: show Lightning's progress bar.
@@ -42,6 +42,7 @@ class TrainOptions:
     max_steps: int | None = None
     seed: int | None = None
     devices: int | None = None
+    num_nodes: int | None = None
     strategy: str | None = None
     accelerator: str | None = None
     logger: str = "csv"
@@ -62,7 +63,7 @@ def apply_options(cfg: Any, options: TrainOptions) -> Any:
             )
         data = dataclasses.replace(cfg.data, path=options.data_path)
     train = cfg.train
-    for name in ("max_steps", "devices", "strategy", "accelerator"):
+    for name in ("max_steps", "devices", "num_nodes", "strategy", "accelerator"):
         value = getattr(options, name)
         if value is not None:
             train = dataclasses.replace(train, **{name: value})
