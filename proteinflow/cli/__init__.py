@@ -54,6 +54,13 @@ _COMMANDS: list[tuple[tuple[str, ...], str, str, str, str]] = [
         "run_fetch",
         "download structures from the RCSB PDB",
     ),
+    (
+        ("data", "shards"),
+        "proteinflow.cli.data",
+        "add_shards_arguments",
+        "run_shards",
+        "write a prepared dataset as WebDataset tar shards (for streaming from object storage)",
+    ),
 ]
 
 

@@ -1,4 +1,4 @@
-"""``proteinflow data prepare`` and ``proteinflow data fetch``.
+"""``proteinflow data prepare``, ``proteinflow data fetch`` and ``proteinflow data shards``.
 
 Heavy imports (numpy, biotite, torch, matplotlib) happen inside the ``run_*`` functions so that
 ``proteinflow --help`` stays fast.
@@ -189,3 +189,30 @@ def run_fetch(args: argparse.Namespace) -> int:
     for pdb_id, reason in result.failed.items():
         print(f"  failed {pdb_id}: {reason}", file=sys.stderr)
     return 0 if not result.failed else 1
+
+
+def add_shards_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``proteinflow data shards``."""
+    parser.add_argument("prepared", help="prepared dataset (folder or dataset.npz from `data prepare`)")
+    parser.add_argument("--out", required=True, help="output folder (shard-NNNNNN.tar files and shards.json)")
+    parser.add_argument(
+        "--shard-size", type=positive_int, default=1000, help="structures per shard (default 1000)"
+    )
+
+
+def run_shards(args: argparse.Namespace) -> int:
+    """Run ``proteinflow data shards``; 0 on success, 2 on a bad input (one line naming it)."""
+    problem = output_dir_problem(Path(args.out))
+    if problem is not None:
+        return error(problem)
+    from proteinflow.protein.shards import write_shards
+
+    try:
+        index = write_shards(args.prepared, args.out, shard_size=args.shard_size)
+    except (FileNotFoundError, ValueError, ImportError) as err:
+        return error(f"{args.prepared}: {err}" if isinstance(err, FileNotFoundError) else str(err))
+    print(
+        f"{index['structures']} structures ({index['residues']} residues) in {len(index['shards'])} shards "
+        f"in {args.out}; train from them with data.stream: {args.out}"
+    )
+    return 0

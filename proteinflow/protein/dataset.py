@@ -39,9 +39,12 @@ __all__ = [
     "LengthBudgetBatchSampler",
     "PreparedArrays",
     "PreparedDataset",
+    "backbone_item",
     "collate_backbones",
+    "crop_window",
     "load_prepared",
     "select_structures",
+    "structure_filter_reason",
     "subset_prepared",
 ]
 
@@ -60,18 +63,28 @@ def select_structures(arrays: PreparedArrays, filters: FilterConfig) -> tuple[np
     dropped: dict[str, int] = {}
     for i in range(len(arrays)):
         start, stop = int(arrays.offsets[i]), int(arrays.offsets[i + 1])
-        ca = arrays.coords[start:stop, 1]
-        reason = check_length(stop - start, filters)
-        if reason is None and filters.max_rg_factor is not None:
-            reason = check_radius_of_gyration(radius_of_gyration(ca), stop - start, filters)
-        if reason is None and filters.max_coil_frac is not None:
-            reason = check_coil(coil_fraction(ca), filters)
+        reason = structure_filter_reason(lambda a=start, b=stop: arrays.coords[a:b, 1], stop - start, filters)
         if reason is None:
             keep.append(i)
         else:
             code = reason_code(reason)
             dropped[code] = dropped.get(code, 0) + 1
     return np.asarray(keep, dtype=np.int64), dropped
+
+
+def structure_filter_reason(ca: Callable[[], np.ndarray], length: int, filters: FilterConfig) -> str | None:
+    """Why one structure fails the length / Rg / coil filters of ``filters`` (None when it passes).
+
+    ``ca`` returns its ``[L, 3]`` C-alpha coordinates; it is called only when a filter needs them.
+    """
+    reason = check_length(length, filters)
+    if reason is None and (filters.max_rg_factor is not None or filters.max_coil_frac is not None):
+        coords = ca()
+        if filters.max_rg_factor is not None:
+            reason = check_radius_of_gyration(radius_of_gyration(coords), length, filters)
+        if reason is None and filters.max_coil_frac is not None:
+            reason = check_coil(coil_fraction(coords), filters)
+    return reason
 
 
 def subset_prepared(arrays: PreparedArrays, keep: np.ndarray) -> PreparedArrays:
@@ -255,10 +268,7 @@ class PreparedDataset(Dataset[BackboneItem]):
     def crop_start(self, index: int) -> int:
         """First residue of the crop of item ``index`` in the current epoch (0 if not cropped)."""
         length = int(self.structure_lengths[index])
-        if self.crop_len is None or length <= self.crop_len:
-            return 0
-        rng = np.random.default_rng((self.seed, self.epoch, int(index)))
-        return int(rng.integers(0, length - self.crop_len + 1))
+        return crop_window(length, self.crop_len, (self.seed, self.epoch, int(index)))[0]
 
     def __getitem__(self, index: int) -> BackboneItem:
         if not -len(self) <= index < len(self):
@@ -269,22 +279,60 @@ class PreparedDataset(Dataset[BackboneItem]):
         length = whole.stop - whole.start
         stop = length if self.crop_len is None else min(length, start + self.crop_len)
         rows = slice(whole.start + start, whole.start + stop)
-        coords = read_rows(self.arrays.coords, rows).astype(np.float32, copy=False)
-        atom_mask = np.isfinite(coords).all(axis=-1)
-        coords[~atom_mask] = 0.0
-        if self.center:
-            coords[atom_mask] -= coords[:, 1].mean(axis=0)
         structure = int(self.structure_indices[index])
-        return BackboneItem(
-            coords=torch.from_numpy(coords),
-            atom_mask=torch.from_numpy(atom_mask),
-            residue_index=torch.arange(stop - start, dtype=torch.int64),
-            res_ids=torch.from_numpy(read_rows(self.arrays.res_ids, rows).astype(np.int64)),
-            chain_breaks=torch.from_numpy(read_rows(self.arrays.chain_breaks, rows).astype(bool, copy=False)),
-            chain_index=torch.from_numpy(read_rows(self.arrays.chain_index, rows).astype(np.int64)),
+        return backbone_item(
+            coords=read_rows(self.arrays.coords, rows),
+            res_ids=read_rows(self.arrays.res_ids, rows),
+            chain_breaks=read_rows(self.arrays.chain_breaks, rows),
+            chain_index=read_rows(self.arrays.chain_index, rows),
             index=index,
             name=str(read_rows(self.arrays.names, slice(structure, structure + 1))[0]),
+            center=self.center,
         )
+
+
+def crop_window(length: int, crop_len: int | None, key: tuple[int, ...]) -> tuple[int, int]:
+    """``(start, stop)`` of the crop of a structure of ``length`` residues: the whole structure when
+    ``crop_len`` is None or not shorter, else a window of ``crop_len`` whose start is drawn from
+    ``numpy.random.default_rng(key)``."""
+    if crop_len is None or length <= crop_len:
+        return 0, length
+    start = int(np.random.default_rng(key).integers(0, length - crop_len + 1))
+    return start, start + crop_len
+
+
+def backbone_item(
+    coords: np.ndarray,
+    res_ids: np.ndarray,
+    chain_breaks: np.ndarray,
+    chain_index: np.ndarray,
+    index: int,
+    name: str,
+    center: bool,
+) -> BackboneItem:
+    """A :class:`BackboneItem` from the (cropped) rows of one structure.
+
+    Args:
+        coords: ``[L, 4, 3]`` N, CA, C, O with NaN for a missing atom (not modified).
+        res_ids, chain_breaks, chain_index: ``[L]`` per-residue arrays.
+        index, name: the item's position and name.
+        center: subtract the mean CA position from every present atom.
+    """
+    xyz = np.array(coords, dtype=np.float32)
+    atom_mask = np.isfinite(xyz).all(axis=-1)
+    xyz[~atom_mask] = 0.0
+    if center:
+        xyz[atom_mask] -= xyz[:, 1].mean(axis=0)
+    return BackboneItem(
+        coords=torch.from_numpy(xyz),
+        atom_mask=torch.from_numpy(atom_mask),
+        residue_index=torch.arange(xyz.shape[0], dtype=torch.int64),
+        res_ids=torch.from_numpy(np.asarray(res_ids).astype(np.int64)),
+        chain_breaks=torch.from_numpy(np.asarray(chain_breaks).astype(bool)),
+        chain_index=torch.from_numpy(np.asarray(chain_index).astype(np.int64)),
+        index=int(index),
+        name=name,
+    )
 
 
 def collate_backbones(items: Sequence[BackboneItem]) -> BackboneBatch:

@@ -65,6 +65,12 @@ class BackboneDataConfig:
             clusters of their own.
         cluster_by_sequence: cluster-aware sampling without a file: examples with identical sequences form
             a cluster.
+        stream: train from WebDataset tar shards instead of ``path`` (:mod:`proteinflow.protein.shards`;
+            needs ``pip install proteinflow[stream]``): a folder written by ``proteinflow data shards`` or a
+            brace pattern of URLs (``pipe:aws s3 cp s3://bucket/shard-{000000..000099}.tar -``). Batches
+            come from a shuffle buffer of ``stream_buffer`` structures; the stream never ends (training
+            stops at ``train.max_steps``). Not combined with cluster sampling.
+        stream_buffer: shuffle-buffer size of ``stream``, in structures.
     """
 
     path: str = "data/prepared/cath_train"
@@ -79,6 +85,8 @@ class BackboneDataConfig:
     num_workers: int = 0
     cluster_file: str | None = None
     cluster_by_sequence: bool = False
+    stream: str | None = None
+    stream_buffer: int = 1000
 
     def filters(self) -> FilterConfig | None:
         """The structure filters of this section (None when none is set)."""
@@ -189,6 +197,11 @@ def backbone_config_from_dict(raw: Any, source: str = "<dict>") -> BackboneExper
             cfg.data.cluster_file is None or not cfg.data.cluster_by_sequence,
             "data.cluster_file and data.cluster_by_sequence exclude each other: set one",
         ),
+        (
+            cfg.data.stream is None or (cfg.data.cluster_file is None and not cfg.data.cluster_by_sequence),
+            "data.stream reads shards in order through a shuffle buffer: it cannot sample by cluster",
+        ),
+        (cfg.data.stream_buffer >= 1, "data.stream_buffer must be >= 1"),
         (cfg.train.val_every >= 0, "train.val_every must be >= 0"),
         (
             cfg.train.val_samples >= 1

@@ -15,8 +15,9 @@ Checkpoints hold only tensors and builtins (the config is stored as a plain dict
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -43,6 +44,9 @@ from proteinflow.train.backbone_atoms import sample_atoms
 from proteinflow.train.backbone_config import BackboneExperimentConfig
 from proteinflow.train.base_module import FlowTrainingModule
 from proteinflow.train.curves import plot_val_curves
+
+if TYPE_CHECKING:
+    from proteinflow.protein.shards import StreamSettings
 
 
 class BackboneFlowModule(FlowTrainingModule):
@@ -186,9 +190,17 @@ class BackboneDataModule(L.LightningDataModule):
         self.train_set: PreparedDataset | None = None
         self.rg_law: PowerLawFit | None = None
         self.clusters: ClusterAssignment | None = None
+        self.stream_urls: list[str] | None = None
 
     def setup(self, stage: str | None = None) -> None:
         d = self.cfg.data
+        if d.stream is not None:
+            if self.stream_urls is None:
+                from proteinflow.protein.shards import read_shard_urls
+
+                self.stream_urls = read_shard_urls(d.stream)
+                self.rg_law = self._stream_rg_law()
+            return
         if self.train_set is None:
             self.train_set = PreparedDataset(
                 d.path, crop_len=d.crop_len, seed=self.cfg.seed, filters=d.filters()
@@ -207,11 +219,48 @@ class BackboneDataModule(L.LightningDataModule):
                 f"squared ({longest}^2 = {longest**2}); raise it or set data.crop_len"
             )
 
+    def _stream_settings(self) -> StreamSettings:
+        from proteinflow.protein.shards import StreamSettings
+
+        d = self.cfg.data
+        return StreamSettings(
+            max_residues_sq=d.max_residues_sq,
+            max_batch_size=d.max_batch_size,
+            crop_len=d.crop_len,
+            filters=d.filters(),
+            buffer=d.stream_buffer,
+            seed=self.cfg.seed,
+        )
+
+    def _stream_rg_law(self) -> PowerLawFit | None:
+        """The validation Rg law fitted to the first :data:`RG_LAW_STRUCTURES` streamed structures (uncropped,
+        in shard order, as every rank reads them)."""
+        from proteinflow.protein.shards import ShardStream
+
+        assert self.stream_urls is not None
+        settings = dataclasses.replace(self._stream_settings(), crop_len=None, max_residues_sq=2**62)
+        stream = ShardStream(self.stream_urls, settings)
+        lengths, rgs = [], []
+        for item in stream.items(self.stream_urls, epoch=0):
+            lengths.append(len(item))
+            rgs.append(radius_of_gyration(item.coords[:, 1].numpy()))
+            if len(lengths) >= RG_LAW_STRUCTURES:
+                break
+        try:
+            return fit_power_law(np.asarray(lengths), np.asarray(rgs))
+        except ValueError:
+            return None
+
     def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None, "call setup() first"
         trainer = self.trainer
         world = trainer.world_size if trainer is not None else 1
         rank = trainer.global_rank if trainer is not None else 0
+        if self.stream_urls is not None:
+            from proteinflow.protein.shards import ShardStream
+
+            stream = ShardStream(self.stream_urls, self._stream_settings(), rank=rank, num_replicas=world)
+            return DataLoader(stream, batch_size=None, num_workers=self.cfg.data.num_workers)
+        assert self.train_set is not None, "call setup() first"
         sampler = LengthBudgetBatchSampler(
             self.train_set.lengths,
             max_residues_sq=self.cfg.data.max_residues_sq,
