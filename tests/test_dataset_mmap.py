@@ -64,7 +64,7 @@ def _write_format_2(path: Path, mapped: Path) -> None:
 
 
 def _arrays_folder(root: Path) -> Path:
-    folders = [p for p in root.iterdir() if p.is_dir()]
+    folders = [p for p in root.iterdir() if p.is_dir() and p.name.endswith(".arrays")]
     assert len(folders) == 1, folders
     return folders[0]
 

@@ -223,14 +223,15 @@ def test_cache_is_never_unpickled(messy_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     marker = tmp_path / "pwned"
-    # a hostile pickle under the old cache name and under the current one
-    for name in ("cache.pkl", prepare_module.CACHE_FILE):
+    # a hostile pickle under the old cache names and as a part of the current cache folder
+    (out / "cache").mkdir()
+    for name in ("cache.pkl", prepare_module.CACHE_FILE, "cache/part-000000.npz"):
         (out / name).write_bytes(pickle.dumps({"version": 2, "entries": _Exploit(marker)}))
     first = prepare_dataset(messy_dir, out, LENGTH_NO_BREAKS, workers=1)
     assert not marker.exists()
-    assert first.n_parsed == 9 and first.n_cached == 0  # both files ignored, everything re-parsed
-    # the cache now written is a plain .npz readable without pickle, and it is used by the next run
-    cache_file = out / prepare_module.CACHE_FILE
+    assert first.n_parsed == 9 and first.n_cached == 0  # all three ignored, everything re-parsed
+    # the part now written is a plain .npz readable without pickle, and it is used by the next run
+    cache_file = out / "cache" / "part-000001.npz"
     assert cache_file.read_bytes()[:2] == b"PK"
     with np.load(cache_file, allow_pickle=False) as data:
         assert all(data[k].dtype != object for k in data.files)
@@ -241,6 +242,61 @@ def test_cache_is_never_unpickled(messy_dir: Path, tmp_path: Path) -> None:
     np.savez(cache_file, header=np.array([_Exploit(marker)], dtype=object))
     third = prepare_dataset(messy_dir, out, LENGTH_NO_BREAKS, workers=1)
     assert third.n_parsed == 9 and not marker.exists()
+
+
+def _part_sizes(out: Path) -> list[int]:
+    return [len(prepare_cache.load_cache(part)) for part in sorted((out / "cache").glob("part-*.npz"))]
+
+
+def test_cache_checkpoints_append_parts_of_new_files_only(messy_dir: Path, tmp_path: Path) -> None:
+    """A checkpoint writes only the files read since the last one (a single growing file rewritten at every
+    checkpoint costs O(n^2) over a 200,000-entry run); a rerun reads them all back."""
+    out = tmp_path / "out"
+    paths = sorted(str(p) for p in prepare_module.discover_inputs(messy_dir))
+    first = prepare_dataset(paths[:4], out, FilterConfig(), workers=1, checkpoint_every=2)
+    assert first.n_parsed == 4 and _part_sizes(out) == [2, 2]
+    second = prepare_dataset(paths, out, FilterConfig(), workers=1, checkpoint_every=2)
+    assert (second.n_cached, second.n_parsed) == (4, 5) and _part_sizes(out) == [2, 2, 2, 2, 1]
+    again = prepare_dataset(paths, out, FilterConfig(), workers=1, checkpoint_every=2)
+    assert (again.n_cached, again.n_parsed) == (9, 0) and _part_sizes(out) == [2, 2, 2, 2, 1]
+    assert again.names == second.names
+
+
+def test_cache_later_parts_win_and_dropped_inputs_compact(messy_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    paths = sorted(str(p) for p in prepare_module.discover_inputs(messy_dir))
+    good = [p for p in paths if p.endswith("00.pdb.gz")]
+    assert len(good) == 3
+    prepare_dataset(paths, out, FilterConfig(), workers=1, checkpoint_every=4)
+    os.utime(good[0], ns=(1, 1))  # "changed": parsed again, and the new part's entry replaces the old one
+    changed = prepare_dataset(paths, out, FilterConfig(), workers=1, checkpoint_every=4)
+    assert changed.n_parsed == 1 and _part_sizes(out) == [4, 4, 1, 1]
+    assert prepare_cache.CacheStore(out).load()[good[0]].mtime_ns == 1
+    # fewer inputs: the stale entries are dropped by one compaction into a single part
+    fewer = prepare_dataset(good, out, FilterConfig(), workers=1)
+    assert fewer.n_cached == 3 and _part_sizes(out) == [3]
+    assert sorted(prepare_cache.CacheStore(out).load()) == sorted(good)
+
+
+def test_too_many_parts_are_compacted_at_the_end(
+    messy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prepare_module, "MAX_PARTS", 3)
+    monkeypatch.setattr(prepare_cache, "PART_ENTRIES", 4)
+    out = tmp_path / "out"
+    first = prepare_dataset(messy_dir, out, FilterConfig(), workers=1, checkpoint_every=1)
+    assert first.n_parsed == 9 and _part_sizes(out) == [4, 4, 1]  # 9 parts, compacted
+    assert prepare_dataset(messy_dir, out, FilterConfig(), workers=1).n_cached == 9
+
+
+def test_a_single_file_cache_of_the_previous_layout_is_still_used(messy_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    paths = sorted(str(p) for p in prepare_module.discover_inputs(messy_dir))
+    outcomes = {p: process_file(p, with_coil=False) for p in paths}
+    prepare_cache.save_cache(out / prepare_module.CACHE_FILE, outcomes)
+    result = prepare_dataset(paths, out, FilterConfig(), workers=1)
+    assert (result.n_cached, result.n_parsed) == (9, 0)
 
 
 def test_cache_round_trip_is_exact(messy_dir: Path, tmp_path: Path) -> None:

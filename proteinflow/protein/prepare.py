@@ -13,7 +13,7 @@ Pipeline (:func:`prepare_dataset`):
    exception as ``exception: <Type>: <message>``. A file is read whole (every protein chain), with
    statistics for the file and for each chain.
 3. **Cache** (:mod:`proteinflow.protein.prepare_cache`): every per-file outcome (parsed record with its
-   statistics, or the error) is stored in ``<out>/cache.npz`` keyed by absolute path and validated by
+   statistics, or the error) is stored in ``<out>/cache/`` keyed by absolute path and validated by
    ``(size, mtime_ns)``. The statistics do not depend on the thresholds, so a rerun re-parses only new or
    changed files, and changing a threshold re-parses nothing (the P-SEA coil fraction is computed on demand
    from cached coordinates). The statistics do not depend on the example options either, so switching
@@ -49,11 +49,11 @@ from proteinflow.protein.filters import FilterConfig, reason_code
 from proteinflow.protein.prepare_cache import (
     CACHE_FILE,
     CACHE_VERSION,
+    MAX_PARTS,
+    CacheStore,
     FileOutcome,
     ParsedRecord,
     cache_valid,
-    load_cache,
-    save_cache,
     stat_file,
 )
 from proteinflow.protein.prepare_examples import (
@@ -232,32 +232,30 @@ def _plan(
 def _read_tasks(
     tasks: list[Task],
     outcomes: dict[str, FileOutcome],
-    new_entries: dict[str, FileOutcome],
-    cache_path: Path,
+    store: CacheStore,
     *,
     workers: int,
     progress: bool,
     checkpoint_every: int,
 ) -> None:
-    """Read ``tasks`` into ``outcomes`` and ``new_entries`` (in place), saving the cache (``new_entries``)
-    after every ``checkpoint_every`` newly read files."""
-    since_checkpoint = 0
+    """Read ``tasks`` into ``outcomes`` (in place), appending a cache part with the files read since the
+    last one after every ``checkpoint_every`` of them and at the end."""
+    pending: dict[str, FileOutcome] = {}
 
     def on_result(outcome: FileOutcome) -> None:
-        nonlocal since_checkpoint
         outcomes[outcome.path] = outcome
-        new_entries[outcome.path] = outcome
-        since_checkpoint += 1
-        if since_checkpoint >= checkpoint_every:
-            save_cache(cache_path, new_entries)
-            since_checkpoint = 0
+        pending[outcome.path] = outcome
+        if len(pending) >= checkpoint_every:
+            store.append(pending)
+            pending.clear()
 
     run_tasks(tasks, workers, progress, on_result)
+    store.append(pending)
 
 
 def _collect_outcomes(
     paths: Sequence[str],
-    cache_path: Path,
+    store: CacheStore,
     config: FilterConfig,
     selection: ExampleConfig,
     *,
@@ -270,23 +268,15 @@ def _collect_outcomes(
     Returns:
         ``(outcomes by path, files read in this run, files taken from the cache)``.
     """
-    cache = load_cache(cache_path)
+    cache = store.load()
     outcomes, tasks = _plan(paths, cache, config.needs_coil)
     n_cached = len(outcomes)
-    new_entries: dict[str, FileOutcome] = {p: o for p, o in cache.items() if p in outcomes}
-    _read_tasks(
-        tasks,
-        outcomes,
-        new_entries,
-        cache_path,
-        workers=workers,
-        progress=progress,
-        checkpoint_every=checkpoint_every,
-    )
+    _read_tasks(tasks, outcomes, store, workers=workers, progress=progress, checkpoint_every=checkpoint_every)
     # coil fractions missing from cached records are computed from the cached coordinates
     coil_updated = fill_coil_fractions(outcomes.values(), selection) if config.needs_coil else False
-    if tasks or coil_updated or set(cache) != set(new_entries):
-        save_cache(cache_path, new_entries)
+    stale = any(path not in outcomes for path in cache)
+    if coil_updated or stale or len(store.parts()) > MAX_PARTS:
+        store.rewrite({path: outcomes[path] for path in paths})
     return outcomes, len(tasks), n_cached
 
 
@@ -346,7 +336,7 @@ def prepare_dataset(
     out.mkdir(parents=True, exist_ok=True)
     outcomes, n_parsed, n_cached = _collect_outcomes(
         paths,
-        out / CACHE_FILE,
+        CacheStore(out),
         config,
         selection,
         workers=workers,

@@ -1,4 +1,4 @@
-"""Per-file outcomes of ``proteinflow data prepare`` and their on-disk cache (``<out>/cache.npz``).
+"""Per-file outcomes of ``proteinflow data prepare`` and their on-disk cache (``<out>/cache/part-*.npz``).
 
 Every input file's outcome (a :class:`ParsedRecord` with its threshold-independent statistics, or the error)
 is stored keyed by absolute path and validated by ``(size, mtime_ns)`` (:func:`cache_valid`), so a rerun
@@ -6,6 +6,13 @@ re-parses only new or changed files. The cache holds only plain arrays and a JSO
 ``allow_pickle=False`` (see :func:`save_cache`): loading it never executes code, even if someone else wrote
 it. A cache of another :data:`CACHE_VERSION`, a corrupt file or a ``cache.pkl`` of older versions is never
 used (everything is re-parsed once).
+
+The cache is a folder of parts (:class:`CacheStore`): each checkpoint of a run appends one part holding only
+the files read since the last one, so checkpointing costs ``O(new files)`` and a run over 200,000 entries
+never rewrites what it already saved. Parts are read in order and a later entry for a path replaces an
+earlier one. A run that drops inputs (stale entries), adds coil fractions, or leaves more than
+:data:`MAX_PARTS` parts compacts the folder once at its end. A single-file ``<out>/cache.npz`` of the
+previous layout (same part format) is read as the oldest part.
 
 A record holds the whole file (every protein chain) with its statistics per file and per chain, so turning
 files into examples (one per chain, chosen chains, whole assemblies; see
@@ -25,14 +32,22 @@ import numpy as np
 from proteinflow.atomic import atomic_write_bytes
 from proteinflow.protein.filters import StructureStats
 
-#: File name of the cache inside the output folder.
+#: Single-file cache of the previous layout (read as the oldest part, removed by the next compaction).
 CACHE_FILE = "cache.npz"
+#: Folder of cache parts inside the output folder.
+CACHE_DIR = "cache"
+#: More parts than this are compacted at the end of a run.
+MAX_PARTS = 64
+#: Entries per part written by a compaction.
+PART_ENTRIES = 5000
 #: Version of the cache layout; a cache with another version is ignored (everything is re-parsed).
 #: 4: per-chain dropped counts and statistics.
 CACHE_VERSION = 4
 
 __all__ = [
+    "CACHE_DIR",
     "CACHE_FILE",
+    "CacheStore",
     "CACHE_VERSION",
     "FileOutcome",
     "ParsedRecord",
@@ -222,3 +237,50 @@ def load_cache(path: Path) -> dict[str, FileOutcome]:
     except (OSError, ValueError, LookupError, TypeError, AttributeError, zipfile.BadZipFile, EOFError):
         return {}  # a corrupt, foreign or older cache is simply ignored
     return {} if entries is None else entries
+
+
+class CacheStore:
+    """The cache of one output folder: ``<out>/cache/part-NNNNNN.npz`` parts (each written by
+    :func:`save_cache`, atomically) plus the legacy ``<out>/cache.npz``.
+
+    Args:
+        out: the output folder of ``data prepare``.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.folder = Path(out) / CACHE_DIR
+        self.legacy = Path(out) / CACHE_FILE
+
+    def parts(self) -> list[Path]:
+        """Existing part files, oldest first (the legacy single file first of all)."""
+        parts = sorted(self.folder.glob("part-*.npz")) if self.folder.is_dir() else []
+        return ([self.legacy] if self.legacy.is_file() else []) + parts
+
+    def load(self) -> dict[str, FileOutcome]:
+        """Every cached outcome; a later part's entry for a path replaces an earlier one, and an unreadable
+        part is skipped (its files are parsed again)."""
+        entries: dict[str, FileOutcome] = {}
+        for part in self.parts():
+            entries.update(load_cache(part))
+        return entries
+
+    def _next_number(self) -> int:
+        numbers = [int(p.stem.split("-")[1]) for p in self.parts() if p.stem.startswith("part-")]
+        return max(numbers, default=-1) + 1
+
+    def append(self, entries: dict[str, FileOutcome]) -> None:
+        """Write ``entries`` as one new part (nothing when empty)."""
+        if not entries:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save_cache(self.folder / f"part-{self._next_number():06d}.npz", entries)
+
+    def rewrite(self, entries: dict[str, FileOutcome]) -> None:
+        """Replace the cache by ``entries`` (parts of :data:`PART_ENTRIES`). The new parts are written before
+        the old ones are removed, so an interruption leaves a readable cache."""
+        old = self.parts()
+        items = list(entries.items())
+        for start in range(0, len(items), PART_ENTRIES):
+            self.append(dict(items[start : start + PART_ENTRIES]))
+        for part in old:
+            part.unlink(missing_ok=True)
