@@ -6,8 +6,11 @@ module (:class:`~proteinflow.train.backbone_module.BackboneDataModule`: dataset,
 sampler), its DataLoader, and iterates ``--batches`` batches. The table gives that process's peak RSS
 (``VmHWM``), the largest peak among its DataLoader workers (``ru_maxrss`` of the children), and the ratio
 to the first size. ``--whole`` copies the arrays into memory first (what format 2 did), for contrast.
+``--stream`` writes each replica as WebDataset tar shards (``proteinflow data shards``, 1,000 structures each)
+and trains from them (``data.stream``) instead.
 
     .venv/bin/python scripts/dataset_memory.py data/prepared/cath_train --sizes 1 10 100 --workers 2
+    .venv/bin/python scripts/dataset_memory.py data/prepared/cath_train --sizes 1 10 --stream
 """
 
 from __future__ import annotations
@@ -31,20 +34,27 @@ def _status_kib(field: str) -> int:
     raise KeyError(field)
 
 
-def measure(path: Path, batches: int, workers: int, whole: bool) -> dict[str, float]:
-    """Build the data module on ``path``, iterate ``batches`` batches; peak memory in MiB (this process)."""
+def measure(path: Path, batches: int, workers: int, whole: bool, stream: bool = False) -> dict[str, float]:
+    """Build the data module on ``path`` (a shard folder with ``stream``), iterate ``batches`` batches; peak
+    memory in MiB (this process)."""
     import numpy as np
 
     from proteinflow.protein.prepared_store import PreparedArrays
     from proteinflow.train.backbone_config import backbone_config_from_dict
     from proteinflow.train.backbone_module import BackboneDataModule
 
-    cfg = backbone_config_from_dict({"data": {"path": str(path), "num_workers": workers}})
+    key = "stream" if stream else "path"
+    cfg = backbone_config_from_dict({"data": {key: str(path), "num_workers": workers}})
     module = BackboneDataModule(cfg)
     module.setup("fit")
     dataset = module.train_set
-    assert dataset is not None
-    if whole:
+    if stream:
+        index = json.loads((path / "shards.json").read_text())
+        examples, total = index["structures"], index["residues"]
+    else:
+        assert dataset is not None
+        examples, total = len(dataset), int(dataset.arrays.offsets[-1])
+    if whole and dataset is not None:
         a = dataset.arrays
         dataset.arrays = PreparedArrays(**{f.name: np.array(getattr(a, f.name)) for f in fields(a)[:-1]})
     residues, seen = 0, 0
@@ -55,8 +65,8 @@ def measure(path: Path, batches: int, workers: int, whole: bool) -> dict[str, fl
             break
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {
-        "examples": len(dataset),
-        "residues": int(dataset.arrays.offsets[-1]),
+        "examples": examples,
+        "residues": total,
         "batches": seen,
         "batch_residues": residues,
         "peak_rss_mb": _status_kib("VmHWM") / 1024,
@@ -66,10 +76,10 @@ def measure(path: Path, batches: int, workers: int, whole: bool) -> dict[str, fl
     }
 
 
-def _child(path: Path, batches: int, workers: int, whole: bool) -> dict[str, float]:
+def _child(path: Path, batches: int, workers: int, whole: bool, stream: bool) -> dict[str, float]:
     """Run :func:`measure` in a fresh interpreter and parse its JSON line."""
     command = [sys.executable, __file__, "--child", str(path), "--batches", str(batches)]
-    command += ["--workers", str(workers)] + (["--whole"] if whole else [])
+    command += ["--workers", str(workers)] + (["--whole"] if whole else []) + (["--stream"] if stream else [])
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -82,11 +92,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, default=50)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--whole", action="store_true", help="copy the arrays into memory (old behaviour)")
+    parser.add_argument("--stream", action="store_true", help="train from tar shards of each replica")
     parser.add_argument("--scratch", type=Path, default=None, help="folder for the replicas (default: /tmp)")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
-        print(json.dumps(measure(args.child, args.batches, args.workers, args.whole)))
+        print(json.dumps(measure(args.child, args.batches, args.workers, args.whole, args.stream)))
         return
     if args.source is None:
         parser.error("source is required")
@@ -94,7 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     from replicate_prepared import replicate
 
     scratch = Path(tempfile.mkdtemp(prefix="pf_dataset_memory_", dir=args.scratch))
-    mode = "whole (in memory)" if args.whole else "memory-mapped"
+    mode = (
+        "whole (in memory)" if args.whole else "streamed from tar shards" if args.stream else "memory-mapped"
+    )
     print(f"{mode}, {args.batches} batches, {args.workers} workers")
     print("| size | examples | residues | peak RSS MB | ratio to first | worker peak MB | RssFile MB (end) |")
     print("|---|---|---|---|---|---|---|")
@@ -103,7 +116,13 @@ def main(argv: list[str] | None = None) -> None:
         for size in args.sizes:
             out = scratch / f"x{size}"
             replicate(args.source, out, size)
-            r = _child(out, args.batches, args.workers, args.whole)
+            if args.stream:
+                from proteinflow.protein.shards import write_shards
+
+                write_shards(out, scratch / f"shards{size}", shard_size=1000)
+                shutil.rmtree(out)
+                out = scratch / f"shards{size}"
+            r = _child(out, args.batches, args.workers, args.whole, args.stream)
             shutil.rmtree(out)
             first = first or r["peak_rss_mb"]
             print(

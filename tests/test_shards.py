@@ -169,3 +169,7 @@ def test_training_from_a_stream(shards: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="data.stream .* cannot sample by cluster"):
         backbone_config_from_dict(bad)
     assert np.isfinite(module.rg_law.exponent)
+    with pytest.raises(
+        ConfigError, match="--data overrides data.path, but this config trains from data.stream"
+    ):
+        train_experiment(config, tmp_path / "run2", TrainOptions(data_path=str(shards)))

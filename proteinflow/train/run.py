@@ -61,6 +61,11 @@ def apply_options(cfg: Any, options: TrainOptions) -> Any:
                 "--data applies to protein-backbone configs (kind: frames); a toy config generates its "
                 f"data (data.target = {cfg.data.target!r})"
             )
+        if cfg.data.stream is not None:
+            raise ConfigError(
+                f"--data overrides data.path, but this config trains from data.stream = {cfg.data.stream!r}; "
+                "edit data.stream instead"
+            )
         data = dataclasses.replace(cfg.data, path=options.data_path)
     train = cfg.train
     for name in ("max_steps", "devices", "num_nodes", "strategy", "accelerator"):
