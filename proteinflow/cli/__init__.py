@@ -1,4 +1,4 @@
-"""The ``proteinflow`` command line: ``proteinflow {train,sample,eval,design,bench,data} ...``.
+"""The ``proteinflow`` command line: ``proteinflow {train,sample,eval,design,bench,reflow,data} ...``.
 
 One module per command under :mod:`proteinflow.cli`, each thin (parse, call a library function,
 print), exposing an add-arguments function and a ``run(args) -> int`` function (named in
@@ -39,6 +39,20 @@ _COMMANDS: list[tuple[tuple[str, ...], str, str, str, str]] = [
         "add_bench_arguments",
         "run_bench",
         "train, sample and evaluate on one budget",
+    ),
+    (
+        ("reflow", "pairs"),
+        "proteinflow.cli.reflow",
+        "add_pairs_arguments",
+        "run_pairs",
+        "integrate a teacher from seeded noise and store the coupled (noise, endpoint) pairs",
+    ),
+    (
+        ("reflow", "train"),
+        "proteinflow.cli.reflow",
+        "add_train_arguments",
+        "run_train",
+        "train a reflow or few-step distilled student on coupled pairs, warm-started from a checkpoint",
     ),
     (
         ("data", "prepare"),

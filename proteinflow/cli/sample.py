@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from proteinflow.cli.common import (
     error,
@@ -89,6 +91,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also write a multi-model trajectory PDB per backbone into <out>/trajectories/ "
         "(proteinflow eval skips them)",
+    )
+    backbones.add_argument(
+        "--straightness",
+        action="store_true",
+        help="measure each trajectory's straightness S = int ||v||^2 dt - d(x0, x1)^2 over every solver "
+        "step (columns straightness_rot in rad^2 and straightness_trans in A^2 of samples.csv; 0 for "
+        "straight constant-speed paths)",
     )
     backbones.add_argument(
         "--rot-sampling-rate",
@@ -165,6 +174,7 @@ def _sample_backbones(
             rot_sampling_rate=args.rot_sampling_rate,
             devices=args.devices,
             launcher=launcher,
+            straightness=args.straightness,
         )
     except ValueError as err:  # e.g. a length the model cannot make, or --rot-sampling-rate on a baseline
         return error(str(err))
@@ -177,7 +187,19 @@ def _sample_backbones(
         f"wrote {len(records)} backbones to {args.out} with {processes} process(es) (samples.csv lists "
         "NFE, seconds and rank per backbone)"
     )
+    if args.straightness:
+        print(straightness_summary(records))
     return 0
+
+
+def straightness_summary(records: Sequence[Any]) -> str:
+    """One line: mean straightness per factor over the sampled backbones (``samples.csv`` rows)."""
+    parts = []
+    for column, unit in (("straightness_rot", "rad^2"), ("straightness_trans", "A^2")):
+        values = [getattr(r, column) for r in records if getattr(r, column) is not None]
+        if values:
+            parts.append(f"{column} mean {sum(values) / len(values):.4g} {unit} (n={len(values)})")
+    return "straightness: " + ("; ".join(parts) if parts else "not measured")
 
 
 def _sample_toy(
@@ -185,9 +207,16 @@ def _sample_toy(
 ) -> int:
     from proteinflow.train.toy_sampling import sample_toy
 
-    if args.lengths is not None or args.trajectory or args.rot_sampling_rate is not None or args.devices != 1:
+    if (
+        args.lengths is not None
+        or args.trajectory
+        or args.straightness
+        or args.rot_sampling_rate is not None
+        or args.devices != 1
+    ):
         return error(
-            "--lengths/--trajectory/--rot-sampling-rate/--devices apply only to protein-backbone checkpoints"
+            "--lengths/--trajectory/--straightness/--rot-sampling-rate/--devices apply only to "
+            "protein-backbone checkpoints"
         )
     num = args.num or DEFAULT_NUM_TOY
     try:

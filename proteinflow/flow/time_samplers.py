@@ -6,6 +6,7 @@
   ``sigma = 1 - t`` as ``sigma' = shift * sigma / (1 + (shift - 1) * sigma)``; converted to our ``t``:
   ``t' = 1 - sigma' = t / (t + shift * (1 - t))``. ``shift > 1`` moves mass towards noise (small ``t``).
 * :class:`ClippedTimeSampler`: clamps another sampler's output to ``[t_min, t_max]``.
+* :class:`StepGridTimeSampler`: the evaluation times of few-step samplers (few-step distillation).
 """
 
 from __future__ import annotations
@@ -129,3 +130,42 @@ class ClippedTimeSampler(TimeSampler):
         return self.base.sample(n, generator=generator, device=device, dtype=dtype).clamp(
             self.t_min, self.t_max
         )
+
+
+class StepGridTimeSampler(TimeSampler):
+    """Times of few-step samplers: with probability ``1 - uniform_prob`` a time drawn uniformly from the
+    evaluation times of uniform-grid samplers with ``steps`` steps on ``[0, t_end]``,
+
+        G = {j t_end / k : k in steps, j = 0 .. k - 1}  U  {t_end},
+
+    (``t_end``: where a velocity solver stops and the last prediction is made, ``1 - final_gap``), else a
+    time from ``base``. Used for few-step distillation on a coupling (:mod:`proteinflow.train.reflow`):
+    it trains the network where a 1-, 2- or 4-step Euler sampler evaluates it.
+    """
+
+    def __init__(self, steps: tuple[int, ...], t_end: float, uniform_prob: float, base: TimeSampler) -> None:
+        if not steps or any(int(k) < 1 for k in steps):
+            raise ValueError(f"steps must be a non-empty tuple of integers >= 1, got {steps!r}")
+        if not 0.0 < t_end <= 1.0:
+            raise ValueError(f"t_end must be in (0, 1], got {t_end!r}")
+        if not 0.0 <= uniform_prob <= 1.0:
+            raise ValueError(f"uniform_prob must be in [0, 1], got {uniform_prob!r}")
+        grid = {round(j * t_end / k, 12) for k in steps for j in range(int(k))} | {round(t_end, 12)}
+        self.grid = torch.tensor(sorted(grid), dtype=torch.float64)
+        self.uniform_prob = float(uniform_prob)
+        self.base = base
+
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
+        _check_n(n)
+        pick = torch.randint(len(self.grid), (n,), generator=generator, device=device)
+        on_grid = self.grid.to(device=device, dtype=dtype)[pick]
+        coin = torch.rand(n, generator=generator, device=device, dtype=dtype)
+        uniform = self.base.sample(n, generator=generator, device=device, dtype=dtype)
+        return torch.where(coin < self.uniform_prob, uniform, on_grid)

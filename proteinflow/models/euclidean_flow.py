@@ -205,11 +205,39 @@ class EuclideanBackboneFlow(nn.Module, ABC):
     ) -> EuclideanFlowLoss:
         """Flow-matching loss of backbones ``coords [B, N, A' >= 3, 3]`` (Angstrom), mask ``[B, N]``."""
         x1 = self.data_state(coords, mask)
+        x0 = self.sample_prior(mask, generator=generator).to(x1.dtype)
+        return self.pair_loss(x0, x1, mask, res_idx, generator=generator)
+
+    def pair_loss(
+        self,
+        x0: Tensor,
+        x1: Tensor,
+        mask: Tensor,
+        res_idx: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        t: Tensor | None = None,
+    ) -> EuclideanFlowLoss:
+        """The training loss (module docstring) on the straight path from given noise ``x0`` to data ``x1``
+        (both ``[B, N, A, 3]``, CA-centred, Angstrom). :meth:`loss` is this with ``x0`` from the prior;
+        reflow passes coupled pairs ``(x0, x1 = teacher(x0))``.
+
+        Args:
+            x0, x1: ``[B, N, A, 3]``; mask: ``[B, N]``; res_idx: ``[B, N]`` residue indices.
+            generator: randomness for the times (when ``t`` is None) and the self-conditioning coin.
+            t: ``[B]`` training times (default uniform on ``[t_min, 1]``).
+        """
+        if x0.shape != x1.shape or x1.dim() != 4 or x1.shape[:2] != mask.shape:
+            raise ValueError(
+                f"x0 {tuple(x0.shape)} and x1 {tuple(x1.shape)} must be [B, N, A, 3] with mask "
+                f"{tuple(mask.shape)} = [B, N]"
+            )
         bsz = x1.shape[0]
         dtype, device = x1.dtype, x1.device
-        x0 = self.sample_prior(mask, generator=generator).to(dtype)
-        u = torch.rand(bsz, generator=generator, device=device, dtype=dtype)
-        t = self.cfg.t_min + (1.0 - self.cfg.t_min) * u
+        if t is None:
+            u = torch.rand(bsz, generator=generator, device=device, dtype=dtype)
+            t = self.cfg.t_min + (1.0 - self.cfg.t_min) * u
+        elif t.shape != (bsz,):
+            raise ValueError(f"t must have shape [B] = ({bsz},), got {tuple(t.shape)}")
         x_t = self.path.sample(x0, x1, t).x_t
 
         self_cond = None

@@ -227,7 +227,47 @@ class FrameFlow(nn.Module):
         if mask.shape != coords.shape[:2]:
             raise ValueError(f"mask must have shape {tuple(coords.shape[:2])}, got {tuple(mask.shape)}")
         x1 = self._data_frames(coords, mask)
-        t, x_t = self._noisy_frames(x1, mask, generator)
+        x0 = self.sample_prior(mask, generator=generator)
+        if self.cfg.trans_coupling == "ot":
+            x0["trans"] = self.ot_pair_translations(x0["trans"], x1["trans"], mask)
+        return self.pair_loss(x0, x1, mask, res_idx, generator=generator)
+
+    def pair_loss(
+        self,
+        x0: dict[str, Tensor],
+        x1: dict[str, Tensor],
+        mask: Tensor,
+        res_idx: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        t: Tensor | None = None,
+    ) -> FrameFlowLoss:
+        """The training loss (module docstring) on given endpoints: the geodesic path from the noise
+        frames ``x0`` to the data frames ``x1``, per factor. :meth:`loss` is this with ``x0`` drawn from
+        the prior (and OT-paired when ``trans_coupling: ot``); reflow passes coupled pairs
+        ``(x0, x1 = teacher(x0))`` (:mod:`proteinflow.train.reflow`).
+
+        Args:
+            x0, x1: ``{"rots": [B, N, 3, 3], "trans": [B, N, 3]}`` (Angstrom, zero masked centroid;
+                identity / zero at padding).
+            mask: ``[B, N]``; res_idx: ``[B, N]`` residue indices (default ``0..N-1``).
+            generator: randomness for the times (when ``t`` is None) and the self-conditioning coin.
+            t: ``[B]`` training times (default: drawn by the flow's time sampler on ``[t_min, 1]``).
+        """
+        if set(x0) != {"rots", "trans"} or set(x1) != {"rots", "trans"}:
+            raise ValueError(f"x0 and x1 must have keys rots, trans; got {sorted(x0)} and {sorted(x1)}")
+        if mask.dim() != 2 or x1["trans"].shape[:2] != mask.shape or x0["trans"].shape != x1["trans"].shape:
+            raise ValueError(
+                f"x0['trans'] {tuple(x0['trans'].shape)}, x1['trans'] {tuple(x1['trans'].shape)} and mask "
+                f"{tuple(mask.shape)} must share [B, N]"
+            )
+        trans1 = x1["trans"]
+        if t is None:
+            t = self.time_sampler.sample(
+                trans1.shape[0], generator=generator, device=trans1.device, dtype=trans1.dtype
+            )
+        elif t.shape != trans1.shape[:1]:
+            raise ValueError(f"t must have shape [B] = {tuple(trans1.shape[:1])}, got {tuple(t.shape)}")
+        x_t = self.path.sample(x0, x1, t, mask=mask).x_t
         x1_hat = self._training_prediction(x_t, t, mask, res_idx, generator)
         terms, weights = self._factor_losses(x_t, x1_hat, x1, t, mask)
         aux, dist = self._atom_losses(x1_hat, x1, t, mask, weights["trans"])
@@ -239,6 +279,10 @@ class FrameFlow(nn.Module):
         )
         return FrameFlowLoss(total=total, rot=terms["rots"], trans=terms["trans"], aux=aux, dist=dist)
 
+    def data_state(self, coords: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """Clean frames of backbones ``coords [B, N, A >= 3, 3]``: ``{"rots", "trans"}`` (centred)."""
+        return self._data_frames(coords, mask)
+
     def _data_frames(self, coords: Tensor, mask: Tensor) -> dict[str, Tensor]:
         """Clean frames ``x1`` of ``coords [B, N, A, 3]``: identity at padding, centred translations."""
         valid = mask.to(torch.bool)
@@ -246,20 +290,6 @@ class FrameFlow(nn.Module):
         eye = torch.eye(3, dtype=coords.dtype, device=coords.device).expand_as(rots1)
         rots1 = torch.where(valid[..., None, None], rots1, eye)
         return {"rots": rots1, "trans": masked_centre(trans1, mask)}
-
-    def _noisy_frames(
-        self, x1: dict[str, Tensor], mask: Tensor, generator: torch.Generator | None
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """``(t [B], x_t)``: a prior draw ``x0`` (OT-paired when ``trans_coupling: ot``), training times
-        from the time sampler, and the point ``x_t`` of the path from ``x0`` to ``x1``."""
-        trans1 = x1["trans"]
-        x0 = self.sample_prior(mask, generator=generator)
-        if self.cfg.trans_coupling == "ot":
-            x0["trans"] = self.ot_pair_translations(x0["trans"], trans1, mask)
-        t = self.time_sampler.sample(
-            trans1.shape[0], generator=generator, device=trans1.device, dtype=trans1.dtype
-        )
-        return t, self.path.sample(x0, x1, t, mask=mask).x_t
 
     def _training_prediction(
         self,

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from proteinflow.flow.straightness import Straightness, euclidean_sq_dist, trajectory_straightness
 from proteinflow.models.atom_flow import AtomFlow
 from proteinflow.models.ca_flow import CAFlow
 from proteinflow.models.egnn import EGNNConfig
@@ -85,3 +86,32 @@ def concat_priors(priors: Sequence[Prior]) -> Prior:
 def generated_atoms(flow: BackboneFlow) -> str:
     """Which backbone atoms a model generates: ``"N CA C O"`` or ``"CA"``."""
     return "CA" if isinstance(flow, CAFlow) else "N CA C O"
+
+
+def _so3_sq_dist(x: Tensor, y: Tensor) -> Tensor:
+    """Squared rotation angle between rotations ``[..., 3, 3]`` -> ``[...]`` (rad^2)."""
+    from proteinflow.geometry import so3
+
+    return so3.dist(x, y).pow(2)
+
+
+def samples_straightness(samples: BackboneSamples) -> Straightness:
+    """Straightness of each sampled backbone's recorded trajectory
+    (:func:`~proteinflow.flow.straightness.trajectory_straightness`), per residue and factor:
+
+    * frames: ``"rots"`` (squared rotation angle, rad^2) and ``"trans"`` (Angstrom^2);
+    * Euclidean baselines: ``"x"`` (squared displacement per atom, averaged over the residue's atoms,
+      Angstrom^2).
+
+    Record the whole solver grid (``return_times``) for a meaningful number. The velocity solvers end
+    with one prediction over the last ``final_gap`` of time; that step counts like any other, so a
+    prediction that still moves the state at the end (few steps) adds ``d^2 / final_gap`` to ``S``.
+    """
+    if isinstance(samples, FrameSamples):
+        return trajectory_straightness(
+            samples.trajectory,
+            samples.times,
+            {"rots": _so3_sq_dist, "trans": euclidean_sq_dist},
+            mask=samples.mask,
+        )
+    return trajectory_straightness(samples.trajectory, samples.times, euclidean_sq_dist, mask=samples.mask)

@@ -6,7 +6,9 @@ A file has ``kind: frames``, ``name``, ``seed``, an optional ``model_kind`` and 
 * ``model`` -> the network sizes (which dataclass depends on ``model_kind``, below);
 * ``flow``  -> the prior / path / loss settings (likewise);
 * ``train`` -> :class:`BackboneTrainConfig` (the shared loop settings of
-  :class:`~proteinflow.train.config.TrainConfig` plus validation sampling).
+  :class:`~proteinflow.train.config.TrainConfig` plus validation sampling);
+* ``reflow`` -> :class:`~proteinflow.train.reflow_config.ReflowConfig` (optional: train on coupled pairs,
+  warm-started; written by ``proteinflow reflow train``).
 
 ``model_kind`` selects the backbone model (all share data, training, sampling and evaluation):
 
@@ -39,6 +41,7 @@ from proteinflow.train.config import (
     read_yaml,
     train_problems,
 )
+from proteinflow.train.reflow_config import ReflowConfig
 
 
 @dataclass
@@ -135,6 +138,7 @@ class BackboneExperimentConfig:
     model: dict[str, Any] = field(default_factory=dict)
     flow: dict[str, Any] = field(default_factory=dict)
     train: BackboneTrainConfig = field(default_factory=BackboneTrainConfig)
+    reflow: ReflowConfig = field(default_factory=ReflowConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict of builtins (safe for ``torch.load(weights_only=True)``)."""
@@ -151,6 +155,7 @@ def _frame_sections(model_kind: str = "frames") -> dict[str, type]:
         "model": spec.net_config,
         "flow": spec.flow_config,
         "train": BackboneTrainConfig,
+        "reflow": ReflowConfig,
     }
 
 
@@ -210,6 +215,7 @@ def backbone_config_from_dict(raw: Any, source: str = "<dict>") -> BackboneExper
             "train.val_samples must be >= 1 and train.val_lengths a non-empty list of lengths >= 4",
         ),
         (cfg.train.val_steps >= 1, "train.val_steps must be >= 1"),
+        *cfg.reflow.problems(),
     ]
     raise_problems(checks, source)
     return cfg

@@ -4,6 +4,9 @@ The module trains a frame flow or a Euclidean baseline (by ``model_kind``) on th
 (:class:`~proteinflow.train.base_module.FlowTrainingModule`: config in the checkpoint, EMA, per-rank
 noise, AdamW) and samples a few backbones at every validation to log their protein-likeness.
 
+With a ``reflow`` section (``proteinflow reflow train``) the batches are coupled pairs instead
+(:mod:`proteinflow.train.reflow`), and the loss is the flow's ``pair_loss`` on them.
+
 Training batches come from a prepared dataset (``proteinflow data prepare``) through
 :class:`~proteinflow.protein.dataset.LengthBudgetBatchSampler`, which packs structures under a budget
 of ``batch_size * N_max^2`` residues squared and splits batches between DDP ranks itself (Lightning's
@@ -44,6 +47,8 @@ from proteinflow.train.backbone_atoms import sample_atoms
 from proteinflow.train.backbone_config import BackboneExperimentConfig
 from proteinflow.train.base_module import FlowTrainingModule
 from proteinflow.train.curves import plot_val_curves
+from proteinflow.train.reflow import pair_batch_losses, pair_time_sampler
+from proteinflow.train.reflow_pairs import PairBatch
 
 if TYPE_CHECKING:
     from proteinflow.protein.shards import StreamSettings
@@ -62,6 +67,8 @@ class BackboneFlowModule(FlowTrainingModule):
         super().__init__(config)
         self.flow = build_backbone_flow(self.cfg.model_kind, self.cfg.model, self.cfg.flow)
         self.init_ema()
+        # reflow / few-step distillation (``reflow`` section): batches are coupled pairs
+        self.pair_times = pair_time_sampler(self.flow, self.cfg.reflow)
 
     def trained_model(self) -> torch.nn.Module:
         return self.flow
@@ -75,15 +82,20 @@ class BackboneFlowModule(FlowTrainingModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         self.rg_law = getattr(datamodule, "rg_law", None)
 
-    def batch_losses(self, batch: BackboneBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        losses = self.flow.loss(batch.coords, batch.mask, batch.residue_index, generator=generator)
+    def batch_losses(
+        self, batch: BackboneBatch | PairBatch, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        if isinstance(batch, PairBatch):
+            losses = pair_batch_losses(self.flow, batch, generator, self.pair_times)
+        else:
+            losses = self.flow.loss(batch.coords, batch.mask, batch.residue_index, generator=generator)
         self.log("train/residues", batch.mask.sum().to(torch.float32), batch_size=len(batch))
         return {"loss": losses.total, **losses.terms()}
 
-    def batch_size(self, batch: BackboneBatch) -> int:
+    def batch_size(self, batch: BackboneBatch | PairBatch) -> int:
         return len(batch)
 
-    def describe_batch(self, batch: BackboneBatch) -> str:
+    def describe_batch(self, batch: BackboneBatch | PairBatch) -> str:
         return f"structures {batch.names[:4]}"
 
     def on_train_epoch_start(self) -> None:

@@ -6,7 +6,10 @@ samples backbones length by length in batches, and writes one PDB per backbone p
 also writes a multi-model trajectory PDB per backbone into the ``trajectories/`` subfolder
 (:data:`~proteinflow.protein.structure_set.TRAJECTORY_DIR`), named ``<name>_traj.pdb``, so that
 ``proteinflow eval`` on the output folder never reads a trajectory (whose first model is the noise at
-t = 0) as a sample. Every file is written atomically.
+t = 0) as a sample. With ``straightness`` every solver step is recorded and each backbone's straightness
+``S = int ||v||^2 dt - d(x0, x1)^2`` (per residue; rotations in rad^2, translations or atoms in Angstrom^2;
+:func:`~proteinflow.models.registry.samples_straightness`) goes into the ``straightness_rot`` /
+``straightness_trans`` columns. Every file is written atomically.
 
 Several processes (``devices > 1``, ``proteinflow sample --devices K``)
 -----------------------------------------------------------------------
@@ -58,7 +61,7 @@ import torch
 from proteinflow.atomic import atomic_write_text
 from proteinflow.flow.solver_data import DATA_METHODS
 from proteinflow.flow.time_grids import GRIDS, time_grid
-from proteinflow.models.registry import build_backbone_flow
+from proteinflow.models.registry import build_backbone_flow, samples_straightness
 from proteinflow.models.sampling import SAMPLING_METHODS
 from proteinflow.timing import device_seconds, resolve_device
 from proteinflow.train.checkpoints import (
@@ -106,6 +109,12 @@ class SampleRecord:
     seconds: float
     ode: str = "trained"
     rank: int = 0
+    straightness_rot: float | None = None
+    straightness_trans: float | None = None
+
+
+#: Trajectory states ``--straightness`` records for ``dopri5`` (evenly spaced; it has no fixed grid).
+STRAIGHTNESS_FRAMES = 100
 
 
 def backbone_seed(seed: int, length: int, index: int) -> int:
@@ -152,12 +161,21 @@ class _SampleSettings:
     trajectory: bool
     trajectory_frames: int
     ode: str
+    straightness: bool = False
 
     def record(
-        self, file: str, length: int, index: int, nfe: int, seconds: float, rank: int = 0
+        self,
+        file: str,
+        length: int,
+        index: int,
+        nfe: int,
+        seconds: float,
+        rank: int = 0,
+        straightness: tuple[float | None, float | None] = (None, None),
     ) -> SampleRecord:
         """The ``samples.csv`` row of backbone ``index`` of ``length`` (``nfe``: that backbone's own;
-        ``rank``: the process that sampled it)."""
+        ``rank``: the process that sampled it; ``straightness``: its (rotation, translation or atom)
+        straightness, when measured)."""
         adaptive = self.solver == "dopri5"
         return SampleRecord(
             file=file,
@@ -173,6 +191,8 @@ class _SampleSettings:
             seconds=seconds,
             ode=self.ode,
             rank=rank,
+            straightness_rot=straightness[0],
+            straightness_trans=straightness[1],
         )
 
 
@@ -220,11 +240,17 @@ def _sample_batch(
         for k in idx
     ]
     x0 = concat_priors(priors)
+    # straightness needs every solver step (a frame count above the step count records them all)
+    frames = max(settings.trajectory_frames, (settings.steps or STRAIGHTNESS_FRAMES) + 1)
     times = (
         trajectory_times(
-            flow.cfg.final_gap, settings.solver, settings.steps, settings.trajectory_frames, settings.grid
+            flow.cfg.final_gap,
+            settings.solver,
+            settings.steps,
+            frames if settings.straightness else settings.trajectory_frames,
+            settings.grid,
         )
-        if settings.trajectory
+        if settings.trajectory or settings.straightness
         else None
     )
     t0 = device_seconds(dev)
@@ -239,6 +265,12 @@ def _sample_batch(
         return_times=times,
     )
     seconds = (device_seconds(dev) - t0) / len(idx)
+    straight: list[tuple[float | None, float | None]] = [(None, None)] * len(idx)
+    if settings.straightness:
+        value = samples_straightness(result).value
+        rot = value.get("rots")
+        trans = value["trans"] if "trans" in value else value["x"]
+        straight = [(None if rot is None else float(rot[j]), float(trans[j])) for j in range(len(idx))]
     coords = sample_atoms(result).cpu()
     records = []
     for j, k in enumerate(idx):
@@ -252,7 +284,7 @@ def _sample_batch(
             if fits_pdb(traj):  # else only the final structure is written
                 write_trajectory_pdb(out / TRAJECTORY_DIR / f"{name}_traj.pdb", traj.numpy())
         nfe = int(result.nfe_per_sample[j])
-        records.append(settings.record(f"{name}{suffix}", length, k, nfe, seconds, rank))
+        records.append(settings.record(f"{name}{suffix}", length, k, nfe, seconds, rank, straight[j]))
     return records
 
 
@@ -519,6 +551,7 @@ def sample_backbones(
     rot_sampling_rate: float | None = None,
     devices: int = 1,
     launcher: RankInfo | None = None,
+    straightness: bool = False,
 ) -> list[SampleRecord]:
     """Sample ``num`` backbones of each length and write them as PDB files (see the module docstring).
 
@@ -559,7 +592,9 @@ def sample_backbones(
     else:
         here = dev if devices == 1 else torch.device("cpu")
     flow, ode = _load_for_sampling(ckpt, here, rot_sampling_rate)
-    settings = _SampleSettings(solver, grid, steps, rtol, atol, seed, trajectory, trajectory_frames, ode)
+    settings = _SampleSettings(
+        solver, grid, steps, rtol, atol, seed, trajectory, trajectory_frames, ode, straightness
+    )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     job = _SampleJob(

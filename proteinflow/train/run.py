@@ -98,7 +98,14 @@ def build_training(cfg: Any) -> tuple[Any, Any]:
     if cfg.kind == "frames":
         from proteinflow.train.backbone_module import BackboneDataModule, BackboneFlowModule
 
-        return BackboneFlowModule(cfg.to_dict()), BackboneDataModule(cfg)
+        module = BackboneFlowModule(cfg.to_dict())
+        if cfg.reflow.pairs is None:
+            return module, BackboneDataModule(cfg)
+        from proteinflow.train.reflow import PairDataModule, warm_start
+
+        if cfg.reflow.init is not None:  # a resumed run then loads last.ckpt over it
+            warm_start(module, cfg.reflow.init)
+        return module, PairDataModule(cfg)
     from proteinflow.train.data.toy import FlowDataModule
     from proteinflow.train.toy_module import FlowMatchingModule
 

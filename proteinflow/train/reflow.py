@@ -1,0 +1,239 @@
+"""Reflow and few-step distillation of a backbone flow, on the one training path.
+
+Reflow (Liu et al. 2022). A teacher's ODE defines a deterministic coupling ``x1 = phi(x0)`` between
+noise and data; :mod:`proteinflow.train.reflow_pairs` stores such pairs. The student (warm-started from
+the teacher) is trained with the flow's own training loss on the geodesic between the pair's
+endpoints, per factor of the product manifold for frames (``R_t = R0 Exp(kappa(t) Log(R0^T R1))``,
+``T_t = (1 - t) T0 + t T1``), the straight line for the Euclidean baselines:
+:meth:`FrameFlow.pair_loss <proteinflow.models.frame_flow.FrameFlow.pair_loss>` /
+:meth:`EuclideanBackboneFlow.pair_loss <proteinflow.models.euclidean_flow.EuclideanBackboneFlow.pair_loss>`,
+the same function that :meth:`loss` calls after drawing ``x0`` from the prior, so reflow and training
+share one loss. Because the coupling is deterministic, the regression target at ``(x_t, t)`` is a single
+endpoint rather than an average over crossing paths; the learned flow is straighter and Euler with few
+steps follows it better. Repeat (pairs from the student, a new student) for reflow-2.
+
+Few-step distillation: **distillation of the rectified coupling at the sampler's times** (the
+"k-step distillation" of Liu et al. 2022, sec. 2.3, which fits ``x1 = phi(x0)`` directly for ``k = 1``).
+The student of a reflow round is trained further on the *same pairs*, but at the evaluation times of
+Euler samplers with ``k in distill_steps`` steps (``{j (1 - g) / k}`` and the final prediction at
+``1 - g``; :class:`~proteinflow.flow.time_samplers.StepGridTimeSampler`), with a fraction
+``uniform_prob`` of batches at uniform times so the rest of the field stays trained. Why this method:
+
+* for an x1-predicting flow with ``kappa(t) = t`` an Euler step from ``x_t`` moves to the geodesic point
+  a fraction ``h / (1 - t)`` of the way to ``x1_hat(x_t, t)``. If the student predicts the pair's
+  endpoint at the grid times, every Euler state it visits lies on the pair's geodesic, i.e. is exactly a
+  training input ``x_{t_j}`` of this loss: the training states *are* the few-step sampler's states, and
+  1 step is exact when ``x1_hat(x0, 0) = phi(x0)``;
+* it needs no teacher evaluations during training (progressive distillation would run the teacher at
+  every step, several IPA passes each, the dominant CPU cost), no change of network (a shortcut model
+  conditions on the step size, which needs a new network input), and no second loss;
+* the same code serves frames and the Euclidean baselines.
+
+Its limit: off the grid (other step counts, other solvers) the student is only as good as the reflow
+round below it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from proteinflow.atomic import atomic_write_text
+from proteinflow.flow.time_samplers import StepGridTimeSampler, TimeSampler, UniformTimeSampler
+from proteinflow.models.registry import BACKBONE_MODELS, BackboneFlow
+from proteinflow.protein.dataset import LengthBudgetBatchSampler
+from proteinflow.train.backbone_config import BackboneExperimentConfig, backbone_config_from_dict
+from proteinflow.train.checkpoints import (
+    CheckpointError,
+    load_sampling_weights,
+    read_checkpoint,
+    stored_config,
+)
+from proteinflow.train.reflow_config import ReflowConfig
+from proteinflow.train.reflow_pairs import PairBatch, PairDataset, collate_pairs, flow_state
+
+
+def pair_time_sampler(flow: BackboneFlow, reflow: ReflowConfig) -> TimeSampler | None:
+    """The training-time sampler of a ``reflow`` section: None for reflow (the flow draws its own
+    times), a :class:`StepGridTimeSampler` on ``[0, 1 - final_gap]`` for few-step distillation."""
+    if not reflow.distill_steps:
+        return None
+    base = UniformTimeSampler(flow.cfg.t_min, 1.0)
+    return StepGridTimeSampler(
+        tuple(reflow.distill_steps), 1.0 - flow.cfg.final_gap, reflow.uniform_prob, base
+    )
+
+
+def pair_batch_losses(
+    flow: BackboneFlow, batch: PairBatch, generator: torch.Generator, times: TimeSampler | None
+) -> Any:
+    """The flow's training loss on a batch of coupled pairs (``pair_loss``), with times from ``times``
+    (None: the flow's own)."""
+    t = None
+    if times is not None:
+        leaf = batch.mask
+        t = times.sample(len(batch), generator=generator, device=leaf.device, dtype=torch.float32)
+    return flow.pair_loss(
+        flow_state(flow, batch.x0),  # type: ignore[arg-type]
+        flow_state(flow, batch.x1),  # type: ignore[arg-type]
+        batch.mask,
+        batch.residue_index,
+        generator=generator,
+        t=t,
+    )
+
+
+def _model_sections(cfg: BackboneExperimentConfig) -> dict[str, Any]:
+    """``model_kind`` and the ``model`` / ``flow`` sections with every default filled in."""
+    spec = BACKBONE_MODELS[cfg.model_kind]
+    return {
+        "model_kind": cfg.model_kind,
+        "model": dataclasses.asdict(spec.net_config(**cfg.model)),
+        "flow": dataclasses.asdict(spec.flow_config(**cfg.flow)),
+    }
+
+
+def warm_start(module: Any, path: str | Path) -> None:
+    """Load the sampling weights of checkpoint ``path`` (EMA if kept) into ``module.flow`` and restart the
+    EMA from them. Raises :class:`CheckpointError` naming the file when its model differs."""
+    blob = read_checkpoint(path)
+    other = _model_sections(backbone_config_from_dict(stored_config(blob), f"{path} (stored config)"))
+    mine = _model_sections(module.cfg)
+    for key, value in mine.items():
+        if other[key] != value:
+            raise CheckpointError(
+                f"{path}: its '{key}' ({other[key]}) differs from the student's ({value}); cannot warm-start"
+            )
+    load_sampling_weights(module.flow, blob, "flow", path)
+    module.init_ema()
+
+
+class _ValidationTrigger(torch.utils.data.Dataset):
+    """One dummy item per validation run (validation samples from noise)."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+class PairDataModule(L.LightningDataModule):
+    """Coupled pairs (``reflow.pairs``) under the length-budget batch sampler (``data.max_residues_sq``,
+    ``data.max_batch_size``; DDP-aware), padded by :func:`~proteinflow.train.reflow_pairs.collate_pairs`.
+
+    Args:
+        cfg: the experiment config (with ``reflow.pairs`` set).
+    """
+
+    def __init__(self, cfg: BackboneExperimentConfig) -> None:
+        super().__init__()
+        if cfg.reflow.pairs is None:
+            raise ValueError("PairDataModule needs reflow.pairs (a pair dataset folder)")
+        self.cfg = cfg
+        self.pairs: PairDataset | None = None
+        self.rg_law = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.pairs is None:
+            self.pairs = PairDataset(self.cfg.reflow.pairs)  # type: ignore[arg-type]
+            kind = self.pairs.settings.model_kind
+            if kind != self.cfg.model_kind:
+                raise ValueError(
+                    f"reflow.pairs {self.cfg.reflow.pairs} holds {kind} states; the model is "
+                    f"model_kind {self.cfg.model_kind}"
+                )
+        longest = int(self.pairs.lengths.max())
+        if longest**2 > self.cfg.data.max_residues_sq:
+            raise ValueError(
+                f"data.max_residues_sq={self.cfg.data.max_residues_sq} is smaller than the longest pair "
+                f"squared ({longest}^2)"
+            )
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.pairs is not None, "call setup() first"
+        trainer = self.trainer
+        sampler = LengthBudgetBatchSampler(
+            self.pairs.lengths,
+            max_residues_sq=self.cfg.data.max_residues_sq,
+            shuffle=True,
+            seed=self.cfg.seed,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+            max_batch_size=self.cfg.data.max_batch_size,
+        )
+        return DataLoader(self.pairs, batch_sampler=sampler, collate_fn=collate_pairs)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(_ValidationTrigger(), batch_size=1)
+
+
+@dataclass(frozen=True)
+class ReflowTrainOptions:
+    """What ``proteinflow reflow train`` sets on top of the init checkpoint's config.
+
+    Attributes:
+        pairs: pair dataset folder; init: checkpoint to warm-start from (its config is the student's).
+        max_steps: optimiser steps; lr: learning rate (None: the init's); ema_decay: decay of the weight
+            average used for sampling (None: the init's; a short fine-tune wants a shorter average, since
+            the average starts at the init's weights).
+        distill_steps, uniform_prob: the ``reflow`` section (empty steps: reflow).
+        val_every, checkpoint_every: ``train.*``; seed: None keeps the init's.
+    """
+
+    pairs: str
+    init: str
+    max_steps: int = 1000
+    lr: float | None = None
+    ema_decay: float | None = None
+    distill_steps: tuple[int, ...] = ()
+    uniform_prob: float = 0.25
+    val_every: int = 0
+    checkpoint_every: int = 100
+    seed: int | None = None
+
+
+def reflow_config(options: ReflowTrainOptions) -> BackboneExperimentConfig:
+    """The student's experiment config: the init checkpoint's, with the ``reflow`` section and the
+    training options applied (name suffixed ``-reflow`` or ``-distill``)."""
+    blob = read_checkpoint(options.init)
+    cfg = backbone_config_from_dict(stored_config(blob), f"{options.init} (stored config)")
+    train = dataclasses.replace(
+        cfg.train,
+        max_steps=options.max_steps,
+        lr=cfg.train.lr if options.lr is None else options.lr,
+        ema_decay=cfg.train.ema_decay if options.ema_decay is None else options.ema_decay,
+        val_every=options.val_every,
+        checkpoint_every=options.checkpoint_every,
+    )
+    reflow = ReflowConfig(
+        pairs=str(options.pairs),
+        init=str(options.init),
+        distill_steps=list(options.distill_steps),
+        uniform_prob=options.uniform_prob,
+    )
+    suffix = "-distill" if options.distill_steps else "-reflow"
+    seed = cfg.seed if options.seed is None else options.seed
+    new = dataclasses.replace(cfg, name=cfg.name + suffix, train=train, reflow=reflow, seed=seed)
+    return backbone_config_from_dict(new.to_dict(), "reflow options")  # validates the section
+
+
+def train_reflow(options: ReflowTrainOptions, out: str | Path, train_options: Any = None) -> Path:
+    """Write the student's config to ``out/config.yaml`` and train it with
+    :func:`~proteinflow.train.run.train_experiment` (``train_options``: a
+    :class:`~proteinflow.train.run.TrainOptions`, e.g. ``resume``). Returns ``out/last.ckpt``."""
+    from proteinflow.train.run import TrainOptions, train_experiment
+
+    cfg = reflow_config(options)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.yaml"
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return train_experiment(path, out, train_options or TrainOptions())

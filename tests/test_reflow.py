@@ -1,0 +1,309 @@
+"""Reflow and few-step distillation: coupled-pair datasets (exact round trip, resumption), the pair loss is
+the training loss, a student trained on pairs of a known straight flow recovers it, the distillation time
+grid, and ``proteinflow reflow pairs`` -> ``reflow train`` -> ``sample`` end to end."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import TINY_MODEL
+from torch import Tensor, nn
+
+from proteinflow import cli
+from proteinflow.flow.straightness import trajectory_straightness
+from proteinflow.flow.time_samplers import StepGridTimeSampler, UniformTimeSampler
+from proteinflow.geometry import rigid, so3
+from proteinflow.models.euclidean_flow import EuclideanBackboneFlow, EuclideanFlowConfig
+from proteinflow.models.registry import build_backbone_flow
+from proteinflow.train.backbone_sampling import trajectory_times
+from proteinflow.train.reflow_pairs import (
+    PairDataset,
+    PairExample,
+    collate_pairs,
+    generate_pairs,
+    seeded_noise,
+    shard_name,
+)
+
+
+def write_tiny_checkpoint(path: Path, model_kind: str = "frames", seed: int = 0) -> Path:
+    """An untrained backbone checkpoint (random weights, stored as ``proteinflow train`` stores them)."""
+    torch.manual_seed(seed)
+    model = TINY_MODEL if model_kind != "ca" else dict(c_h=8, c_edge=8, c_message=8, num_layers=1)
+    flow = build_backbone_flow(model_kind, model, {})
+    state = {f"flow.{k}": v for k, v in flow.state_dict().items()}
+    config = {"kind": "frames", "model_kind": model_kind, "model": model}
+    torch.save({"hyper_parameters": {"config": config}, "state_dict": state}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
+
+
+PAIR_ARGS = dict(lengths=[10, 13], num=3, solver="euler", steps=3, seed=5, batch_size=2, device="cpu")
+
+
+def test_pair_dataset_round_trips_exactly(tiny_ckpt: Path, tmp_path: Path) -> None:
+    from proteinflow.train.backbone_sampling import load_backbone_checkpoint
+
+    out = tmp_path / "pairs"
+    summary = generate_pairs(tiny_ckpt, out, progress=False, **PAIR_ARGS)  # type: ignore[arg-type]
+    assert (summary.written, summary.skipped, summary.pairs) == (4, 0, 6)
+    data = PairDataset(out)
+    assert len(data) == 6 and sorted(data.lengths.tolist()) == [10, 10, 10, 13, 13, 13]
+    assert data.settings.teacher_sha256 and data.settings.solver == "euler"
+    flow, _ = load_backbone_checkpoint(tiny_ckpt, "cpu")
+    by_key = {(e.length, e.index): e for e in data.examples}
+    for length in (10, 13):
+        for indices in ((0, 1), (2,)):  # the planned batches: recompute each one exactly
+            x0, mask = seeded_noise(flow, length, indices, 5, torch.device("cpu"))
+            x1 = flow.sample(mask, method="euler", steps=3, x_init=x0)
+            for j, k in enumerate(indices):
+                stored = by_key[(length, k)]
+                for key in ("rots", "trans"):
+                    assert torch.equal(stored.x0[key], x0[key][j])
+                assert torch.equal(stored.x1["rots"], x1.rots[j])
+                assert torch.equal(stored.x1["trans"], x1.trans[j])
+
+
+def test_pair_generation_resumes_and_refuses_other_settings(tiny_ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pairs"
+    generate_pairs(tiny_ckpt, out, progress=False, **PAIR_ARGS)  # type: ignore[arg-type]
+    kept = out / shard_name(10, (0, 1))
+    gone = out / shard_name(13, (2,))
+    before = {p.name: torch.load(p, weights_only=True) for p in out.glob("L*.pt")}
+    stamp = kept.stat().st_mtime_ns
+    gone.unlink()
+    (out / f".{kept.name}.abc.tmp").write_bytes(b"half a shard")  # what a killed write leaves
+    summary = generate_pairs(tiny_ckpt, out, progress=False, **PAIR_ARGS)  # type: ignore[arg-type]
+    assert (summary.written, summary.skipped) == (1, 3)
+    assert kept.stat().st_mtime_ns == stamp  # untouched
+    redone = torch.load(gone, weights_only=True)
+    assert torch.equal(redone["x1"]["trans"], before[gone.name]["x1"]["trans"])
+    assert len(PairDataset(out)) == 6  # the temporary file is not read
+    with pytest.raises(ValueError, match="steps=3, this run has steps=4"):
+        generate_pairs(tiny_ckpt, out, progress=False, **{**PAIR_ARGS, "steps": 4})  # type: ignore[arg-type]
+
+
+def _backbones(bsz: int, n: int, generator: torch.Generator) -> Tensor:
+    """Ideal backbone atoms ``[B, N, 3, 3]`` of random frames (a stand-in for data)."""
+    rots = so3.random_uniform((bsz, n), generator=generator)
+    trans = torch.randn(bsz, n, 3, generator=generator) * 8.0
+    return torch.stack(rigid.ideal_backbone_from_frames(rots, trans), -2)
+
+
+@pytest.mark.parametrize("model_kind", ["frames", "atoms"])
+def test_pair_loss_is_the_training_loss_on_the_same_pairs(model_kind: str) -> None:
+    from proteinflow.train.backbone_config import BackboneExperimentConfig
+    from proteinflow.train.backbone_module import BackboneFlowModule
+
+    flow = build_backbone_flow(model_kind, TINY_MODEL, {"self_condition_prob": 1.0})
+    flow.eval()
+    coords = _backbones(3, 9, torch.Generator().manual_seed(0))
+    mask = torch.ones(3, 9, dtype=torch.bool)
+    mask[1, 7:] = False
+    coords[1, 7:] = 0.0
+    trained = flow.loss(coords, mask, generator=torch.Generator().manual_seed(11))
+    gen = torch.Generator().manual_seed(11)
+    x0 = flow.sample_prior(mask, generator=gen)  # the draw ``loss`` makes first
+    x1 = flow.data_state(coords, mask)
+    paired = flow.pair_loss(x0, x1, mask, generator=gen)
+    assert torch.equal(paired.total, trained.total)
+    for key, value in trained.terms().items():
+        assert torch.equal(paired.terms()[key], value)
+    # the training module computes the same loss on a collated batch of pairs
+    state0 = x0 if isinstance(x0, dict) else {"x": x0}
+    state1 = x1 if isinstance(x1, dict) else {"x": x1}
+    lengths = mask.sum(1).tolist()
+    examples = [
+        PairExample({k: v[i, :n] for k, v in state0.items()}, {k: v[i, :n] for k, v in state1.items()}, n, i)
+        for i, n in enumerate(lengths)
+    ]
+    batch = collate_pairs(examples)
+    assert torch.equal(batch.mask, mask)
+    config = BackboneExperimentConfig(
+        model_kind=model_kind, model=dict(TINY_MODEL), flow={"self_condition_prob": 1.0}
+    )
+    module = BackboneFlowModule(config.to_dict())
+    module.flow.load_state_dict(flow.state_dict())
+    module.flow.eval()
+    ref = flow.pair_loss(x0, x1, mask, generator=torch.Generator().manual_seed(4))
+    got = module.batch_losses(batch, torch.Generator().manual_seed(4))
+    assert torch.allclose(got["loss"], ref.total, rtol=1e-6, atol=0)
+
+
+class _ScaleNet(nn.Module):
+    """``x1_hat = p x_t / (1 + q t)`` (starts as the identity, ``p = 1, q = 0``): the family that holds the
+    flow of ``x1 = s x0`` (``p = s``, ``q = s - 1``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cfg = SimpleNamespace(self_condition=False)
+        self.p = nn.Parameter(torch.ones(()))
+        self.q = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+        return x_t * (self.p / (1.0 + self.q * t)).reshape(-1, 1, 1, 1)
+
+
+class _ScaleFlow(EuclideanBackboneFlow):
+    """A Euclidean backbone flow (CA only) with the tiny :class:`_ScaleNet`: the real prior, path,
+    ``pair_loss`` and sampler, a network that trains in a second."""
+
+    atom_indices = (1,)
+    ca_index = 0
+
+    def __init__(self) -> None:
+        super().__init__(EuclideanFlowConfig(t_min=0.0))
+        self.net = _ScaleNet()
+
+    def predict(self, x_t, t, mask, self_cond=None, res_idx=None):  # type: ignore[no-untyped-def]
+        return self.net(x_t, t)
+
+
+def test_student_on_pairs_of_a_straight_flow_recovers_it() -> None:
+    # the teacher: x1 = s x0, i.e. the straight constant-speed flow x_t = (1 + (s - 1) t) x0
+    s = 0.3
+    torch.manual_seed(0)
+    student = _ScaleFlow()
+    opt = torch.optim.Adam(student.parameters(), lr=1e-2)
+    mask = torch.ones(32, 6, dtype=torch.bool)
+    gen = torch.Generator().manual_seed(1)
+    x0 = student.sample_prior(mask, generator=torch.Generator().manual_seed(99))
+    before = student.sample(mask, method="euler", steps=1, x_init=x0).x
+    assert (before - s * x0).norm(dim=-1).mean() > 0.5 * (s * x0).norm(dim=-1).mean()
+    for _ in range(300):
+        x0 = student.sample_prior(mask, generator=gen)
+        loss = student.pair_loss(x0, s * x0, mask, generator=gen).total
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert student.net.p.item() == pytest.approx(s, abs=0.01)
+    assert student.net.q.item() == pytest.approx(s - 1, abs=0.01)
+    one_step = student.sample(mask, method="euler", steps=1, x_init=x0).x
+    err = (one_step - s * x0).norm(dim=-1).mean() / (s * x0).norm(dim=-1).mean()
+    assert err < 0.02, f"1-step sample misses the teacher's endpoint by {err:.3f} (relative)"
+    grid = trajectory_times(student.cfg.final_gap, "euler", 50, 51)
+    fine = student.sample(mask, method="euler", steps=50, x_init=x0, return_times=grid)
+    rel = trajectory_straightness(fine.trajectory, fine.times, mask=mask).relative()["x"]
+    assert rel.max() < 0.02, f"student's paths are not straight: S / d^2 = {rel.max():.3f}"
+
+
+def test_distillation_times_are_the_few_step_grids() -> None:
+    sampler = StepGridTimeSampler((1, 2, 4), 0.999, 0.0, UniformTimeSampler(0.01, 1.0))
+    expected = sorted({0.0, 0.999 / 4, 0.999 / 2, 3 * 0.999 / 4, 0.999})
+    assert torch.allclose(sampler.grid, torch.tensor(expected, dtype=torch.float64))
+    t = sampler.sample(400, generator=torch.Generator().manual_seed(0))
+    on_grid = (t[:, None].double() - sampler.grid[None]).abs().min(1).values < 1e-6
+    assert bool(on_grid.all()) and len(set(t.tolist())) == 5
+    mixed = StepGridTimeSampler((2,), 0.999, 0.5, UniformTimeSampler(0.01, 1.0))
+    t = mixed.sample(400, generator=torch.Generator().manual_seed(0))
+    off = (t[:, None].double() - mixed.grid[None]).abs().min(1).values > 1e-6
+    assert 0.35 < off.double().mean() < 0.65
+    with pytest.raises(ValueError, match="steps"):
+        StepGridTimeSampler((), 0.999, 0.0, UniformTimeSampler())
+
+
+def test_reflow_cli_pairs_train_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = write_tiny_checkpoint(tmp_path / "teacher.ckpt", "ca")
+    pairs = tmp_path / "pairs"
+    base = ["reflow", "pairs", "--ckpt", str(ckpt), "--out", str(pairs), "--lengths", "8", "11"]
+    argv = [*base, "--num", "2", "--solver", "euler", "--steps", "2", "--device", "cpu"]
+    assert cli.main(argv) == 0
+    assert "4 pairs in 2 new shards" in capsys.readouterr().out
+    assert cli.main(argv) == 0
+    assert "0 pairs in 0 new shards (2 already written)" in capsys.readouterr().out
+    run = tmp_path / "student"
+    train = ["reflow", "train", "--pairs", str(pairs), "--init", str(ckpt), "--out", str(run)]
+    assert (
+        cli.main(
+            [*train, "--max-steps", "2", "--no-progress", "--logger", "none", "--distill-steps", "1", "2"]
+        )
+        == 0
+    )
+    assert (run / "last.ckpt").is_file()
+    from proteinflow.train.checkpoints import read_checkpoint, stored_config
+
+    config = stored_config(read_checkpoint(run / "last.ckpt"))
+    assert config is not None and config["reflow"]["distill_steps"] == [1, 2]
+    assert config["reflow"]["init"] == str(ckpt) and config["model_kind"] == "ca"
+    # the student is an ordinary checkpoint: sample it, with the straightness columns
+    out = tmp_path / "samples"
+    args = ["sample", "--ckpt", str(run / "last.ckpt"), "--lengths", "8", "--num", "2", "--steps", "3"]
+    assert cli.main([*args, "--straightness", "--out", str(out), "--device", "cpu"]) == 0
+    assert "straightness_trans mean" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(out / "samples.csv")))
+    assert all(float(r["straightness_trans"]) >= -1e-3 and r["straightness_rot"] == "" for r in rows)
+    # a pair dataset of another model kind is refused, naming it
+    frames = write_tiny_checkpoint(tmp_path / "frames.ckpt", "frames")
+    bad = ["reflow", "train", "--pairs", str(pairs), "--init", str(frames), "--out", str(tmp_path / "x")]
+    assert cli.main([*bad, "--max-steps", "1", "--no-progress", "--logger", "none"]) == 2
+    assert "holds ca states; the model is model_kind frames" in capsys.readouterr().err
+
+
+def test_reflow_cli_errors_name_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        cli.main(
+            [
+                "reflow",
+                "train",
+                "--pairs",
+                str(tmp_path),
+                "--init",
+                str(tmp_path / "a.ckpt"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
+    assert "--init" in capsys.readouterr().err
+    ckpt = write_tiny_checkpoint(tmp_path / "t.ckpt")
+    assert (
+        cli.main(
+            ["reflow", "train", "--pairs", str(tmp_path), "--init", str(ckpt), "--out", str(tmp_path / "o")]
+        )
+        == 2
+    )
+    assert "--pairs" in capsys.readouterr().err
+    argv = [
+        "reflow",
+        "pairs",
+        "--ckpt",
+        str(ckpt),
+        "--out",
+        str(tmp_path / "p"),
+        "--lengths",
+        "8",
+        "--num",
+        "1",
+    ]
+    assert cli.main([*argv, "--rank", "3", "--world-size", "2"]) == 2
+    assert "--rank" in capsys.readouterr().err
+
+
+def test_frame_samples_straightness_is_zero_on_a_geodesic() -> None:
+    from proteinflow.models.frame_flow import FrameSamples
+    from proteinflow.models.registry import samples_straightness
+
+    gen = torch.Generator().manual_seed(0)
+    r0, r1 = so3.random_uniform((2, 5), generator=gen), so3.random_uniform((2, 5), generator=gen)
+    t0, t1 = torch.randn(2, 5, 3, generator=gen), torch.randn(2, 5, 3, generator=gen)
+    times = torch.linspace(0, 1, 11)
+    omega = so3.log(r0.transpose(-1, -2) @ r1)
+    rots = torch.stack([r0 @ so3.exp(float(t) * omega) for t in times])
+    trans = torch.stack([(1 - t) * t0 + t * t1 for t in times])
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    samples = FrameSamples(
+        rots[-1], trans[-1], mask, 10, torch.full((2,), 10), times, {"rots": rots, "trans": trans}
+    )
+    value = samples_straightness(samples)
+    for key in ("rots", "trans"):
+        assert value.value[key].abs().max() < 1e-4 * value.chord[key].min()
+    assert torch.allclose(value.chord["rots"], (so3.dist(r0, r1) ** 2).mean(-1), rtol=1e-4)
