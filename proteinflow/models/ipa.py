@@ -26,13 +26,16 @@ Efficiency notes
 * The point-attention logit ``-gamma_h w_C / 2 * sum_p |q_ip - k_jp|^2`` is expanded as
   ``|q|^2 + |k|^2 - 2 q.k``; the ``|q_i|^2`` term is constant along the softmax axis and is dropped,
   the cross term is folded into the scalar query/key matmul (augmented queries/keys) and the
-  ``|k_j|^2`` term is a per-key bias. No ``[B, N, N, H, P, 3]`` tensor is ever built.
+  ``|k_j|^2`` term is a per-key bias (:func:`~proteinflow.models.ipa_blocks.augmented_point_qk`).
+  No ``[B, N, N, H, P, 3]`` tensor is ever built.
 * The pair-value output ``sum_j a_hij z_ij`` needs the attention weights explicitly, which
   ``torch.nn.functional.scaled_dot_product_attention`` does not return, so the IPA logits are computed
   with one batched matmul and an explicit softmax. SDPA is used in the optional sequence transformer.
 * First layers of the edge MLPs acting on concatenations ``[s_i, s_j, ...]`` are computed as sums of
   per-node projections broadcast over pairs (mathematically identical to concat + Linear).
 * ``pair_chunk_size`` (config) evaluates the pair MLPs in row chunks to cap peak memory.
+* What is left is matrix products: on a CPU the trunk runs at the GEMM rate (about 80 % of a step is in
+  GEMMs whose size the architecture fixes; ``scripts/bench_ipa_trunk.py --profile`` shows the share).
 """
 
 from __future__ import annotations

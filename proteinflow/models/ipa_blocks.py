@@ -27,8 +27,37 @@ __all__ = [
     "IPABlock",
     "InvariantPointAttention",
     "NodeTransition",
+    "augmented_point_qk",
     "SequenceTransformerLayer",
 ]
+
+
+def augmented_point_qk(
+    q: Tensor, k: Tensor, q_pts: Tensor, k_pts: Tensor, g: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Scalar and point attention logits as one matmul plus a per-key bias.
+
+    With ``g_h = gamma_h w_C`` and global points ``q_hip = T_i q_hip``, ``k_hjp = T_j k_hjp``::
+
+        q_hi.k_hj / sqrt(C) - g_h / 2 sum_p |q_hip - k_hjp|^2
+          = [q_hi / sqrt(C), g_h q_hi.] . [k_hj, k_hj.]  - g_h / 2 |k_hj.|^2  - g_h / 2 |q_hi.|^2
+
+    (``q_hi.`` = the ``P`` points flattened to ``3P`` numbers). The last term does not depend on ``j``
+    and cancels in the softmax over ``j``; the middle one is a per-key bias. So no ``[B, N, N, H, P, 3]``
+    difference tensor is needed.
+
+    Args:
+        q, k: ``[B, N, H, C]``; q_pts, k_pts: ``[B, N, H, P, 3]`` (global frame); g: ``[H]``.
+
+    Returns:
+        ``q_aug [B, H, N, C + 3P]``, ``k_aug [B, H, N, C + 3P]`` and ``key_bias [B, H, N]`` (per key j).
+    """
+    c = q.shape[-1]
+    gh = g[None, None, :, None]  # [1, 1, H, 1]
+    q_aug = torch.cat([q / math.sqrt(c), gh * q_pts.flatten(-2)], dim=-1).transpose(1, 2)
+    k_aug = torch.cat([k, k_pts.flatten(-2)], dim=-1).transpose(1, 2)
+    key_bias = (-0.5 * gh[..., 0] * (k_pts * k_pts).sum((-1, -2))).transpose(1, 2)
+    return q_aug, k_aug, key_bias
 
 
 class InvariantPointAttention(nn.Module):
@@ -75,12 +104,7 @@ class InvariantPointAttention(nn.Module):
         w_l = math.sqrt(1.0 / 3.0)
         w_c = math.sqrt(2.0 / (9.0 * pq))
         gamma = F.softplus(self.head_weights).to(s.dtype)  # [H]
-        g = (gamma * w_c)[None, None, :, None]  # [1, 1, H, 1]
-
-        # augmented queries / keys: [B, H, N, C + 3 P_qk]
-        q_aug = torch.cat([q / math.sqrt(c), g * q_pts.flatten(-2)], dim=-1).transpose(1, 2)
-        k_aug = torch.cat([k, k_pts.flatten(-2)], dim=-1).transpose(1, 2)
-        key_bias = (-0.5 * g[..., 0] * (k_pts * k_pts).sum((-1, -2))).transpose(1, 2)  # [B, H, N]
+        q_aug, k_aug, key_bias = augmented_point_qk(q, k, q_pts, k_pts, gamma * w_c)
         pair_bias = self.linear_b(z).permute(0, 3, 1, 2)  # [B, H, N, N]
 
         logits = q_aug @ k_aug.transpose(-1, -2) + pair_bias + key_bias[:, :, None, :]
@@ -151,7 +175,9 @@ class EdgeTransition(nn.Module):
             zr = z[:, rows]
             # h = from_z(z_ij) + a_i + a_j with one broadcast pass and an accumulating GEMM (addmm_)
             h = a_i[:, rows, None, :] + a_j[:, None, :, :]
-            h.view(-1, hid).addmm_(zr.reshape(-1, zr.shape[-1]), self.from_z.weight.t())
+            # in-place ops are not autocast: match h's dtype (bf16 under autocast, else a no-op)
+            w_z = self.from_z.weight.to(h.dtype)
+            h.view(-1, hid).addmm_(zr.reshape(-1, zr.shape[-1]).to(h.dtype), w_z.t())
             h = self.lin3(F.relu_(self.lin2(F.relu_(h))))
             h += zr
             h = self.norm(h).mul_(pair_mask[:, rows, :, None])
