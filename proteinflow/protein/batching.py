@@ -15,7 +15,30 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["LengthBudgetBatchSampler"]
+__all__ = ["LengthBudgetBatchSampler", "pack_by_budget"]
+
+
+def pack_by_budget(
+    order: Sequence[int],
+    lengths: Sequence[int] | np.ndarray,
+    max_residues_sq: int,
+    max_batch_size: int | None,
+) -> list[list[int]]:
+    """Greedy packing of ``order`` (indices sorted by ascending ``lengths``) into batches with
+    ``len(batch) * max_length^2 <= max_residues_sq`` and at most ``max_batch_size`` items: a batch is closed
+    when the next index would break either bound."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        length = int(lengths[index])  # ascending order: the newest item is the longest
+        full = max_batch_size is not None and len(current) >= max_batch_size
+        if current and (full or (len(current) + 1) * length * length > max_residues_sq):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
 
 
 class LengthBudgetBatchSampler(Sampler[list[int]]):
@@ -137,18 +160,7 @@ class LengthBudgetBatchSampler(Sampler[list[int]]):
             order = items[np.lexsort((rng.permutation(len(items)), lengths))]
         else:
             order = items[np.argsort(lengths, kind="stable")]
-        batches: list[list[int]] = []
-        current: list[int] = []
-        for index in order.tolist():
-            length = int(self.lengths[index])  # ascending order: the newest item is the longest
-            full = self.max_batch_size is not None and len(current) >= self.max_batch_size
-            if current and (full or (len(current) + 1) * length * length > self.max_residues_sq):
-                batches.append(current)
-                current = []
-            current.append(index)
-        if current:
-            batches.append(current)
-        return batches
+        return pack_by_budget(order.tolist(), self.lengths, self.max_residues_sq, self.max_batch_size)
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """The batches of all ranks for ``epoch``, in the order they are dealt (rank r gets ``[r::R]``)."""

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
+from proteinflow.protein.batching import pack_by_budget
 from proteinflow.protein.dataset import (
     BackboneBatch,
     BackboneItem,
@@ -254,18 +255,10 @@ class ShardStream(IterableDataset):
 
     def _pack(self, items: list[BackboneItem]) -> list[list[BackboneItem]]:
         """Items sorted by length, packed greedily under the budget (as the epoch sampler packs)."""
-        s = self.settings
-        batches: list[list[BackboneItem]] = []
-        current: list[BackboneItem] = []
-        for item in sorted(items, key=len):
-            full = s.max_batch_size is not None and len(current) >= s.max_batch_size
-            if current and (full or (len(current) + 1) * len(item) ** 2 > s.max_residues_sq):
-                batches.append(current)
-                current = []
-            current.append(item)
-        if current:
-            batches.append(current)
-        return batches
+        lengths = [len(item) for item in items]
+        order = sorted(range(len(items)), key=lengths.__getitem__)
+        batches = pack_by_budget(order, lengths, self.settings.max_residues_sq, self.settings.max_batch_size)
+        return [[items[k] for k in batch] for batch in batches]
 
     def pass_batches(self, epoch: int, worker: int = 0, num_workers: int = 1) -> Iterator[BackboneBatch]:
         """The batches of one pass over this rank's (and worker's) shards."""
