@@ -28,36 +28,15 @@ from pathlib import Path
 
 import torch
 
-TINY_MODEL = dict(
-    c_s=16,
-    c_z=8,
-    c_hidden=8,
-    num_heads=2,
-    num_qk_points=2,
-    num_v_points=2,
-    c_pair_value=4,
-    num_blocks=1,
-    c_time=8,
-    c_pos=8,
-    relpos_k=8,
-    edge_feat_dim=8,
-    num_dist_bins=8,
-    edge_transition_hidden=16,
-)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_checkpoint(path: Path) -> Path:
-    """An untrained ``kind: frames`` checkpoint of a tiny IPA model (seeded random weights)."""
-    from proteinflow.atomic import atomic_path
-    from proteinflow.models.registry import build_backbone_flow
+    """An untrained ``kind: frames`` checkpoint of the tests' tiny IPA model (seeded random weights)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import write_tiny_checkpoint
 
-    torch.manual_seed(0)
-    flow = build_backbone_flow("frames", TINY_MODEL, {})
-    state = {f"flow.{k}": v for k, v in flow.state_dict().items()}
-    blob = {"hyper_parameters": {"config": {"kind": "frames", "model": TINY_MODEL}}, "state_dict": state}
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
-    return path
+    return write_tiny_checkpoint(path)
 
 
 def run_sample(argv: list[str], out: Path, devices: int) -> float:

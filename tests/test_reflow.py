@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, write_tiny_checkpoint
 from torch import Tensor, nn
 
 from proteinflow import cli
@@ -28,17 +28,6 @@ from proteinflow.train.reflow_pairs import (
     seeded_noise,
     shard_name,
 )
-
-
-def write_tiny_checkpoint(path: Path, model_kind: str = "frames", seed: int = 0) -> Path:
-    """An untrained backbone checkpoint (random weights, stored as ``proteinflow train`` stores them)."""
-    torch.manual_seed(seed)
-    model = TINY_MODEL if model_kind != "ca" else dict(c_h=8, c_edge=8, c_message=8, num_layers=1)
-    flow = build_backbone_flow(model_kind, model, {})
-    state = {f"flow.{k}": v for k, v in flow.state_dict().items()}
-    config = {"kind": "frames", "model_kind": model_kind, "model": model}
-    torch.save({"hyper_parameters": {"config": config}, "state_dict": state}, path)
-    return path
 
 
 @pytest.fixture(scope="module")

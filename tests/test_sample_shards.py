@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_MODEL
+from conftest import write_tiny_checkpoint
 
 from proteinflow import cli
 from proteinflow.train.backbone_sampling import (
@@ -33,19 +33,6 @@ from proteinflow.train.backbone_sampling import (
 
 #: Two lengths, five backbones each, batches of two: six batches of unequal size over two ranks.
 SAMPLE_ARGS = ["--lengths", "12", "17", "--num", "5", "--steps", "4", "--batch-size", "2", "--device", "cpu"]
-
-
-def write_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
-    """An untrained ``kind: frames`` checkpoint (random weights, as ``proteinflow train`` stores them)."""
-    from proteinflow.models.registry import build_backbone_flow
-
-    torch.manual_seed(seed)
-    flow = build_backbone_flow("frames", TINY_MODEL, {})
-    state = {f"flow.{k}": v for k, v in flow.state_dict().items()}
-    torch.save(
-        {"hyper_parameters": {"config": {"kind": "frames", "model": TINY_MODEL}}, "state_dict": state}, path
-    )
-    return path
 
 
 @pytest.fixture(scope="module")
