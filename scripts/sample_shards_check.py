@@ -77,22 +77,16 @@ def table_rows(folder: Path) -> list[dict[str, str]]:
 
 def batch_effect(ckpt: Path, device: str, length: int, batch: int, steps: int) -> float:
     """Max |delta| (Angstrom) between backbones sampled as one batch of ``batch`` and each sampled alone."""
-    from proteinflow.models.registry import concat_priors
     from proteinflow.train.backbone_atoms import sample_atoms
-    from proteinflow.train.backbone_sampling import backbone_seed, load_backbone_checkpoint
+    from proteinflow.train.backbone_sampling import load_backbone_checkpoint, seeded_noise
 
     dev = torch.device(device)
     flow, _ = load_backbone_checkpoint(ckpt, dev)
-    mask = torch.ones(batch, length, dtype=torch.bool, device=dev)
-    priors = [
-        flow.sample_prior(
-            mask[:1], generator=torch.Generator(device=dev).manual_seed(backbone_seed(0, length, k))
-        )
-        for k in range(batch)
-    ]
+    x0, mask = seeded_noise(flow, length, range(batch), 0, dev)
+    singles = [seeded_noise(flow, length, [k], 0, dev)[0] for k in range(batch)]
     with torch.no_grad():
-        together = sample_atoms(flow.sample(mask, method="euler", steps=steps, x_init=concat_priors(priors)))
-        alone = [sample_atoms(flow.sample(mask[:1], method="euler", steps=steps, x_init=p)) for p in priors]
+        together = sample_atoms(flow.sample(mask, method="euler", steps=steps, x_init=x0))
+        alone = [sample_atoms(flow.sample(mask[:1], method="euler", steps=steps, x_init=p)) for p in singles]
     return float((together - torch.cat(alone)).abs().max())
 
 

@@ -19,13 +19,12 @@ from proteinflow.flow.time_samplers import StepGridTimeSampler, UniformTimeSampl
 from proteinflow.geometry import rigid, so3
 from proteinflow.models.euclidean_flow import EuclideanBackboneFlow, EuclideanFlowConfig
 from proteinflow.models.registry import build_backbone_flow
-from proteinflow.train.backbone_sampling import trajectory_times
+from proteinflow.train.backbone_sampling import seeded_noise, trajectory_times
 from proteinflow.train.reflow_pairs import (
     PairDataset,
     PairExample,
     collate_pairs,
     generate_pairs,
-    seeded_noise,
     shard_name,
 )
 

@@ -61,7 +61,7 @@ import torch
 from proteinflow.atomic import atomic_write_text
 from proteinflow.flow.solver_data import DATA_METHODS
 from proteinflow.flow.time_grids import GRIDS, time_grid
-from proteinflow.models.registry import build_backbone_flow, samples_straightness
+from proteinflow.models.registry import BackboneFlow, Prior, build_backbone_flow, samples_straightness
 from proteinflow.models.sampling import SAMPLING_METHODS
 from proteinflow.timing import device_seconds, resolve_device
 from proteinflow.train.checkpoints import (
@@ -120,6 +120,24 @@ STRAIGHTNESS_FRAMES = 100
 def backbone_seed(seed: int, length: int, index: int) -> int:
     """The prior-noise seed of backbone ``index`` of length ``length``: reproducible, batch-independent."""
     return (seed * 1_000_003 + length * 7_919 + index) % (2**63 - 1)
+
+
+def seeded_noise(
+    flow: BackboneFlow, length: int, indices: Sequence[int], seed: int, device: torch.device
+) -> tuple[Prior, torch.Tensor]:
+    """Prior draws of backbones ``indices`` of ``length``, each from its own generator seeded by
+    :func:`backbone_seed`, so a backbone's noise depends on neither its batch nor its device. Returns
+    ``(x0, mask [B, N])`` (``x0`` as :func:`~proteinflow.models.registry.concat_priors` stacks them)."""
+    from proteinflow.models.registry import concat_priors
+
+    mask = torch.ones(len(indices), length, dtype=torch.bool, device=device)
+    priors = [
+        flow.sample_prior(
+            mask[:1], generator=torch.Generator(device=device).manual_seed(backbone_seed(seed, length, k))
+        )
+        for k in indices
+    ]
+    return concat_priors(priors), mask
 
 
 def trajectory_times(
@@ -226,20 +244,11 @@ def _sample_batch(
     """Sample backbones ``idx`` of ``length`` in one batch (each from its own seeded prior draw), write
     their structure files into ``out`` (trajectories into ``out/trajectories``) and return their rows
     (``rank``: the process sampling them)."""
-    from proteinflow.models.registry import concat_priors
     from proteinflow.protein.structure_set import TRAJECTORY_DIR
     from proteinflow.protein.write import fits_pdb, write_mmcif, write_pdb, write_trajectory_pdb
     from proteinflow.train.backbone_atoms import sample_atoms, trajectory_atoms
 
-    mask = torch.ones(len(idx), length, dtype=torch.bool, device=dev)
-    priors = [
-        flow.sample_prior(
-            mask[:1],
-            generator=torch.Generator(device=dev).manual_seed(backbone_seed(settings.seed, length, k)),
-        )
-        for k in idx
-    ]
-    x0 = concat_priors(priors)
+    x0, mask = seeded_noise(flow, length, idx, settings.seed, dev)
     # straightness needs every solver step (a frame count above the step count records them all)
     frames = max(settings.trajectory_frames, (settings.steps or STRAIGHTNESS_FRAMES) + 1)
     times = (

@@ -44,13 +44,14 @@ from torch import Tensor
 
 from proteinflow.atomic import atomic_path, atomic_write_text
 from proteinflow.models.frame_flow import FrameFlow, FrameSamples
-from proteinflow.models.registry import BackboneFlow, BackboneSamples, concat_priors
+from proteinflow.models.registry import BackboneFlow, BackboneSamples
 from proteinflow.models.sampling import SAMPLING_METHODS
 from proteinflow.timing import device_seconds, resolve_device
 from proteinflow.train.backbone_sampling import (
     backbone_seed,
     load_backbone_checkpoint,
     plan_batches,
+    seeded_noise,
     shard_batches,
 )
 
@@ -129,22 +130,6 @@ def flow_state(flow: BackboneFlow, x: State) -> Tensor | State:
     if set(x) != {"x"}:
         raise ValueError(f"a Euclidean flow needs states with the key x; got {sorted(x)}")
     return x["x"]
-
-
-def seeded_noise(
-    flow: BackboneFlow, length: int, indices: Sequence[int], seed: int, device: torch.device
-) -> tuple[Tensor | State, Tensor]:
-    """Prior draws of backbones ``indices`` of ``length``, each from its own generator seeded by
-    :func:`~proteinflow.train.backbone_sampling.backbone_seed` (the noise ``proteinflow sample --seed``
-    draws for the same backbones). Returns ``(x0, mask [B, N])``."""
-    mask = torch.ones(len(indices), length, dtype=torch.bool, device=device)
-    priors = [
-        flow.sample_prior(
-            mask[:1], generator=torch.Generator(device=device).manual_seed(backbone_seed(seed, length, k))
-        )
-        for k in indices
-    ]
-    return concat_priors(priors), mask
 
 
 def _check_meta(out: Path, settings: PairSettings) -> None:
