@@ -45,6 +45,7 @@ from proteinflow.protein.filters import radius_of_gyration
 from proteinflow.protein.prepared_store import read_rows
 from proteinflow.train.backbone_atoms import sample_atoms
 from proteinflow.train.backbone_config import BackboneExperimentConfig
+from proteinflow.train.backbone_loaders import budget_sampler, validation_loader
 from proteinflow.train.base_module import FlowTrainingModule
 from proteinflow.train.curves import plot_val_curves
 from proteinflow.train.reflow import pair_batch_losses, pair_time_sampler
@@ -179,16 +180,6 @@ def training_clusters(
     return None
 
 
-class _ValidationTrigger(torch.utils.data.Dataset):
-    """One dummy item per validation run: validation samples from noise, it needs no data."""
-
-    def __len__(self) -> int:
-        return 1
-
-    def __getitem__(self, index: int) -> int:
-        return index
-
-
 class BackboneDataModule(L.LightningDataModule):
     """Prepared-dataset loaders with the length-budget batch sampler (DDP-aware).
 
@@ -273,16 +264,8 @@ class BackboneDataModule(L.LightningDataModule):
             stream = ShardStream(self.stream_urls, self._stream_settings(), rank=rank, num_replicas=world)
             return DataLoader(stream, batch_size=None, num_workers=self.cfg.data.num_workers)
         assert self.train_set is not None, "call setup() first"
-        sampler = LengthBudgetBatchSampler(
-            self.train_set.lengths,
-            max_residues_sq=self.cfg.data.max_residues_sq,
-            shuffle=True,
-            seed=self.cfg.seed,
-            num_replicas=world,
-            rank=rank,
-            max_batch_size=self.cfg.data.max_batch_size,
-            clusters=None if self.clusters is None else self.clusters.labels,
-        )
+        clusters = None if self.clusters is None else self.clusters.labels
+        sampler = budget_sampler(self.train_set.lengths, self.cfg, trainer, clusters)
         return DataLoader(
             self.train_set,
             batch_sampler=sampler,
@@ -291,4 +274,4 @@ class BackboneDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(_ValidationTrigger(), batch_size=1)
+        return validation_loader()

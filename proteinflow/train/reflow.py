@@ -48,8 +48,8 @@ from torch.utils.data import DataLoader
 from proteinflow.atomic import atomic_write_text
 from proteinflow.flow.time_samplers import StepGridTimeSampler, TimeSampler, UniformTimeSampler
 from proteinflow.models.registry import BACKBONE_MODELS, BackboneFlow
-from proteinflow.protein.dataset import LengthBudgetBatchSampler
 from proteinflow.train.backbone_config import BackboneExperimentConfig, backbone_config_from_dict
+from proteinflow.train.backbone_loaders import budget_sampler, validation_loader
 from proteinflow.train.checkpoints import (
     CheckpointError,
     load_sampling_weights,
@@ -115,16 +115,6 @@ def warm_start(module: Any, path: str | Path) -> None:
     module.init_ema()
 
 
-class _ValidationTrigger(torch.utils.data.Dataset):
-    """One dummy item per validation run (validation samples from noise)."""
-
-    def __len__(self) -> int:
-        return 1
-
-    def __getitem__(self, index: int) -> int:
-        return index
-
-
 class PairDataModule(L.LightningDataModule):
     """Coupled pairs (``reflow.pairs``) under the length-budget batch sampler (``data.max_residues_sq``,
     ``data.max_batch_size``; DDP-aware), padded by :func:`~proteinflow.train.reflow_pairs.collate_pairs`.
@@ -159,20 +149,11 @@ class PairDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.pairs is not None, "call setup() first"
-        trainer = self.trainer
-        sampler = LengthBudgetBatchSampler(
-            self.pairs.lengths,
-            max_residues_sq=self.cfg.data.max_residues_sq,
-            shuffle=True,
-            seed=self.cfg.seed,
-            num_replicas=trainer.world_size if trainer is not None else 1,
-            rank=trainer.global_rank if trainer is not None else 0,
-            max_batch_size=self.cfg.data.max_batch_size,
-        )
+        sampler = budget_sampler(self.pairs.lengths, self.cfg, self.trainer)
         return DataLoader(self.pairs, batch_sampler=sampler, collate_fn=collate_pairs)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(_ValidationTrigger(), batch_size=1)
+        return validation_loader()
 
 
 @dataclass(frozen=True)
