@@ -220,12 +220,7 @@ def generate_pairs(
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
-        _check_meta(out, settings)
-    elif not (out / PAIRS_META).is_file():
-        atomic_write_text(out / PAIRS_META, settings.to_json())  # same content as rank 0 writes
-    else:
-        _check_meta(out, settings)
+    _check_meta(out, settings)  # every rank: write it if missing (same content), else check it
     written = skipped = pairs = 0
     start = time.perf_counter()
     for batch in shard_batches(plan_batches(lengths, num, batch_size), rank, world_size):
