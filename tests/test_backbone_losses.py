@@ -1,4 +1,5 @@
-"""The local pair distance loss against a brute-force reference, its invariances and its clash term."""
+"""The local pair distance and CA clash losses against brute-force references, their invariances and their
+terms in the frame-flow loss."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from proteinflow.geometry import so3
-from proteinflow.models.backbone_losses import local_pair_distance_loss
+from proteinflow.models.backbone_losses import ca_clash_loss, local_pair_distance_loss
 from proteinflow.models.frame_flow import FrameFlow, FrameFlowConfig
 from proteinflow.models.ipa import IPAConfig
 
@@ -98,3 +99,143 @@ def test_frame_flow_dist_term_is_logged_and_enters_the_total() -> None:
     assert off.dist.item() == 0.0 and on.dist.item() > 0.0
     assert "dist" in on.terms()
     assert (on.total - off.total).item() == pytest.approx(2.0 * on.dist.item(), rel=1e-5)
+
+
+def _clash_reference(pred, true, mask, min_dist, min_sep, unit, weight):
+    """Loop over every CA pair ``i < j``: the clash formula of the module docstring, written out."""
+    bsz, n, _ = pred.shape
+    total = 0.0
+    for b in range(bsz):
+        sq = 0.0
+        for i in range(n):
+            for j in range(i + min_sep, n):
+                if not (mask[b, i] and mask[b, j]):
+                    continue
+                d = torch.linalg.norm(true[b, i] - true[b, j]).item()
+                dh = torch.linalg.norm(pred[b, i] - pred[b, j]).item()
+                sq += (max(min(d, min_dist) - dh, 0.0) / unit) ** 2
+        total += weight[b].item() * sq / max(int(mask[b].sum()), 1)
+    return total / bsz
+
+
+def _compact_chain(n: int, bsz: int, seed: int) -> torch.Tensor:
+    """``[B, n, 3]`` random walks of 3.8 A steps folded into a small box: many nonlocal pairs under 4 A."""
+    g = torch.Generator().manual_seed(seed)
+    steps = torch.nn.functional.normalize(torch.randn(bsz, n, 3, generator=g, dtype=torch.float64), dim=-1)
+    return torch.cumsum(steps * 3.8, dim=1)
+
+
+def test_clash_loss_matches_brute_force_reference() -> None:
+    true = _compact_chain(11, 3, seed=0) * 1.5  # some true nonlocal pairs closer than min_dist too
+    pred = _compact_chain(11, 3, seed=1)
+    mask = torch.ones(3, 11, dtype=torch.bool)
+    mask[1, 8:] = False
+    weight = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
+    for min_sep in (3, 5):
+        got = ca_clash_loss(pred, true, mask, min_dist=4.5, min_sep=min_sep, unit=10.0, weight=weight)
+        want = _clash_reference(pred, true, mask, 4.5, min_sep, 10.0, weight)
+        assert want > 0.0
+        assert got.item() == pytest.approx(want, rel=1e-7)  # 1e-8 under the root of d_hat
+
+
+def test_clash_loss_is_zero_without_overlaps_and_invariant_under_rigid_motions() -> None:
+    true = _compact_chain(12, 2, seed=2)
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    # the truth itself, and a prediction stretched 2x (every pair farther than in the data): no clash
+    assert ca_clash_loss(true, true, mask, min_dist=3.8).item() == 0.0
+    assert ca_clash_loss(true * 2.0, true, mask, min_dist=3.8).item() == 0.0
+    pred = _compact_chain(12, 2, seed=3) * 0.6
+    base = ca_clash_loss(pred, true, mask, min_dist=3.8)
+    assert base.item() > 0.0
+    g = torch.Generator().manual_seed(4)
+    rot = so3.random_uniform(2, generator=g, dtype=torch.float64)
+    moved = torch.einsum("bij,bnj->bni", rot, pred) + torch.tensor([3.0, -2.0, 7.0], dtype=torch.float64)
+    assert ca_clash_loss(moved, true, mask, min_dist=3.8).item() == pytest.approx(base.item(), rel=1e-9)
+
+
+def test_clash_loss_holds_close_true_pairs_only_to_their_true_distance() -> None:
+    # residues 0 and 4 are 3.0 A apart in the data (closer than min_dist): predicting 3.0 A costs nothing,
+    # 2.0 A costs (3.0 - 2.0)^2 / 5 residues; pairs |i - j| < 3 never count
+    true = torch.zeros(1, 5, 3, dtype=torch.float64)
+    true[0, :, 0] = torch.tensor([0.0, 10.0, 20.0, 30.0, 3.0])
+    true[0, 1:4, 1] = 10.0
+    mask = torch.ones(1, 5, dtype=torch.bool)
+    assert ca_clash_loss(true, true, mask, min_dist=3.8).item() == 0.0
+    pred = true.clone()
+    pred[0, 4, 0] = 2.0
+    assert ca_clash_loss(pred, true, mask, min_dist=3.8).item() == pytest.approx(1.0 / 5, rel=1e-7)
+    near = true.clone()
+    near[0, 1] = near[0, 0] + torch.tensor([0.5, 0.0, 0.0], dtype=torch.float64)  # |i - j| = 1
+    assert ca_clash_loss(near, near * 1.0, mask, min_dist=3.8).item() == 0.0
+
+
+def test_clash_loss_pushes_coincident_atoms_apart_with_finite_gradients() -> None:
+    true = torch.zeros(1, 6, 3, dtype=torch.float64)
+    true[0, :, 0] = torch.arange(6, dtype=torch.float64) * 3.8
+    pred = true.clone()
+    pred[0, 5] = pred[0, 0] + torch.tensor([0.3, 0.1, 0.0], dtype=torch.float64)
+    pred.requires_grad_(True)
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    loss = ca_clash_loss(pred, true, mask, min_dist=3.8)
+    loss.backward()
+    assert torch.isfinite(pred.grad).all()
+    stepped = (pred - 0.5 * pred.grad).detach()
+    assert torch.linalg.norm(stepped[0, 5] - stepped[0, 0]) > torch.linalg.norm(pred[0, 5] - pred[0, 0])
+    coincident = true.clone()
+    coincident[0, 5] = coincident[0, 0]
+    coincident.requires_grad_(True)
+    ca_clash_loss(coincident, true, mask, min_dist=3.8).backward()
+    assert torch.isfinite(coincident.grad).all()
+
+
+def test_clash_loss_rejects_bad_arguments_naming_them() -> None:
+    ca, mask = torch.zeros(1, 4, 3), torch.ones(1, 4)
+    with pytest.raises(ValueError, match="pred_ca and true_ca"):
+        ca_clash_loss(ca, torch.zeros(1, 5, 3), mask, min_dist=3.8)
+    with pytest.raises(ValueError, match="mask must have shape"):
+        ca_clash_loss(ca, ca, torch.ones(1, 5), min_dist=3.8)
+    with pytest.raises(ValueError, match="min_dist"):
+        ca_clash_loss(ca, ca, mask, min_dist=0.0)
+    with pytest.raises(ValueError, match="min_sep"):
+        ca_clash_loss(ca, ca, mask, min_dist=3.8, min_sep=0)
+    with pytest.raises(ValueError, match="weight"):
+        ca_clash_loss(ca, ca, mask, min_dist=3.8, weight=torch.ones(2))
+
+
+def test_frame_flow_clash_term_is_logged_gated_by_time_and_enters_the_total() -> None:
+    net = IPAConfig(c_s=16, c_z=8, c_hidden=8, num_heads=2, num_qk_points=2, num_v_points=2, num_blocks=1)
+    g = torch.Generator().manual_seed(3)
+    coords = torch.randn(2, 12, 4, 3, generator=g) * 0.5 + torch.arange(12)[None, :, None, None] * 1.5
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    # CAs 2.6 A apart along a line and translation noise of 0.1 A: at t <= 0.3 x_t is the data shrunk to
+    # <= 0.3x, so x_t and the untrained network's x1_hat near it crowd the CAs under 3.8 A
+    cfg = FrameFlowConfig(length_unit=0.1, clash_loss_weight=0.0)
+    torch.manual_seed(0)
+    flow = FrameFlow(cfg, net)
+    x1 = flow.data_state(coords, mask)
+    x0 = flow.sample_prior(mask, generator=torch.Generator().manual_seed(6))
+    t = torch.tensor([0.1, 0.3])
+
+    def loss(t: torch.Tensor, **changes: float):
+        flow.cfg = dataclasses.replace(cfg, **changes)
+        return flow.pair_loss(x0, x1, mask, t=t, generator=torch.Generator().manual_seed(7))
+
+    off, on = loss(t), loss(t, clash_loss_weight=3.0)
+    assert off.clash.item() == 0.0 and on.clash.item() > 0.0
+    assert "clash" in on.terms()
+    assert (on.total - off.total).item() == pytest.approx(3.0 * on.clash.item(), rel=1e-5)
+    # only the sample at t = 0.3 >= clash_loss_t_min counts, wherever it sits in the batch
+    swapped = loss(t.flip(0), clash_loss_weight=3.0)
+    assert swapped.clash.item() > 0.0
+    assert loss(t, clash_loss_weight=3.0, clash_loss_t_min=0.5).clash.item() == 0.0
+    both = loss(torch.tensor([0.3, 0.3]), clash_loss_weight=3.0, clash_loss_t_min=0.2)
+    assert both.clash.item() > on.clash.item()
+
+
+def test_clash_config_fields_are_checked() -> None:
+    with pytest.raises(ValueError, match="clash_loss_weight"):
+        FrameFlowConfig(clash_loss_weight=-1.0)
+    with pytest.raises(ValueError, match="clash_loss_dist"):
+        FrameFlowConfig(clash_loss_dist=0.0)
+    with pytest.raises(ValueError, match="clash_loss_t_min"):
+        FrameFlowConfig(clash_loss_t_min=1.5)

@@ -62,6 +62,11 @@ loss compares ideal backbone atoms (N, CA, C) built from predicted and true fram
 (:func:`~proteinflow.models.backbone_losses.local_pair_distance_loss`) compares their inter-residue
 distances over pairs closer than ``dist_loss_cutoff`` in the data or the prediction (CA-CA bonds,
 contacts and clashes), gated the same way and weighted like the translation term (``w_trans(t)^2``).
+The CA clash loss (:func:`~proteinflow.models.backbone_losses.ca_clash_loss`) is a hinge on predicted CA
+pairs with ``|i - j| >= 3`` closer than ``clash_loss_dist``, for ``t >= clash_loss_t_min`` and not
+time-weighted: the chain must not pass through itself in any prediction, and a sample's long-range fold
+is decided in mid-flight (with the 218k-parameter CPU recipe, x1_hat along a sampled trajectory keeps
+its long-range clashes from t = 0.6 on).
 """
 
 from __future__ import annotations
@@ -81,7 +86,7 @@ from proteinflow.geometry import rigid, so3
 from proteinflow.geometry.igso3 import IGSO3Sampler
 from proteinflow.geometry.manifolds import SO3, ProductManifold, ZeroCentreEuclidean
 from proteinflow.geometry.masked import masked_centre
-from proteinflow.models.backbone_losses import local_pair_distance_loss
+from proteinflow.models.backbone_losses import ca_clash_loss, local_pair_distance_loss
 from proteinflow.models.frame_flow_config import ROT_PRIORS, ROT_SCHEDULES, TRANS_COUPLINGS, FrameFlowConfig
 from proteinflow.models.ipa import FrameDenoiser, IPAConfig
 from proteinflow.models.sampling import sample_to_data, x1_predictor
@@ -99,17 +104,18 @@ __all__ = [
 
 @dataclass
 class FrameFlowLoss:
-    """Training losses (scalars). ``total = w_r rot + w_t trans + w_a aux + w_d dist``."""
+    """Training losses (scalars). ``total = w_r rot + w_t trans + w_a aux + w_d dist + w_c clash``."""
 
     total: Tensor
     rot: Tensor
     trans: Tensor
     aux: Tensor
     dist: Tensor
+    clash: Tensor
 
     def terms(self) -> dict[str, Tensor]:
         """Named loss terms (for logging)."""
-        return {"rot": self.rot, "trans": self.trans, "aux": self.aux, "dist": self.dist}
+        return {"rot": self.rot, "trans": self.trans, "aux": self.aux, "dist": self.dist, "clash": self.clash}
 
 
 @dataclass
@@ -271,13 +277,26 @@ class FrameFlow(nn.Module):
         x1_hat = self._training_prediction(x_t, t, mask, res_idx, generator)
         terms, weights = self._factor_losses(x_t, x1_hat, x1, t, mask)
         aux, dist = self._atom_losses(x1_hat, x1, t, mask, weights["trans"])
+        clash = torch.zeros((), dtype=t.dtype, device=t.device)
+        if self.cfg.clash_loss_weight > 0:
+            clash = ca_clash_loss(
+                x1_hat["trans"],
+                x1["trans"],
+                mask,
+                min_dist=self.cfg.clash_loss_dist,
+                unit=self.cfg.length_unit,
+                weight=(t >= self.cfg.clash_loss_t_min).to(t.dtype),
+            )
         total = (
             self.cfg.rot_loss_weight * terms["rots"]
             + self.cfg.trans_loss_weight * terms["trans"]
             + self.cfg.aux_loss_weight * aux
             + self.cfg.dist_loss_weight * dist
+            + self.cfg.clash_loss_weight * clash
         )
-        return FrameFlowLoss(total=total, rot=terms["rots"], trans=terms["trans"], aux=aux, dist=dist)
+        return FrameFlowLoss(
+            total=total, rot=terms["rots"], trans=terms["trans"], aux=aux, dist=dist, clash=clash
+        )
 
     def data_state(self, coords: Tensor, mask: Tensor) -> dict[str, Tensor]:
         """Clean frames of backbones ``coords [B, N, A >= 3, 3]``: ``{"rots", "trans"}`` (centred)."""

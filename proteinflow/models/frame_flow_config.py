@@ -33,12 +33,17 @@ class FrameFlowConfig:
             value at ``loss_t_cap`` for later times.
         velocity_floor: floor of ``1 - kappa`` in the sampling velocity.
         final_gap: sampling integrates ``[0, 1 - final_gap]``, then takes one Euler step to ``t = 1``.
-        rot_loss_weight, trans_loss_weight, aux_loss_weight, dist_loss_weight: weights of the four loss
-            terms (rotation, translation, backbone atoms, local pair distances).
+        rot_loss_weight, trans_loss_weight, aux_loss_weight, dist_loss_weight, clash_loss_weight: weights
+            of the five loss terms (rotation, translation, backbone atoms, local pair distances, CA
+            clashes).
         aux_loss_t_min: the backbone-atom and pair-distance losses apply to samples with
             ``t >= aux_loss_t_min``.
         dist_loss_cutoff: Angstrom; pairs of atoms of different residues closer than this in the data
             or in the prediction enter the pair distance loss.
+        clash_loss_dist: Angstrom; the CA clash loss pushes CA pairs with ``|i - j| >= 3`` apart to
+            ``min(true distance, clash_loss_dist)``.
+        clash_loss_t_min: the CA clash loss applies to samples with ``t >= clash_loss_t_min`` (earlier
+            than the atom losses: a sample's long-range fold is decided in mid-flight).
         self_condition_prob: probability that a training batch uses self-conditioning.
     """
 
@@ -59,6 +64,9 @@ class FrameFlowConfig:
     dist_loss_weight: float = 0.0
     aux_loss_t_min: float = 0.5
     dist_loss_cutoff: float = 6.0
+    clash_loss_weight: float = 0.0
+    clash_loss_dist: float = 3.8
+    clash_loss_t_min: float = 0.25
     self_condition_prob: float = 0.5
 
     def __post_init__(self) -> None:
@@ -75,7 +83,14 @@ class FrameFlowConfig:
             )
         if not 0.0 < self.loss_t_cap < 1.0:
             raise ValueError(f"FrameFlowConfig.loss_t_cap must be in (0, 1), got {self.loss_t_cap!r}")
-        for name in ("igso3_sigma", "rot_rate", "length_unit", "velocity_floor", "dist_loss_cutoff"):
+        for name in (
+            "igso3_sigma",
+            "rot_rate",
+            "length_unit",
+            "velocity_floor",
+            "dist_loss_cutoff",
+            "clash_loss_dist",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"FrameFlowConfig.{name} must be > 0, got {getattr(self, name)!r}")
         if self.sampling_rot_rate is not None and not self.sampling_rot_rate > 0:
@@ -84,11 +99,17 @@ class FrameFlowConfig:
             )
         if not 0.0 < self.final_gap < 0.5:
             raise ValueError(f"FrameFlowConfig.final_gap must be in (0, 0.5), got {self.final_gap!r}")
-        for name in ("t_min", "aux_loss_t_min", "self_condition_prob"):
+        for name in ("t_min", "aux_loss_t_min", "clash_loss_t_min", "self_condition_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"FrameFlowConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.t_min >= 1.0:
             raise ValueError(f"FrameFlowConfig.t_min must be < 1, got {self.t_min}")
-        for name in ("rot_loss_weight", "trans_loss_weight", "aux_loss_weight", "dist_loss_weight"):
+        for name in (
+            "rot_loss_weight",
+            "trans_loss_weight",
+            "aux_loss_weight",
+            "dist_loss_weight",
+            "clash_loss_weight",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"FrameFlowConfig.{name} must be >= 0, got {getattr(self, name)!r}")
