@@ -6,7 +6,7 @@ the same noise (``proteinflow sample --seed S``: a backbone depends only on (see
 * CA RMSD (Kabsch-aligned) of every sample to the teacher's accurate endpoint from the same noise (the
   teacher with ``--ref-steps`` Euler steps);
 * straightness (``proteinflow sample --straightness``) of every run (Euler at each step count; the
-  teacher's also at ``--ref-steps``);
+  teacher's also at ``--ref-steps``; every model's also at ``--straight-steps``, default 20);
 * ``proteinflow eval`` against the prepared val set (``--reference-max`` structures): CA-CA, clashes,
   Rg ratio, P-SEA H/E/C, W1 of CA angles / dihedrals;
 * the targets: the student at 4 steps within 15 % of the teacher's ``--ref-steps`` value on every eval
@@ -157,10 +157,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--ref-steps", type=int, default=100)
     parser.add_argument(
-        "--straight-dir",
-        type=Path,
-        default=Path("outputs/reflow/straight"),
-        help="folders LABEL_eulerK of `sample --straightness` runs on the same noise to add to the table",
+        "--straight-steps",
+        type=int,
+        nargs="*",
+        default=[20],
+        help="further Euler step counts sampled (same noise) for the straightness table only",
     )
     parser.add_argument("--reference", default="data/prepared/cath_val")
     parser.add_argument("--reference-max", type=int, default=200)
@@ -180,10 +181,11 @@ def main() -> None:
         return {"S_rot": float(np.mean(rot)), "S_trans": float(np.mean(trans))}
 
     straight: dict[str, dict[str, float]] = {f"teacher (Euler {args.ref_steps})": straightness_of(ref_rows)}
-    for label in models:  # finer trajectories made by hand (`sample --straightness`, same noise), if any
-        for csv_path in sorted(args.straight_dir.glob(f"{label}_euler*/samples.csv")):
-            steps = csv_path.parent.name.rsplit("euler", 1)[1]
-            straight[f"{label} (Euler {steps})"] = straightness_of(list(csv.DictReader(open(csv_path))))
+    for label, ckpt in models.items():  # finer trajectories, for straightness only
+        for k in args.straight_steps:
+            straight[f"{label} (Euler {k})"] = straightness_of(
+                sample(ckpt, samples / f"{label}_euler{k}", args, k, True)
+            )
     rows_out = []
     for label, ckpt in models.items():
         for k in args.steps:
