@@ -34,6 +34,20 @@ from torch import Tensor
 from proteinflow.flow.losses import cfm_loss
 
 
+def _check_structures(
+    fn: str, names: tuple[str, str], pred: Tensor, true: Tensor, mask: Tensor, shape: str
+) -> None:
+    """Raise a ValueError naming ``fn`` and the argument unless ``pred`` and ``true`` both have ``shape``
+    (``"[B, N, 3]"`` or ``"[B, N, A, 3]"``, last dim 3) and ``mask`` is ``[B, N]``."""
+    if pred.shape != true.shape or pred.dim() != shape.count(",") + 1 or pred.shape[-1] != 3:
+        raise ValueError(
+            f"{fn}: {names[0]} and {names[1]} must both have shape {shape}, got {tuple(pred.shape)} and "
+            f"{tuple(true.shape)}"
+        )
+    if mask.shape != pred.shape[:2]:
+        raise ValueError(f"{fn}: mask must have shape {tuple(pred.shape[:2])}, got {tuple(mask.shape)}")
+
+
 def local_pair_distance_loss(
     pred_atoms: Tensor,
     true_atoms: Tensor,
@@ -52,16 +66,8 @@ def local_pair_distance_loss(
         unit: distances are measured in this many Angstrom (e.g. 10 for nm).
         weight: ``[B]`` per-sample weights (e.g. a time gate); default 1.
     """
-    if pred_atoms.shape != true_atoms.shape or pred_atoms.dim() != 4 or pred_atoms.shape[-1] != 3:
-        raise ValueError(
-            "local_pair_distance_loss: pred_atoms and true_atoms must both have shape [B, N, A, 3], got "
-            f"{tuple(pred_atoms.shape)} and {tuple(true_atoms.shape)}"
-        )
-    if mask.shape != pred_atoms.shape[:2]:
-        raise ValueError(
-            f"local_pair_distance_loss: mask must have shape {tuple(pred_atoms.shape[:2])}, "
-            f"got {tuple(mask.shape)}"
-        )
+    names = ("pred_atoms", "true_atoms")
+    _check_structures("local_pair_distance_loss", names, pred_atoms, true_atoms, mask, "[B, N, A, 3]")
     if not cutoff > 0:
         raise ValueError(f"local_pair_distance_loss: cutoff must be > 0, got {cutoff!r}")
     bsz, n, a, _ = pred_atoms.shape
@@ -104,15 +110,7 @@ def ca_clash_loss(
         unit: distances are measured in this many Angstrom (e.g. 10 for nm).
         weight: ``[B]`` per-sample weights (e.g. a time gate); default 1.
     """
-    if pred_ca.shape != true_ca.shape or pred_ca.dim() != 3 or pred_ca.shape[-1] != 3:
-        raise ValueError(
-            "ca_clash_loss: pred_ca and true_ca must both have shape [B, N, 3], got "
-            f"{tuple(pred_ca.shape)} and {tuple(true_ca.shape)}"
-        )
-    if mask.shape != pred_ca.shape[:2]:
-        raise ValueError(
-            f"ca_clash_loss: mask must have shape {tuple(pred_ca.shape[:2])}, got {tuple(mask.shape)}"
-        )
+    _check_structures("ca_clash_loss", ("pred_ca", "true_ca"), pred_ca, true_ca, mask, "[B, N, 3]")
     if not min_dist > 0:
         raise ValueError(f"ca_clash_loss: min_dist must be > 0, got {min_dist!r}")
     if min_sep < 1:
