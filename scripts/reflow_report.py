@@ -13,7 +13,8 @@ the same noise (``proteinflow sample --seed S``: a backbone depends only on (see
   metric (or better), and at 1 step a CA RMSD at most half of Euler-1 on the teacher.
 
 Every sample folder is made by one printed ``proteinflow`` command and reused when its ``samples.csv``
-exists (so the script resumes). Writes ``OUT/report.md`` and ``OUT/report.json``.
+exists (so the script resumes), unless its ``.source`` file names a checkpoint of other content. Writes
+``OUT/report.md`` and ``OUT/report.json``.
 
     python scripts/reflow_report.py --teacher runs/frames_cpu_dist/step14000.ckpt \\
         --model reflow1=runs/reflow1/last.ckpt --model student=runs/distill1/last.ckpt --out outputs/reflow
@@ -32,7 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from proteinflow.atomic import atomic_write_text
 from proteinflow.geometry.align import aligned_rmsd
+from proteinflow.train.reflow_pairs import file_sha256
 
 PF = [sys.executable, "-m", "proteinflow.cli"]
 #: eval summary columns used (name in summary.md -> key), and whether lower is better.
@@ -58,12 +61,24 @@ def run(cmd: list[str], log: Path) -> None:
 
 
 def sample(ckpt: str, out: Path, args: argparse.Namespace, steps: int, straight: bool) -> list[dict]:
-    """``proteinflow sample`` (Euler, ``steps``) into ``out`` unless it is there; its rows."""
-    if not (out / "samples.csv").is_file():
+    """``proteinflow sample`` (Euler, ``steps``) into ``out`` unless it is there; its rows.
+
+    ``OUT.source`` beside the folder records the checkpoint's content hash; a folder made from another
+    checkpoint (a new model under an old label) is an error, never silently reused."""
+    source = out.parent / f"{out.name}.source"
+    digest = f"{file_sha256(ckpt)} {ckpt}"
+    if (out / "samples.csv").is_file():
+        if source.is_file() and source.read_text().split()[0] != digest.split()[0]:
+            raise SystemExit(
+                f"{out} was sampled from {source.read_text().split(maxsplit=1)[1].strip()!r}, not {ckpt!r} "
+                "(different content): use another --out, or remove the folder"
+            )
+    else:
         cmd = [*PF, "sample", "--ckpt", ckpt, "--lengths", *map(str, args.lengths), "--num", str(args.num)]
         cmd += ["--seed", str(args.seed), "--solver", "euler", "--steps", str(steps), "--out", str(out)]
         cmd += ["--batch-size", str(args.num)] + (["--straightness"] if straight else [])
         run(cmd, out.parent / "commands.log")
+        atomic_write_text(source, digest + "\n")
     return list(csv.DictReader(open(out / "samples.csv")))
 
 
