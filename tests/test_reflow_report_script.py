@@ -1,0 +1,35 @@
+"""``scripts/reflow_report.py`` reuses a sample folder only when it was made from the same checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reflow_report.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("reflow_report", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_folder_from_another_checkpoint_is_refused_not_reused(tmp_path: Path) -> None:
+    report = _script()
+    old, new = tmp_path / "old.ckpt", tmp_path / "new.ckpt"
+    old.write_bytes(b"weights of the model that made the folder")
+    new.write_bytes(b"weights of a new model under the same label")
+    folder = tmp_path / "samples" / "student_euler4"
+    folder.mkdir(parents=True)
+    (folder / "samples.csv").write_text("file,length\nlen60_sample0.pdb,60\n")
+    (folder.parent / "student_euler4.source").write_text(f"{report.file_sha256(old)} {old}\n")
+    args = argparse.Namespace(lengths=[60], num=1, seed=0)
+    # the same checkpoint: reused as is (no sampling is run)
+    assert report.sample(str(old), folder, args, 4, True) == [{"file": "len60_sample0.pdb", "length": "60"}]
+    with pytest.raises(SystemExit, match="was sampled from .*old.ckpt.*new.ckpt"):
+        report.sample(str(new), folder, args, 4, True)
