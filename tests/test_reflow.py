@@ -79,6 +79,21 @@ def test_pair_generation_resumes_and_refuses_other_settings(tiny_ckpt: Path, tmp
         generate_pairs(tiny_ckpt, out, progress=False, **{**PAIR_ARGS, "steps": 4})  # type: ignore[arg-type]
 
 
+def test_bad_pair_requests_fail_before_anything_is_written(tiny_ckpt: Path, tmp_path: Path) -> None:
+    # the checks `proteinflow sample` makes (check_sample_request), naming the `reflow pairs` flag; a bad
+    # --grid used to pass them, write pairs.json and fail only at the first batch
+    out = tmp_path / "pairs"
+    for change, message in (
+        ({"grid": "bogus"}, "unknown --grid 'bogus'"),
+        ({"num": 0}, "--num must be >= 1"),
+        ({"batch_size": 0}, "--batch-size must be >= 1"),
+        ({"solver": "ddim"}, "unknown solver 'ddim'"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            generate_pairs(tiny_ckpt, out, progress=False, **{**PAIR_ARGS, **change})  # type: ignore[arg-type]
+        assert not out.exists()
+
+
 def _backbones(bsz: int, n: int, generator: torch.Generator) -> Tensor:
     """Ideal backbone atoms ``[B, N, 3, 3]`` of random frames (a stand-in for data)."""
     rots = so3.random_uniform((bsz, n), generator=generator)

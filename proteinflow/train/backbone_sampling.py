@@ -316,6 +316,22 @@ class SampleBatch:
     indices: tuple[int, ...]
 
 
+def check_sample_request(lengths: Sequence[int], num: int, batch_size: int, solver: str, grid: str) -> None:
+    """Raise a ValueError naming the flag (``--num``, ``--lengths``, ``--batch-size``, the solver, ``--grid``)
+    unless ``num`` backbones of each of ``lengths`` (>= 2 residues) in batches of ``batch_size`` can be
+    sampled with ``solver`` on ``grid``: the checks every sampling command makes before loading a model."""
+    if num < 1:
+        raise ValueError(f"--num must be >= 1, got {num}")
+    if not lengths or any(int(n) < 2 for n in lengths):
+        raise ValueError(f"--lengths must be integers >= 2, got {list(lengths)}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    if solver not in SAMPLING_METHODS:
+        raise ValueError(f"unknown solver {solver!r}; valid solvers are {', '.join(SAMPLING_METHODS)}")
+    if grid not in GRIDS:
+        raise ValueError(f"unknown --grid {grid!r}; valid grids are {', '.join(GRIDS)}")
+
+
 def plan_batches(lengths: Sequence[int], num: int, batch_size: int) -> list[SampleBatch]:
     """The batches of a run, in the one-process order: length by length, ``batch_size`` backbones at a
     time (the last batch of a length may be smaller)."""
@@ -577,12 +593,7 @@ def sample_backbones(
     for byte (see the module docstring). Returns every row, in the one-process order; under a launcher,
     ranks other than 0 return their own rows.
     """
-    if num < 1:
-        raise ValueError(f"--num must be >= 1, got {num}")
-    if not lengths or any(int(n) < 2 for n in lengths):
-        raise ValueError(f"--lengths must be integers >= 2, got {list(lengths)}")
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    check_sample_request(lengths, num, batch_size, solver, grid)
     if launcher is not None and devices != 1:
         raise ValueError(
             f"--devices {devices} under a launcher (WORLD_SIZE={launcher.world_size}): each launched "
@@ -590,10 +601,6 @@ def sample_backbones(
         )
     dev = resolve_device(device)
     check_devices(devices, dev)
-    if solver not in SAMPLING_METHODS:
-        raise ValueError(f"unknown solver {solver!r}; valid solvers are {', '.join(SAMPLING_METHODS)}")
-    if grid not in GRIDS:
-        raise ValueError(f"unknown --grid {grid!r}; valid grids are {', '.join(GRIDS)}")
     # loaded here, so that a bad checkpoint or flag fails before any process starts (on the CPU when
     # spawned processes sample), and for the ``ode`` label every rank writes
     if launcher is not None:

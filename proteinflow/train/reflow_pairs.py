@@ -45,10 +45,10 @@ from torch import Tensor
 from proteinflow.atomic import atomic_path, atomic_write_text
 from proteinflow.models.frame_flow import FrameFlow, FrameSamples
 from proteinflow.models.registry import BackboneFlow, BackboneSamples
-from proteinflow.models.sampling import SAMPLING_METHODS
 from proteinflow.timing import device_seconds, resolve_device
 from proteinflow.train.backbone_sampling import (
     backbone_seed,
+    check_sample_request,
     load_backbone_checkpoint,
     plan_batches,
     seeded_noise,
@@ -191,16 +191,10 @@ def generate_pairs(
         rank, world_size: this process does the shards ``rank, rank + world_size, ...`` of the plan.
         progress: print one line per shard.
 
-    Raises ``ValueError`` naming the argument or the existing ``pairs.json`` key that differs.
+    Raises ``ValueError`` naming the argument (as its ``reflow pairs`` flag, :func:`check_sample_request`)
+    or the existing ``pairs.json`` key that differs.
     """
-    if num < 1:
-        raise ValueError(f"num must be >= 1, got {num}")
-    if not lengths or any(int(n) < 2 for n in lengths):
-        raise ValueError(f"lengths must be integers >= 2, got {list(lengths)}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if solver not in SAMPLING_METHODS:
-        raise ValueError(f"unknown solver {solver!r}; valid solvers are {', '.join(SAMPLING_METHODS)}")
+    check_sample_request(lengths, num, batch_size, solver, grid)
     dev = resolve_device(device)
     flow, cfg = load_backbone_checkpoint(ckpt, dev)
     adaptive = solver == "dopri5"
