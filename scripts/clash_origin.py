@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from proteinflow.atomic import atomic_write_text
+from proteinflow.models.sampling import x1_predictor
 from proteinflow.protein.dataset import PreparedDataset, collate_backbones
 from proteinflow.protein.metrics import CA_CLASH_DIST, nonlocal_ca_distances
 from proteinflow.train.backbone_sampling import load_backbone_checkpoint, seeded_noise
@@ -43,13 +44,15 @@ def clash_pairs(ca: torch.Tensor, mask: torch.Tensor) -> float:
 
 
 def self_conditioned_x1(flow, x: dict[str, torch.Tensor], t: float, mask: torch.Tensor) -> torch.Tensor:
-    """CA positions of ``x1_hat`` at state ``x``, predicted as the sampler does (with self-conditioning
-    when the network has it: a first pass without, a second on its own translations)."""
-    tt = torch.full((mask.shape[0],), t)
-    first = flow.predict(x, tt, mask, None)
-    if not flow.net.cfg.self_condition:
-        return first["trans"]
-    return flow.predict(x, tt, mask, first["trans"])["trans"]
+    """CA positions of ``x1_hat`` at state ``x``, from the sampler's own denoiser
+    (:func:`~proteinflow.models.sampling.x1_predictor`; self-conditioned within the call when the network
+    is)."""
+    denoiser = x1_predictor(
+        lambda state, tt, sc: flow.predict(state, tt, mask, sc),
+        self_condition="same_call" if flow.net.cfg.self_condition else "off",
+        sc_input=lambda x1_hat: x1_hat["trans"],
+    )
+    return denoiser(torch.full((mask.shape[0],), t), x)["trans"]
 
 
 def sampled_curves(flow, length: int, num: int, steps: int, times: list[float]) -> tuple[list, list]:
