@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from proteinflow.atomic import atomic_write_text
-from proteinflow.models.sampling import x1_predictor
 from proteinflow.protein.dataset import PreparedDataset, collate_backbones
 from proteinflow.protein.metrics import CA_CLASH_DIST, nonlocal_ca_distances
 from proteinflow.train.backbone_sampling import load_backbone_checkpoint, seeded_noise
@@ -45,14 +44,9 @@ def clash_pairs(ca: torch.Tensor, mask: torch.Tensor) -> float:
 
 def self_conditioned_x1(flow, x: dict[str, torch.Tensor], t: float, mask: torch.Tensor) -> torch.Tensor:
     """CA positions of ``x1_hat`` at state ``x``, from the sampler's own denoiser
-    (:func:`~proteinflow.models.sampling.x1_predictor`; self-conditioned within the call when the network
-    is)."""
-    denoiser = x1_predictor(
-        lambda state, tt, sc: flow.predict(state, tt, mask, sc),
-        self_condition="same_call" if flow.net.cfg.self_condition else "off",
-        sc_input=lambda x1_hat: x1_hat["trans"],
-    )
-    return denoiser(torch.full((mask.shape[0],), t), x)["trans"]
+    (:meth:`~proteinflow.models.frame_flow.FrameFlow.denoiser`; self-conditioned within the call when the
+    network is)."""
+    return flow.denoiser(mask)(torch.full((mask.shape[0],), t), x)["trans"]
 
 
 def sampled_curves(flow, length: int, num: int, steps: int, times: list[float]) -> tuple[list, list]:

@@ -67,11 +67,25 @@ pairs with ``|i - j| >= 3`` closer than ``clash_loss_dist``, for ``t >= clash_lo
 time-weighted: the chain must not pass through itself in any prediction, and a sample's long-range fold
 is decided in mid-flight (with the 218k-parameter CPU recipe, x1_hat along a sampled trajectory keeps
 its long-range clashes from t = 0.6 on).
+
+Training on the model's own states (``rollout_prob``, off by default). Sampling feeds the network states
+made from its own predictions, training only true-path states ``x_t``; where the two differ the network
+extrapolates (exposure bias: with the CPU recipe, x1_hat along sampled trajectories keeps the long-range
+overlaps it predicted in mid-flight, while on true paths it removes them). With probability
+``rollout_prob`` a batch instead trains on
+
+    x_t' = Exp_{x_t0}(rho_f Log_{x_t0}(D(t0, x_t0))),  rho_f = (kappa_f(t) - kappa_f(t0)) / (1 - kappa_f(t0)),
+
+one ``exp_euler`` step of the sampler (:mod:`proteinflow.flow.solver_data`, the same denoiser ``D`` with
+its self-conditioning, no gradient) from the true state at ``t0 = max(t - rollout_max_dt u, 0)``,
+``u ~ U(0, 1)``, to ``t``, with the same target ``x1``: the loss asks the network to steer its own
+drift back to the data. For an exact denoiser (``D = x1``) ``x_t' = x_t`` (the step stays on the
+geodesic), so the option changes nothing where the model is already right.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -274,6 +288,12 @@ class FrameFlow(nn.Module):
         elif t.shape != trans1.shape[:1]:
             raise ValueError(f"t must have shape [B] = {tuple(trans1.shape[:1])}, got {tuple(t.shape)}")
         x_t = self.path.sample(x0, x1, t, mask=mask).x_t
+        if self.cfg.rollout_prob > 0:
+            coin = torch.rand((), generator=generator, device=t.device)
+            if coin.item() < self.cfg.rollout_prob:
+                u = torch.rand(t.shape, generator=generator, device=t.device, dtype=t.dtype)
+                t0 = (t - self.cfg.rollout_max_dt * u).clamp_min(0.0)
+                x_t = self.rollout_state(x0, x1, t0, t, mask, res_idx)
         x1_hat = self._training_prediction(x_t, t, mask, res_idx, generator)
         terms, weights = self._factor_losses(x_t, x1_hat, x1, t, mask)
         aux, dist = self._atom_losses(x1_hat, x1, t, mask, weights["trans"])
@@ -297,6 +317,52 @@ class FrameFlow(nn.Module):
         return FrameFlowLoss(
             total=total, rot=terms["rots"], trans=terms["trans"], aux=aux, dist=dist, clash=clash
         )
+
+    @torch.no_grad()
+    def rollout_state(
+        self,
+        x0: dict[str, Tensor],
+        x1: dict[str, Tensor],
+        t0: Tensor,
+        t: Tensor,
+        mask: Tensor,
+        res_idx: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """The model's own state at ``t`` (module docstring): one ``exp_euler`` step of the sampler's
+        denoiser from the true path's state at ``t0`` (``t0 <= t``, both ``[B]``).
+
+        Per factor ``x_t' = Exp_{x_t0}(rho_f Log_{x_t0}(D(t0, x_t0)))``, ``rho_f = (kappa_f(t) -
+        kappa_f(t0)) / (1 - kappa_f(t0))``; returns ``{"rots": [B, N, 3, 3], "trans": [B, N, 3]}``.
+        """
+        if t0.shape != t.shape or bool((t0 > t).any()):
+            raise ValueError(f"t0 must have the shape of t {tuple(t.shape)} and t0 <= t, got {t0.tolist()}")
+        x_t0 = self.path.sample(x0, x1, t0, mask=mask).x_t
+        x1_hat = self.denoiser(mask, res_idx)(t0, x_t0)
+        out: dict[str, Tensor] = {}
+        for key, man in self.manifold.factors.items():
+            sched = self.schedulers[key]
+            k0, k = sched.kappa(t0), sched.kappa(t)
+            rho = ((k - k0) / (1.0 - k0).clamp_min(self.cfg.velocity_floor)).clamp(0.0, 1.0)
+            u = man.logmap(x_t0[key], x1_hat[key])
+            out[key] = man.expmap(x_t0[key], rho.view(-1, *([1] * (u.dim() - 1))) * u)
+        out["trans"] = masked_centre(out["trans"], mask)
+        return out
+
+    def denoiser(self, mask: Tensor, res_idx: Tensor | None = None) -> Callable[[Tensor, dict], dict]:
+        """The sampler's denoiser ``D(t, x) = x1_hat`` for ``mask [B, N]``: self-conditioned inside each
+        call (module docstring); padded residues keep the state's frames."""
+        predict = x1_predictor(
+            lambda x, t, sc: self.predict(x, t, mask, sc, res_idx),  # type: ignore[arg-type]
+            self_condition="same_call" if self.net.cfg.self_condition else "off",
+            sc_input=lambda x1_hat: x1_hat["trans"],  # type: ignore[index]
+        )
+        valid = mask.to(torch.bool)[..., None, None]
+
+        def denoise(t: Tensor, x: dict[str, Tensor]) -> dict[str, Tensor]:
+            x1_hat = predict(t, x)
+            return {"rots": torch.where(valid, x1_hat["rots"], x["rots"]), "trans": x1_hat["trans"]}  # type: ignore[index]
+
+        return denoise
 
     def data_state(self, coords: Tensor, mask: Tensor) -> dict[str, Tensor]:
         """Clean frames of backbones ``coords [B, N, A >= 3, 3]``: ``{"rots", "trans"}`` (centred)."""
@@ -416,19 +482,8 @@ class FrameFlow(nn.Module):
             res_idx: ``[B, N]`` residue indices (default ``0..N-1``).
         """
         x0 = self.sample_prior(mask, generator=generator) if x_init is None else x_init
-        predict = x1_predictor(
-            lambda x, t, sc: self.predict(x, t, mask, sc, res_idx),  # type: ignore[arg-type]
-            self_condition="same_call" if self.net.cfg.self_condition else "off",
-            sc_input=lambda x1_hat: x1_hat["trans"],  # type: ignore[index]
-        )
-        valid = mask.to(torch.bool)[..., None, None]
-
-        def denoiser(t: Tensor, x: dict[str, Tensor]) -> dict[str, Tensor]:
-            x1_hat = predict(t, x)  # padded residues stay where they are (identity, zero)
-            return {"rots": torch.where(valid, x1_hat["rots"], x["rots"]), "trans": x1_hat["trans"]}  # type: ignore[index]
-
         out = sample_to_data(
-            denoiser,  # type: ignore[arg-type]
+            self.denoiser(mask, res_idx),  # type: ignore[arg-type]
             lambda x, x1_hat, t: self.velocity(x, x1_hat, t, mask),  # type: ignore[arg-type]
             x0,
             schedule=self.schedulers if self.cfg.sampling_rot_rate is None else None,

@@ -45,6 +45,11 @@ class FrameFlowConfig:
         clash_loss_t_min: the CA clash loss applies to samples with ``t >= clash_loss_t_min`` (earlier
             than the atom losses: a sample's long-range fold is decided in mid-flight).
         self_condition_prob: probability that a training batch uses self-conditioning.
+        rollout_prob: probability that a training batch is trained on the model's own states instead of
+            the true path's (exposure-bias correction, see the :mod:`~proteinflow.models.frame_flow`
+            docstring); 0 (default) trains on true paths only.
+        rollout_max_dt: the own state at ``t`` is one data-prediction step from the true path's state at
+            ``t0 = max(t - rollout_max_dt * u, 0)``, ``u ~ U(0, 1)``.
     """
 
     rot_prior: str = "uniform"
@@ -68,6 +73,8 @@ class FrameFlowConfig:
     clash_loss_dist: float = 3.8
     clash_loss_t_min: float = 0.25
     self_condition_prob: float = 0.5
+    rollout_prob: float = 0.0
+    rollout_max_dt: float = 0.3
 
     def __post_init__(self) -> None:
         if self.rot_prior not in ROT_PRIORS:
@@ -99,9 +106,11 @@ class FrameFlowConfig:
             )
         if not 0.0 < self.final_gap < 0.5:
             raise ValueError(f"FrameFlowConfig.final_gap must be in (0, 0.5), got {self.final_gap!r}")
-        for name in ("t_min", "aux_loss_t_min", "clash_loss_t_min", "self_condition_prob"):
+        for name in ("t_min", "aux_loss_t_min", "clash_loss_t_min", "self_condition_prob", "rollout_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"FrameFlowConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if not 0.0 < self.rollout_max_dt <= 1.0:
+            raise ValueError(f"FrameFlowConfig.rollout_max_dt must be in (0, 1], got {self.rollout_max_dt!r}")
         if self.t_min >= 1.0:
             raise ValueError(f"FrameFlowConfig.t_min must be < 1, got {self.t_min}")
         for name in (
