@@ -293,4 +293,12 @@ def test_toy_training_takes_every_training_option(tmp_path: Path) -> None:
     argv = ["train", "--config", str(cfg2), "--out", str(copy), "--no-progress", "--logger", "none"]
     assert cli.main([*argv, "--max-steps", "14", "--resume"]) == 0
     assert sorted(p.name for p in copy.glob("*.ckpt")) == ["last.ckpt"]
+    # train.keep_every keeps stepN.ckpt beside last.ckpt, each with its own step
+    cfg3 = _write_config(tmp_path, {**TOY, "train": {**TOY["train"], "checkpoint_every": 2, "keep_every": 3}})
+    argv = ["train", "--config", str(cfg3), "--out", str(copy), "--no-progress", "--logger", "none"]
+    assert cli.main([*argv, "--max-steps", "20", "--resume"]) == 0
+    assert sorted(p.name for p in copy.glob("*.ckpt")) == ["last.ckpt", "step15.ckpt", "step18.ckpt"]
+    for step in (15, 18):
+        assert torch.load(copy / f"step{step}.ckpt", weights_only=True)["global_step"] == step
+    assert torch.load(copy / "last.ckpt", weights_only=True)["global_step"] == 20
     assert cli.main([*base, "--data", str(tmp_path)]) == 2  # a toy config generates its data

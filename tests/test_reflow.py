@@ -227,10 +227,11 @@ def test_reflow_cli_pairs_train_sample(tmp_path: Path, capsys: pytest.CaptureFix
     assert (
         cli.main(
             [*train, "--max-steps", "2", "--no-progress", "--logger", "none", "--distill-steps", "1", "2"]
+            + ["--keep-every", "1"]
         )
         == 0
     )
-    assert (run / "last.ckpt").is_file()
+    assert sorted(p.name for p in run.glob("*.ckpt")) == ["last.ckpt", "step1.ckpt", "step2.ckpt"]
     from proteinflow.train.checkpoints import read_checkpoint, stored_config
 
     config = stored_config(read_checkpoint(run / "last.ckpt"))

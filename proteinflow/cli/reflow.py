@@ -117,6 +117,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--val-every", type=int, default=0, help="validation sampling every N steps (0: off)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="save last.ckpt every N steps")
+    parser.add_argument(
+        "--keep-every", type=int, default=0, help="also keep stepN.ckpt every N steps (default 0: none)"
+    )
     parser.add_argument("--seed", type=int, default=None, help="training seed (default: init's)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
     parser.add_argument(
@@ -151,6 +154,7 @@ def run_train(args: argparse.Namespace) -> int:
         uniform_prob=args.uniform_prob,
         val_every=args.val_every,
         checkpoint_every=args.checkpoint_every,
+        keep_every=args.keep_every,
         seed=args.seed,
     )
     train = TrainOptions(logger=args.logger, resume=args.resume, progress=not args.no_progress)

@@ -46,6 +46,8 @@ class TrainConfig:
         accelerator, devices, num_nodes, strategy: Lightning Trainer settings (``strategy: ddp`` for
             multi-GPU / multi-node, also 2-process CPU).
         checkpoint_every: save ``last.ckpt`` every this many steps (0 = only at the end).
+        keep_every: also keep ``stepN.ckpt`` every this many steps (0 = none), e.g. to compare or fine-tune
+            from an earlier point of a run.
         log_every: log losses every this many steps.
     """
 
@@ -60,6 +62,7 @@ class TrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     checkpoint_every: int = 1000
+    keep_every: int = 0
     log_every: int = 50
 
 
@@ -72,6 +75,7 @@ def train_problems(t: TrainConfig) -> list[tuple[bool, str]]:
         (t.grad_clip >= 0, "train.grad_clip must be >= 0"),
         (0.0 <= t.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
         (t.checkpoint_every >= 0, "train.checkpoint_every must be >= 0"),
+        (t.keep_every >= 0, "train.keep_every must be >= 0"),
         (t.log_every >= 1, "train.log_every must be >= 1"),
         (t.devices >= 1 and t.num_nodes >= 1, "train.devices/num_nodes must be >= 1"),
     ]

@@ -166,7 +166,7 @@ class ReflowTrainOptions:
             average used for sampling (None: the init's; a short fine-tune wants a shorter average, since
             the average starts at the init's weights).
         distill_steps, uniform_prob: the ``reflow`` section (empty steps: reflow).
-        val_every, checkpoint_every: ``train.*``; seed: None keeps the init's.
+        val_every, checkpoint_every, keep_every: ``train.*``; seed: None keeps the init's.
     """
 
     pairs: str
@@ -178,6 +178,7 @@ class ReflowTrainOptions:
     uniform_prob: float = 0.25
     val_every: int = 0
     checkpoint_every: int = 100
+    keep_every: int = 0
     seed: int | None = None
 
 
@@ -193,6 +194,7 @@ def reflow_config(options: ReflowTrainOptions) -> BackboneExperimentConfig:
         ema_decay=cfg.train.ema_decay if options.ema_decay is None else options.ema_decay,
         val_every=options.val_every,
         checkpoint_every=options.checkpoint_every,
+        keep_every=options.keep_every,
     )
     reflow = ReflowConfig(
         pairs=str(options.pairs),

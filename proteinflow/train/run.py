@@ -6,7 +6,8 @@ Trainer set up the same way for every kind: CSV logs (or wandb, offline unless `
 otherwise, or none), ``last.ckpt`` every ``train.checkpoint_every`` steps and at the end, ``resume``
 from it, devices / strategy / accelerator / precision from ``train`` or the options. It writes
 ``out/config.yaml`` (the resolved config), ``out/last.ckpt`` and ``out/loss_curve.png`` (plus
-``val_curves.png`` when validation ran). Every file is written atomically.
+``val_curves.png`` when validation ran, and ``out/stepN.ckpt`` every ``train.keep_every`` steps). Every
+file is written atomically.
 """
 
 from __future__ import annotations
@@ -128,6 +129,18 @@ def _trainer(cfg: Any, out: Path, options: TrainOptions) -> Any:
         enable_version_counter=False,  # always last.ckpt (a resumed copy of a run would write last-v1.ckpt)
         every_n_train_steps=t.checkpoint_every if t.checkpoint_every > 0 else None,
     )
+    callbacks = [checkpoint]
+    if t.keep_every > 0:  # stepN.ckpt, kept
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=str(out),
+                filename="step{step}",
+                auto_insert_metric_name=False,
+                save_top_k=-1,
+                enable_version_counter=False,
+                every_n_train_steps=t.keep_every,
+            )
+        )
     val_every = getattr(t, "val_every", 0)  # backbone configs sample while training; toys do not
     return L.Trainer(
         max_steps=t.max_steps,
@@ -137,7 +150,7 @@ def _trainer(cfg: Any, out: Path, options: TrainOptions) -> Any:
         strategy=t.strategy,
         precision=t.precision,
         gradient_clip_val=t.grad_clip if t.grad_clip > 0 else None,
-        callbacks=[checkpoint],
+        callbacks=callbacks,
         logger=make_logger(options.logger, out, cfg.name),
         log_every_n_steps=t.log_every,
         val_check_interval=val_every if val_every > 0 else None,
