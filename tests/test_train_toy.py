@@ -148,6 +148,8 @@ def test_config_rejects_bad_types_and_values() -> None:
         config_from_dict({"flow": {"coupling": "reflow"}})
     with pytest.raises(ConfigError, match="cond_dropout"):
         config_from_dict({"flow": {"cond_dropout": 0.1}})
+    with pytest.raises(ConfigError, match=r"train\.keep_every must be >= 0"):
+        config_from_dict({"train": {"keep_every": -1}})
     assert config_from_dict({"train": {"lr": 1}}).train.lr == 1.0  # ints are valid floats
     assert config_from_dict({"kind": "toy"}).name == "experiment"
     with pytest.raises(ConfigError, match="key 'kind'.*expected one of"):
