@@ -289,13 +289,16 @@ class FrameFlow(nn.Module):
             )
         elif t.shape != trans1.shape[:1]:
             raise ValueError(f"t must have shape [B] = {tuple(trans1.shape[:1])}, got {tuple(t.shape)}")
-        x_t = self.path.sample(x0, x1, t, mask=mask).x_t
+        rollout = False
         if self.cfg.rollout_prob > 0:
             coin = torch.rand((), generator=generator, device=t.device)
-            if coin.item() < self.cfg.rollout_prob:
-                u = torch.rand(t.shape, generator=generator, device=t.device, dtype=t.dtype)
-                t0 = (t - self.cfg.rollout_max_dt * u).clamp_min(0.0)
-                x_t = self.rollout_state(x0, x1, t0, t, mask, res_idx)
+            rollout = coin.item() < self.cfg.rollout_prob
+        if rollout:
+            u = torch.rand(t.shape, generator=generator, device=t.device, dtype=t.dtype)
+            t0 = (t - self.cfg.rollout_max_dt * u).clamp_min(0.0)
+            x_t = self.rollout_state(x0, x1, t0, t, mask, res_idx)
+        else:
+            x_t = self.path.sample(x0, x1, t, mask=mask).x_t
         x1_hat = self._training_prediction(x_t, t, mask, res_idx, generator)
         terms, weights = self._factor_losses(x_t, x1_hat, x1, t, mask)
         aux, dist = self._atom_losses(x1_hat, x1, t, mask, weights["trans"])
