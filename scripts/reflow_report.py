@@ -68,9 +68,10 @@ def sample(ckpt: str, out: Path, args: argparse.Namespace, steps: int, straight:
     source = out.parent / f"{out.name}.source"
     digest = f"{file_sha256(ckpt)} {ckpt}"
     if (out / "samples.csv").is_file():
-        if source.is_file() and source.read_text().split()[0] != digest.split()[0]:
+        recorded = source.read_text().split(maxsplit=1) if source.is_file() else None
+        if recorded is not None and recorded[0] != digest.split()[0]:
             raise SystemExit(
-                f"{out} was sampled from {source.read_text().split(maxsplit=1)[1].strip()!r}, not {ckpt!r} "
+                f"{out} was sampled from {recorded[1].strip()!r}, not {ckpt!r} "
                 "(different content): use another --out, or remove the folder"
             )
     else:
