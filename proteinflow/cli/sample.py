@@ -107,6 +107,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "was not trained (a sampling choice, recorded in samples.csv); default: the trained ODE",
     )
     backbones.add_argument(
+        "--churn",
+        type=float,
+        default=0.0,
+        help="frame flows, --solver exp_euler: stochastic sampling of the translations with churn rate "
+        "gamma (fresh prior noise mixed in at rate gamma per unit lambda = -log(1 - t)); the SDE keeps the "
+        "trained ODE's marginals and can forget accumulated errors (default 0: the ODE)",
+    )
+    backbones.add_argument(
+        "--noise-scale",
+        type=float,
+        default=1.0,
+        help="with --churn: scale of the fresh noise (a temperature; != 1 changes the marginals, recorded "
+        "in samples.csv; default 1)",
+    )
+    backbones.add_argument(
         "--batch-size", type=positive_int, default=8, help="backbones per batch (default 8)"
     )
     backbones.add_argument(
@@ -175,6 +190,8 @@ def _sample_backbones(
             devices=args.devices,
             launcher=launcher,
             straightness=args.straightness,
+            churn=args.churn,
+            noise_scale=args.noise_scale,
         )
     except ValueError as err:  # e.g. a length the model cannot make, or --rot-sampling-rate on a baseline
         return error(str(err))
@@ -213,10 +230,12 @@ def _sample_toy(
         or args.straightness
         or args.rot_sampling_rate is not None
         or args.devices != 1
+        or args.churn != 0.0
+        or args.noise_scale != 1.0
     ):
         return error(
-            "--lengths/--trajectory/--straightness/--rot-sampling-rate/--devices apply only to "
-            "protein-backbone checkpoints"
+            "--lengths/--trajectory/--straightness/--rot-sampling-rate/--devices/--churn/--noise-scale apply "
+            "only to protein-backbone checkpoints"
         )
     num = args.num or DEFAULT_NUM_TOY
     try:

@@ -63,6 +63,28 @@ A third-order multistep (quadratic extrapolation with ``phi_3``) is not provided
 chart-at-``x_n`` treatment above is only second order, and on proteins the second-order methods already
 reach the accuracy of the reference at 20-40 NFE (``scripts/bench_solvers.py``).
 
+Stochastic sampling (``churn``; ``exp_euler`` only). Write a Gaussian factor's state as
+``x = kappa D + (1 - kappa) x0_hat`` with the implied noise ``x0_hat = (x - kappa D) / (1 - kappa)``. The ODE
+keeps ``x0_hat`` fixed along a step; the stochastic sampler also lets the noise move as an
+Ornstein-Uhlenbeck process in ``lambda`` that leaves the prior ``N(0, sigma^2)`` invariant,
+``d x0 = -gamma x0 d lambda + sqrt(2 gamma) sigma dW``, ``gamma >= 0`` the churn rate. With ``D`` frozen the
+step is exact::
+
+    x_{n+1} = kappa_{n+1} D_n + (1 - kappa_{n+1}) (a x0_hat + sqrt(1 - a^2) eps),
+    a = exp(-gamma h) = ((1 - kappa_{n+1}) / (1 - kappa_n))^gamma,     eps ~ the prior (a fresh draw),
+
+which is ``exp_euler`` plus ``(1 - kappa_{n+1}) ((a - 1) x0_hat + sqrt(1 - a^2) eps)``. In ``t`` it is the
+Euler-exponential discretisation of ``dx = [v + g^2 / 2 * s] dt + g dW`` with ``g^2 = 2 gamma kappa'
+(1 - kappa) sigma^2`` and the score ``s = -x0_hat / ((1 - kappa) sigma^2)`` implied by the same ``D``: the
+family of SDEs with the ODE's marginals (for an exact denoiser; ``gamma = 0`` is the ODE). The noise
+re-injected at every step lets the sampler forget part of the error it has accumulated (a state off the
+training distribution is pulled back towards ``p_t``), at the price of a first-order method.
+``noise_scale = tau`` draws ``tau * eps`` instead: the noise then relaxes towards ``N(0, tau^2 sigma^2)``,
+a low-temperature sampler (``tau < 1``) that does *not* keep the marginals — a sampling choice, like
+FrameFlow's rotation speed-up. Only factors with a zero-mean Gaussian prior on a flat space can churn
+(the mixture ``a x0 + sqrt(1 - a^2) eps`` of two independent draws is again a draw); the caller supplies
+the draws.
+
 Per-factor schedules (frames: rotations and translations may use different ``kappa``) need nothing more:
 every coefficient above is computed per factor from that factor's ``kappa_f``; one denoiser call serves all
 factors. NFE: ``exp_euler`` and ``exp_2m`` use one denoiser call per step, ``exp_midpoint`` two.
@@ -86,15 +108,18 @@ from proteinflow.flow.solver_rkmk import (
     stack_states,
 )
 from proteinflow.flow.time_grids import GRIDS, time_grid
+from proteinflow.geometry.manifolds import EuclideanSpace, ProductManifold, ZeroCentreEuclidean
 from proteinflow.geometry.manifolds.base import FlowManifold
 from proteinflow.geometry.tree import State, tree_first, tree_map
 
-__all__ = ["DATA_METHODS", "Denoiser", "Schedule", "data_method_nfe", "solve_data_prediction"]
+__all__ = ["DATA_METHODS", "Denoiser", "PriorNoise", "Schedule", "data_method_nfe", "solve_data_prediction"]
 
 DATA_METHODS = ("exp_euler", "exp_midpoint", "exp_2m")
 
 #: ``denoiser(t [B], x) -> x1_hat`` (a point with the state's structure).
 Denoiser = Callable[[Tensor, State], State]
+#: ``noise() -> eps``: a fresh draw from the prior of the churned factors (tensor, or dict with those keys).
+PriorNoise = Callable[[], State]
 #: One convex scheduler for every factor, or one per factor of a dict state.
 Schedule = ConvexScheduler | Mapping[str, ConvexScheduler]
 
@@ -164,6 +189,9 @@ def solve_data_prediction(
     times: Sequence[float] | None = None,
     manifold: FlowManifold | None = None,
     return_times: Sequence[float] | Tensor | None = None,
+    churn: float | Mapping[str, float] = 0.0,
+    noise: PriorNoise | None = None,
+    noise_scale: float = 1.0,
 ) -> SolveResult:
     """Integrate the x1-predicting flow of ``denoiser`` along a fixed time grid (see the module docstring).
 
@@ -178,6 +206,13 @@ def solve_data_prediction(
         manifold: the state's manifold; ``None`` for flat tensors.
         return_times: grid-range times at which to record the state (merged into the grid); default
             ``[t_0, t_M]``.
+        churn: the churn rate ``gamma >= 0`` of the stochastic sampler (``exp_euler`` only): one number
+            (every factor), or one per factor of a dict state (absent factors: 0). ``0`` is the ODE. Every
+            churned factor must be flat (Euclidean or zero-centre Euclidean) with a zero-mean Gaussian
+            prior.
+        noise: ``() -> eps``, a fresh prior draw of the churned factors (tensor ``[B, ...]``, or a dict
+            holding at least those keys); needed when a churn is positive. It is the only randomness.
+        noise_scale: ``tau``: the churn draws ``tau * eps`` (``tau != 1`` does not keep the marginals).
 
     Returns:
         :class:`~proteinflow.flow.solver_rkmk.SolveResult` (``nfe`` = denoiser calls).
@@ -209,6 +244,7 @@ def solve_data_prediction(
     full, index = merge_times(base, out_times)
     kappas = _Kappas(schedule, x_init)
     geom = Geometry(manifold)
+    rates = _churn_rates(churn, x_init, manifold, method, noise, noise_scale)
     f = CountingField(denoiser, x_init, flat=geom.flat)
     want = {i: n for n, i in enumerate(index)}
     recorded: list[State] = [x_init for _ in out_times]
@@ -221,6 +257,9 @@ def solve_data_prediction(
         u1 = geom.logmap(x, d_n)
         if method == "exp_euler":
             step = _euler_step(u1, k_n, k_next)
+            if rates:
+                assert noise is not None
+                step = _churn_step(step, x, u1, k_n, k_next, rates, noise(), noise_scale)
         elif method == "exp_2m":
             if prev is None:
                 step = _euler_step(u1, k_n, k_next)
@@ -245,6 +284,86 @@ def solve_data_prediction(
         nfe=f.nfe,
         nfe_per_sample=torch.full((first.shape[0],), f.nfe, dtype=torch.long, device=first.device),
     )
+
+
+def _churn_rates(
+    churn: float | Mapping[str, float],
+    x: State,
+    manifold: FlowManifold | None,
+    method: str,
+    noise: PriorNoise | None,
+    noise_scale: float,
+) -> dict[str | None, float]:
+    """The positive churn rates per factor key (``None`` for a tensor state), after checking the arguments."""
+    keys: list[str | None] = [None] if isinstance(x, Tensor) else list(x.keys())
+    if isinstance(churn, Mapping):
+        if isinstance(x, Tensor):
+            raise TypeError(
+                "churn per factor (a dict) needs a dict state; give one number for a tensor state"
+            )
+        unknown = set(churn) - set(keys)
+        if unknown:
+            raise ValueError(f"churn names factors {sorted(unknown)} that the state does not have ({keys})")
+        given: dict[str | None, float] = {k: float(churn.get(k, 0.0)) for k in keys}  # type: ignore[arg-type]
+    else:
+        given = dict.fromkeys(keys, float(churn))
+    for k, g in given.items():
+        if not math.isfinite(g) or g < 0.0:
+            where = "churn" if k is None else f"churn[{k!r}]"
+            raise ValueError(f"{where} must be a finite rate >= 0, got {g}")
+    if not math.isfinite(noise_scale) or noise_scale < 0.0:
+        raise ValueError(f"noise_scale must be a finite number >= 0, got {noise_scale}")
+    rates = {k: g for k, g in given.items() if g > 0.0}
+    if not rates:
+        return rates
+    if method != "exp_euler":
+        raise ValueError(f"churn > 0 (stochastic sampling) needs method 'exp_euler', got {method!r}")
+    if noise is None or not callable(noise):
+        raise ValueError(
+            "churn > 0 needs noise: a callable that returns a fresh prior draw of the churned factors"
+        )
+    for k in rates:
+        factor = manifold
+        if k is not None and isinstance(manifold, ProductManifold):
+            factor = manifold.factors[k]
+        if factor is not None and not isinstance(factor, EuclideanSpace | ZeroCentreEuclidean):
+            where = "the state" if k is None else f"factor {k!r}"
+            raise ValueError(
+                f"churn needs a flat factor with a Gaussian prior; {where} lives on {type(factor).__name__}"
+            )
+    return rates
+
+
+def _churn_step(
+    step: State,
+    x: State,
+    u1: State,
+    k_n: Mapping[str | None, float],
+    k_next: Mapping[str | None, float],
+    rates: Mapping[str | None, float],
+    eps: State,
+    noise_scale: float,
+) -> State:
+    """The ``exp_euler`` tangent ``step`` plus, per churned factor, ``(1 - kappa')((a - 1) x0_hat +
+    sqrt(1 - a^2) tau eps)`` with ``x0_hat = x - kappa / (1 - kappa) u1`` and ``a = ((1 - kappa') / (1 -
+    kappa))^gamma`` (module docstring); nothing is added on a step that starts or ends on data."""
+    parts: dict[str | None, Tensor] = {None: step} if isinstance(step, Tensor) else dict(step)
+    xs = {None: x} if isinstance(x, Tensor) else x
+    us = {None: u1} if isinstance(u1, Tensor) else u1
+    draws = {None: eps} if isinstance(eps, Tensor) else eps
+    for key, gamma in rates.items():
+        rem_n, rem_next = _remaining(k_n[key]), _remaining(k_next[key])
+        if rem_n == 0.0 or rem_next == 0.0:
+            continue
+        if key not in draws or draws[key].shape != parts[key].shape:
+            got = tuple(draws[key].shape) if key in draws else "nothing"
+            where = "noise()" if key is None else f"noise()[{key!r}]"
+            raise ValueError(f"{where} must be a prior draw of shape {tuple(parts[key].shape)}, got {got}")
+        a = (rem_next / rem_n) ** gamma
+        x0_hat = xs[key] - (k_n[key] / rem_n) * us[key]
+        fresh = math.sqrt(max(1.0 - a * a, 0.0)) * noise_scale
+        parts[key] = parts[key] + rem_next * ((a - 1.0) * x0_hat + fresh * draws[key])
+    return parts[None] if isinstance(step, Tensor) else parts
 
 
 def _euler_step(u1: State, k_n: Mapping[str | None, float], k_next: Mapping[str | None, float]) -> State:

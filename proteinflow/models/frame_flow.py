@@ -195,9 +195,25 @@ class FrameFlow(nn.Module):
         valid = mask.to(torch.bool)
         eye = torch.eye(3, dtype=dtype, device=device).expand(bsz, n, 3, 3)
         rots = torch.where(valid[..., None, None], rots, eye)
-        z = torch.randn(bsz, n, 3, generator=generator, device=device, dtype=dtype)
-        trans = masked_centre(z, mask) * self.cfg.length_unit
-        return {"rots": rots, "trans": trans}
+        return {"rots": rots, "trans": self.translation_noise(mask, generator)}
+
+    def translation_noise(
+        self,
+        mask: Tensor,
+        generator: torch.Generator | None = None,
+        per_sample: Sequence[torch.Generator] | None = None,
+    ) -> Tensor:
+        """A draw of the translation prior ``length_unit * P(z)`` ``[B, N, 3]`` (``P`` the masked centring),
+        from ``generator``, or row ``b`` from ``per_sample[b]``."""
+        bsz, n = mask.shape
+        dtype = next(self.net.parameters()).dtype
+        if per_sample is None:
+            z = torch.randn(bsz, n, 3, generator=generator, device=mask.device, dtype=dtype)
+        else:
+            z = torch.cat(
+                [torch.randn(1, n, 3, generator=g, device=mask.device, dtype=dtype) for g in per_sample]
+            )
+        return masked_centre(z, mask) * self.cfg.length_unit
 
     #: Translation noise re-assigned to the batch's structures by exact minibatch OT (the coupling
     #: ``trans_coupling: ot``): :func:`proteinflow.flow.couplings.masked_ot_pair`.
@@ -465,6 +481,9 @@ class FrameFlow(nn.Module):
         x_init: dict[str, Tensor] | None = None,
         return_times: Sequence[float] | Tensor | None = None,
         res_idx: Tensor | None = None,
+        churn: float = 0.0,
+        noise_scale: float = 1.0,
+        noise_generators: Sequence[torch.Generator] | None = None,
     ) -> FrameSamples:
         """Integrate the learned ODE from the prior (``t = 0``) to data (``t = 1``).
 
@@ -485,8 +504,20 @@ class FrameFlow(nn.Module):
             return_times: times in ``[0, 1 - final_gap]`` at which to record the trajectory; the final
                 state at ``t = 1`` is always appended. Default: only ``t = 0`` and ``t = 1``.
             res_idx: ``[B, N]`` residue indices (default ``0..N-1``).
+            churn: churn rate ``gamma`` of the translations (``exp_euler`` only; rotations follow the
+                ODE): the stochastic sampler with the ODE's marginals
+                (:mod:`proteinflow.flow.solver_data`); 0 is the ODE.
+            noise_scale: ``tau``, the scale of the churn's fresh noise; ``tau != 1`` changes the
+                marginals (a temperature).
+            noise_generators: one generator per sample for the churn's draws (so that a sample does not
+                depend on its batch); default ``generator`` for the whole batch.
         """
         x0 = self.sample_prior(mask, generator=generator) if x_init is None else x_init
+        if noise_generators is not None and len(noise_generators) != mask.shape[0]:
+            raise ValueError(
+                f"noise_generators must hold one generator per sample ({mask.shape[0]}), "
+                f"got {len(noise_generators)}"
+            )
         out = sample_to_data(
             self.denoiser(mask, res_idx),  # type: ignore[arg-type]
             lambda x, x1_hat, t: self.velocity(x, x1_hat, t, mask),  # type: ignore[arg-type]
@@ -501,6 +532,9 @@ class FrameFlow(nn.Module):
             return_times=return_times,
             manifold=self.manifold,
             project=lambda x: {**x, "trans": masked_centre(x["trans"], mask)},  # type: ignore[dict-item]
+            churn={"trans": churn},
+            noise=lambda: {"trans": self.translation_noise(mask, generator, noise_generators)},
+            noise_scale=noise_scale,
         )
         final, trajectory = out.final, out.trajectory
         assert isinstance(final, dict) and isinstance(trajectory, dict)

@@ -29,13 +29,13 @@ self-conditioning choice made explicit:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from proteinflow.flow.solver_data import DATA_METHODS, Denoiser, Schedule, solve_data_prediction
+from proteinflow.flow.solver_data import DATA_METHODS, Denoiser, PriorNoise, Schedule, solve_data_prediction
 from proteinflow.flow.solver_rkmk import as_time_list
 from proteinflow.flow.solvers import METHODS, SolveResult, solve_ode
 from proteinflow.geometry.manifolds.base import FlowManifold
@@ -144,6 +144,9 @@ def sample_to_data(
     return_times: Sequence[float] | Tensor | None = None,
     manifold: FlowManifold | None = None,
     project: Callable[[State], State] | None = None,
+    churn: float | Mapping[str, float] = 0.0,
+    noise: PriorNoise | None = None,
+    noise_scale: float = 1.0,
 ) -> SampledPath:
     """Integrate from the prior draw ``x0`` (``t = 0``) to data (``t = 1``); see the module docstring.
 
@@ -161,9 +164,14 @@ def sample_to_data(
             data-prediction integrators); ``t = 1`` is always appended. Default ``[0, 1]``.
         manifold: the state's manifold (``None``: flat).
         project: applied to the final state (e.g. re-centring translations); default none.
+        churn, noise, noise_scale: stochastic sampling with ``exp_euler`` (the SDEs that share the ODE's
+            marginals; :func:`~proteinflow.flow.solver_data.solve_data_prediction`); ``churn = 0`` is the ODE.
     """
     if method not in SAMPLING_METHODS:
         raise ValueError(f"unknown solver {method!r}; valid solvers are {', '.join(SAMPLING_METHODS)}")
+    stochastic = any(v > 0 for v in churn.values()) if isinstance(churn, Mapping) else churn > 0
+    if stochastic and method != "exp_euler":
+        raise ValueError(f"churn > 0 (stochastic sampling) needs the solver exp_euler, got {method!r}")
     if method in DATA_METHODS:
         if schedule is None:
             raise ValueError(
@@ -180,6 +188,9 @@ def sample_to_data(
             grid=grid,
             manifold=manifold,
             return_times=times,
+            churn=churn,
+            noise=noise,
+            noise_scale=noise_scale,
         )
         final = project(out.final) if project is not None else out.final
         trajectory = tree_map(lambda traj, f: torch.cat([traj[:-1], f[None]]), out.trajectory, final)

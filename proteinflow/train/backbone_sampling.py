@@ -14,15 +14,16 @@ t = 0) as a sample. With ``straightness`` every solver step is recorded and each
 Several processes (``devices > 1``, ``proteinflow sample --devices K``)
 -----------------------------------------------------------------------
 A sample depends only on ``(seed, length, index)``: its prior is drawn with its own generator seeded by
-:func:`backbone_seed`, and nothing else in sampling is random. The work is planned once as the list of
-batches the one-process run makes (:func:`plan_batches`: length by length, ``batch_size`` backbones at a
-time), and rank ``r`` of ``K`` samples the batches ``r, r + K, r + 2K, ...`` (:func:`shard_batches`).
-Whole batches are sharded, never single backbones, so every backbone is computed in exactly the batch it
-has in the one-process run: even a network whose floats depended on the other members of a batch would
-write the same bytes. One process and ``K`` processes therefore write byte-identical structure files on
-the same kind of device (``scripts/sample_shards_check.py`` hashes them). One caveat on CPU: spawned
-ranks run with fewer threads than one process, and a kernel whose reduction is split by thread could
-change the last bits of a float; the PDB files measured (3 decimals) did not change with 1 or 2 threads.
+:func:`backbone_seed`, and nothing else in sampling is random (the stochastic sampler's draws, ``--churn``,
+come from a second generator per backbone, seeded by :func:`churn_seed`). The work is planned once as the
+list of batches the one-process run makes (:func:`plan_batches`: length by length, ``batch_size`` backbones
+at a time), and rank ``r`` of ``K`` samples the batches ``r, r + K, r + 2K, ...`` (:func:`shard_batches`).
+Whole batches are sharded, never single backbones, so every backbone is computed in exactly the batch it has
+in the one-process run: even a network whose floats depended on the other members of a batch would write the
+same bytes. One process and ``K`` processes therefore write byte-identical structure files on the same kind
+of device (``scripts/sample_shards_check.py`` hashes them). One caveat on CPU: spawned ranks run with fewer
+threads than one process, and a kernel whose reduction is split by thread could change the last bits of a
+float; the PDB files measured (3 decimals) did not change with 1 or 2 threads.
 
 The route is plain ``torch.distributed`` with the gloo backend, used only for a barrier (no tensors are
 exchanged, so gloo serves GPU ranks as well and NCCL is not needed):
@@ -111,6 +112,8 @@ class SampleRecord:
     rank: int = 0
     straightness_rot: float | None = None
     straightness_trans: float | None = None
+    churn: float = 0.0
+    noise_scale: float = 1.0
 
 
 #: Trajectory states ``--straightness`` records for ``dopri5`` (evenly spaced; it has no fixed grid).
@@ -120,6 +123,23 @@ STRAIGHTNESS_FRAMES = 100
 def backbone_seed(seed: int, length: int, index: int) -> int:
     """The prior-noise seed of backbone ``index`` of length ``length``: reproducible, batch-independent."""
     return (seed * 1_000_003 + length * 7_919 + index) % (2**63 - 1)
+
+
+def churn_seed(seed: int, length: int, index: int) -> int:
+    """The seed of backbone ``index``'s churn draws (stochastic sampling): a stream apart from its prior's."""
+    return (backbone_seed(seed, length, index) + 0x5DEECE66D) % (2**63 - 1)
+
+
+def check_churn(solver: str, churn: float, noise_scale: float) -> None:
+    """Raise a ValueError naming the flag unless ``--churn``/``--noise-scale`` fit ``solver``."""
+    if not churn >= 0.0 or churn == float("inf"):
+        raise ValueError(f"--churn must be a finite rate >= 0, got {churn}")
+    if not noise_scale >= 0.0 or noise_scale == float("inf"):
+        raise ValueError(f"--noise-scale must be a finite number >= 0, got {noise_scale}")
+    if churn > 0.0 and solver != "exp_euler":
+        raise ValueError(f"--churn (stochastic sampling) needs --solver exp_euler, got {solver}")
+    if churn == 0.0 and noise_scale != 1.0:
+        raise ValueError("--noise-scale scales the churn's noise: give it with --churn > 0")
 
 
 def seeded_noise(
@@ -180,6 +200,8 @@ class _SampleSettings:
     trajectory_frames: int
     ode: str
     straightness: bool = False
+    churn: float = 0.0
+    noise_scale: float = 1.0
 
     def record(
         self,
@@ -211,6 +233,8 @@ class _SampleSettings:
             rank=rank,
             straightness_rot=straightness[0],
             straightness_trans=straightness[1],
+            churn=self.churn,
+            noise_scale=self.noise_scale,
         )
 
 
@@ -262,6 +286,10 @@ def _sample_batch(
         if settings.trajectory or settings.straightness
         else None
     )
+    stochastic = {}
+    if settings.churn > 0.0:  # each backbone's draws from its own generator, as its prior's
+        gens = [torch.Generator(device=dev).manual_seed(churn_seed(settings.seed, length, k)) for k in idx]
+        stochastic = {"churn": settings.churn, "noise_scale": settings.noise_scale, "noise_generators": gens}
     t0 = device_seconds(dev)
     result = flow.sample(
         mask,
@@ -272,6 +300,7 @@ def _sample_batch(
         atol=settings.atol,
         x_init=x0,
         return_times=times,
+        **stochastic,
     )
     seconds = (device_seconds(dev) - t0) / len(idx)
     straight: list[tuple[float | None, float | None]] = [(None, None)] * len(idx)
@@ -577,6 +606,8 @@ def sample_backbones(
     devices: int = 1,
     launcher: RankInfo | None = None,
     straightness: bool = False,
+    churn: float = 0.0,
+    noise_scale: float = 1.0,
 ) -> list[SampleRecord]:
     """Sample ``num`` backbones of each length and write them as PDB files (see the module docstring).
 
@@ -588,12 +619,17 @@ def sample_backbones(
     (``dopri5`` controls the steps of every backbone separately) and ``seconds`` its share of the batch's
     wall time (CUDA synchronised before reading the clock).
 
+    ``churn > 0`` (frame flows, ``exp_euler``) samples the translations with the stochastic sampler that
+    keeps the trained ODE's marginals (:mod:`proteinflow.flow.solver_data`); ``noise_scale != 1`` lowers
+    or raises its temperature, which changes them, and the ``ode`` column says so.
+
     ``devices > 1`` spawns that many local processes; ``launcher`` (from :func:`launcher_rank`) makes this
     process one rank of an external launcher's run. Either way the files are the one-process run's, byte
     for byte (see the module docstring). Returns every row, in the one-process order; under a launcher,
     ranks other than 0 return their own rows.
     """
     check_sample_request(lengths, num, batch_size, solver, grid)
+    check_churn(solver, churn, noise_scale)
     if launcher is not None and devices != 1:
         raise ValueError(
             f"--devices {devices} under a launcher (WORLD_SIZE={launcher.world_size}): each launched "
@@ -608,8 +644,29 @@ def sample_backbones(
     else:
         here = dev if devices == 1 else torch.device("cpu")
     flow, ode = _load_for_sampling(ckpt, here, rot_sampling_rate)
+    if churn > 0.0:
+        from proteinflow.models.frame_flow import FrameFlow
+
+        if not isinstance(flow, FrameFlow):
+            raise ValueError("--churn applies only to frame flows (model_kind: frames)")
+        if noise_scale != 1.0:
+            temperature = (
+                f"translation noise scaled by {noise_scale:g} (a temperature, not the trained marginals)"
+            )
+            ode = temperature if ode == "trained" else f"{ode}; {temperature}"
     settings = _SampleSettings(
-        solver, grid, steps, rtol, atol, seed, trajectory, trajectory_frames, ode, straightness
+        solver,
+        grid,
+        steps,
+        rtol,
+        atol,
+        seed,
+        trajectory,
+        trajectory_frames,
+        ode,
+        straightness,
+        churn,
+        noise_scale,
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
