@@ -1,5 +1,5 @@
-"""Stochastic frame sampling end to end (``proteinflow sample --churn``): per-backbone seeding, metadata,
-the frame flow's wiring (rotations follow the ODE, translations churn and stay centred) and flag errors."""
+"""Stochastic backbone sampling end to end (``proteinflow sample --churn``): per-backbone seeding, metadata,
+the frame flow's wiring (translations churn and stay centred), the C-alpha baseline, and flag errors."""
 
 from __future__ import annotations
 
@@ -77,8 +77,12 @@ def test_churn_flag_errors(tiny_ckpt: Path, tmp_path: Path, capsys, flags, match
     assert match in capsys.readouterr().err
 
 
-def test_churn_is_refused_for_a_baseline(tmp_path: Path, capsys):
+def test_a_baseline_churns_its_atoms(tmp_path: Path):
+    """The C-alpha baseline's whole state is Gaussian: it churns, batch-independently."""
     ckpt = write_tiny_checkpoint(tmp_path / "ca.ckpt", model_kind="ca")
-    args = ["sample", "--ckpt", str(ckpt), "--lengths", "12", "--num", "1", "--out", str(tmp_path / "s")]
-    assert cli.main([*args, "--solver", "exp_euler", "--churn", "1", "--device", "cpu"]) == 2
-    assert "only to frame flows" in capsys.readouterr().err
+    ode = sample_backbones(ckpt, tmp_path / "ode", **ARGS, device="cpu")
+    sde = sample_backbones(ckpt, tmp_path / "sde", **ARGS, churn=1.0, device="cpu")
+    sample_backbones(ckpt, tmp_path / "one", **ARGS, churn=1.0, batch_size=1, device="cpu")
+    assert texts(tmp_path / "sde") == texts(tmp_path / "one")
+    assert all(texts(tmp_path / "sde")[f] != texts(tmp_path / "ode")[f] for f in texts(tmp_path / "ode"))
+    assert [r.churn for r in sde] == [1.0, 1.0, 1.0]

@@ -110,9 +110,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--churn",
         type=float,
         default=0.0,
-        help="frame flows, --solver exp_euler: stochastic sampling of the translations with churn rate "
-        "gamma (fresh prior noise mixed in at rate gamma per unit lambda = -log(1 - t)); the SDE keeps the "
-        "trained ODE's marginals and can forget accumulated errors (default 0: the ODE)",
+        help="--solver exp_euler: stochastic sampling (frame flows: the translations; baselines: the atoms) "
+        "with churn rate gamma (fresh prior noise mixed in at rate gamma per unit lambda = -log(1 - t)); the "
+        "SDE keeps the trained ODE's marginals and can forget accumulated errors (default 0: the ODE)",
     )
     backbones.add_argument(
         "--noise-scale",

@@ -163,14 +163,27 @@ class EuclideanBackboneFlow(nn.Module, ABC):
         x = torch.where(mask.to(torch.bool)[..., None, None], x, torch.zeros_like(x))  # NaN-free padding
         return centre_on_ca(x, mask, self.ca_index)
 
-    def sample_prior(self, mask: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def sample_prior(
+        self,
+        mask: Tensor,
+        generator: torch.Generator | None = None,
+        per_sample: Sequence[torch.Generator] | None = None,
+    ) -> Tensor:
         """Noise atoms ``[B, N, A, 3]`` for a mask ``[B, N]``: ``length_unit * (z - mean_CA(z))``, 0 at
-        padding."""
+        padding; ``z`` from ``generator``, or row ``b`` from ``per_sample[b]``."""
         if mask.dim() != 2:
             raise ValueError(f"mask must have shape [B, N], got {tuple(mask.shape)}")
         bsz, n = mask.shape
         dtype = next(self.parameters()).dtype
-        z = torch.randn(bsz, n, self.n_atoms, 3, generator=generator, device=mask.device, dtype=dtype)
+        if per_sample is None:
+            z = torch.randn(bsz, n, self.n_atoms, 3, generator=generator, device=mask.device, dtype=dtype)
+        else:
+            z = torch.cat(
+                [
+                    torch.randn(1, n, self.n_atoms, 3, generator=g, device=mask.device, dtype=dtype)
+                    for g in per_sample
+                ]
+            )
         return centre_on_ca(z, mask, self.ca_index) * self.cfg.length_unit
 
     # -- network ----------------------------------------------------------------------------------------
@@ -267,6 +280,9 @@ class EuclideanBackboneFlow(nn.Module, ABC):
         x_init: Tensor | None = None,
         return_times: Sequence[float] | Tensor | None = None,
         res_idx: Tensor | None = None,
+        churn: float = 0.0,
+        noise_scale: float = 1.0,
+        noise_generators: Sequence[torch.Generator] | None = None,
     ) -> AtomSamples:
         """Integrate the learned ODE from the prior (``t = 0``) to data (``t = 1``).
 
@@ -281,8 +297,16 @@ class EuclideanBackboneFlow(nn.Module, ABC):
             x_init: start from these noise atoms ``[B, N, A, 3]`` instead of drawing them.
             return_times: times in ``[0, 1 - final_gap]`` to record (``t = 1`` is always appended).
             res_idx: ``[B, N]`` residue indices (default ``0..N-1``).
+            churn, noise_scale, noise_generators: stochastic sampling with ``exp_euler``, as
+                :meth:`proteinflow.models.frame_flow.FrameFlow.sample` (here every atom churns: the whole
+                state has the Gaussian prior).
         """
         x0 = self.sample_prior(mask, generator=generator) if x_init is None else x_init
+        if noise_generators is not None and len(noise_generators) != mask.shape[0]:
+            raise ValueError(
+                f"noise_generators must hold one generator per sample ({mask.shape[0]}), "
+                f"got {len(noise_generators)}"
+            )
         predict = x1_predictor(
             lambda x, t, sc: self.predict(x, t, mask, sc, res_idx),  # type: ignore[arg-type]
             self_condition="same_call" if self.self_conditioning else "off",
@@ -301,6 +325,9 @@ class EuclideanBackboneFlow(nn.Module, ABC):
             atol=atol,
             return_times=return_times,
             project=lambda x: centre_on_ca(x, mask, self.ca_index),  # type: ignore[arg-type]
+            churn=churn,
+            noise=lambda: self.sample_prior(mask, generator, noise_generators),
+            noise_scale=noise_scale,
         )
         assert isinstance(out.final, Tensor) and isinstance(out.trajectory, Tensor)
         return AtomSamples(

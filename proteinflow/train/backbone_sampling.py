@@ -619,9 +619,10 @@ def sample_backbones(
     (``dopri5`` controls the steps of every backbone separately) and ``seconds`` its share of the batch's
     wall time (CUDA synchronised before reading the clock).
 
-    ``churn > 0`` (frame flows, ``exp_euler``) samples the translations with the stochastic sampler that
-    keeps the trained ODE's marginals (:mod:`proteinflow.flow.solver_data`); ``noise_scale != 1`` lowers
-    or raises its temperature, which changes them, and the ``ode`` column says so.
+    ``churn > 0`` (``exp_euler``) samples the Gaussian factor (a frame flow's translations, a baseline's
+    atoms) with the stochastic sampler that keeps the trained ODE's marginals
+    (:mod:`proteinflow.flow.solver_data`); ``noise_scale != 1`` lowers or raises its temperature, which
+    changes them, and the ``ode`` column says so.
 
     ``devices > 1`` spawns that many local processes; ``launcher`` (from :func:`launcher_rank`) makes this
     process one rank of an external launcher's run. Either way the files are the one-process run's, byte
@@ -644,16 +645,9 @@ def sample_backbones(
     else:
         here = dev if devices == 1 else torch.device("cpu")
     flow, ode = _load_for_sampling(ckpt, here, rot_sampling_rate)
-    if churn > 0.0:
-        from proteinflow.models.frame_flow import FrameFlow
-
-        if not isinstance(flow, FrameFlow):
-            raise ValueError("--churn applies only to frame flows (model_kind: frames)")
-        if noise_scale != 1.0:
-            temperature = (
-                f"translation noise scaled by {noise_scale:g} (a temperature, not the trained marginals)"
-            )
-            ode = temperature if ode == "trained" else f"{ode}; {temperature}"
+    if churn > 0.0 and noise_scale != 1.0:
+        temperature = f"churn noise scaled by {noise_scale:g} (a temperature, not the trained marginals)"
+        ode = temperature if ode == "trained" else f"{ode}; {temperature}"
     settings = _SampleSettings(
         solver,
         grid,
