@@ -42,6 +42,14 @@ network passes per NFE), so the sampled field is a function of ``(t, x)`` alone 
 stages, rejected Dormand-Prince steps) integrates one well-defined ODE (``self_condition="same_call"`` of
 :func:`~proteinflow.models.sampling.x1_predictor`).
 
+Stochastic sampling (``sample(churn=gamma)``, ``exp_euler`` only). The translations may instead follow
+the SDE that shares the ODE's marginals: along each step the implied translation noise
+``x0_hat = (T - kappa T1_hat) / (1 - kappa)`` relaxes towards a fresh prior draw at rate ``gamma`` per unit
+``lambda = -log(1 - t)`` (:mod:`proteinflow.flow.solver_data`); rotations follow the ODE (a partial
+refresh that keeps a prior invariant is a Gaussian's property; the Haar measure would allow one, IGSO(3)
+would not, and we have not needed it). ``noise_scale < 1`` is the low-temperature variant, which does not
+keep the marginals.
+
 Priors: translations ``T0 = length_unit * P(z)``, ``z ~ N(0, I)``, ``P`` the masked centring
 projection; rotations Haar-uniform or IGSO(3)(sigma) around the identity — the same prior in training
 and sampling (FrameFlow trains from IGSO(3) noise centred on the data but samples from uniform).
