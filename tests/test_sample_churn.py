@@ -80,7 +80,7 @@ def test_churn_flag_errors(tiny_ckpt: Path, tmp_path: Path, capsys, flags, match
 def test_a_baseline_churns_its_atoms(tmp_path: Path):
     """The C-alpha baseline's whole state is Gaussian: it churns, batch-independently."""
     ckpt = write_tiny_checkpoint(tmp_path / "ca.ckpt", model_kind="ca")
-    ode = sample_backbones(ckpt, tmp_path / "ode", **ARGS, device="cpu")
+    sample_backbones(ckpt, tmp_path / "ode", **ARGS, device="cpu")
     sde = sample_backbones(ckpt, tmp_path / "sde", **ARGS, churn=1.0, device="cpu")
     sample_backbones(ckpt, tmp_path / "one", **ARGS, churn=1.0, batch_size=1, device="cpu")
     assert texts(tmp_path / "sde") == texts(tmp_path / "one")

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from proteinflow.flow.paths import AffinePath
 from proteinflow.flow.schedulers import CondOTScheduler
 from proteinflow.geometry.masked import masked_residue_mean
-from proteinflow.models.sampling import sample_to_data, x1_predictor
+from proteinflow.models.sampling import sample_to_data, standard_normal, x1_predictor
 
 
 @dataclass(frozen=True)
@@ -175,15 +175,14 @@ class EuclideanBackboneFlow(nn.Module, ABC):
             raise ValueError(f"mask must have shape [B, N], got {tuple(mask.shape)}")
         bsz, n = mask.shape
         dtype = next(self.parameters()).dtype
-        if per_sample is None:
-            z = torch.randn(bsz, n, self.n_atoms, 3, generator=generator, device=mask.device, dtype=dtype)
-        else:
-            z = torch.cat(
-                [
-                    torch.randn(1, n, self.n_atoms, 3, generator=g, device=mask.device, dtype=dtype)
-                    for g in per_sample
-                ]
-            )
+        z = standard_normal(
+            bsz,
+            (n, self.n_atoms, 3),
+            generator=generator,
+            per_sample=per_sample,
+            device=mask.device,
+            dtype=dtype,
+        )
         return centre_on_ca(z, mask, self.ca_index) * self.cfg.length_unit
 
     # -- network ----------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ from proteinflow.geometry.masked import masked_centre
 from proteinflow.models.backbone_losses import ca_clash_loss, local_pair_distance_loss
 from proteinflow.models.frame_flow_config import ROT_PRIORS, ROT_SCHEDULES, TRANS_COUPLINGS, FrameFlowConfig
 from proteinflow.models.ipa import FrameDenoiser, IPAConfig
-from proteinflow.models.sampling import sample_to_data, x1_predictor
+from proteinflow.models.sampling import sample_to_data, standard_normal, x1_predictor
 
 __all__ = [
     "ROT_PRIORS",
@@ -215,12 +215,9 @@ class FrameFlow(nn.Module):
         from ``generator``, or row ``b`` from ``per_sample[b]``."""
         bsz, n = mask.shape
         dtype = next(self.net.parameters()).dtype
-        if per_sample is None:
-            z = torch.randn(bsz, n, 3, generator=generator, device=mask.device, dtype=dtype)
-        else:
-            z = torch.cat(
-                [torch.randn(1, n, 3, generator=g, device=mask.device, dtype=dtype) for g in per_sample]
-            )
+        z = standard_normal(
+            bsz, (n, 3), generator=generator, per_sample=per_sample, device=mask.device, dtype=dtype
+        )
         return masked_centre(z, mask) * self.cfg.length_unit
 
     #: Translation noise re-assigned to the batch's structures by exact minibatch OT (the coupling

@@ -73,6 +73,24 @@ class SampledPath:
     nfe_per_sample: Tensor
 
 
+def standard_normal(
+    batch: int,
+    shape: Sequence[int],
+    *,
+    generator: torch.Generator | None = None,
+    per_sample: Sequence[torch.Generator] | None = None,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """``z ~ N(0, I)`` of shape ``[batch, *shape]``: from ``generator``, or row ``b`` from ``per_sample[b]``
+    (so that a sample's draw does not depend on its batch)."""
+    if per_sample is None:
+        return torch.randn(batch, *shape, generator=generator, device=device, dtype=dtype)
+    if len(per_sample) != batch:
+        raise ValueError(f"per-sample generators must number {batch} (one per sample), got {len(per_sample)}")
+    return torch.cat([torch.randn(1, *shape, generator=g, device=device, dtype=dtype) for g in per_sample])
+
+
 def solver_times(
     final_gap: float, return_times: Sequence[float] | Tensor | None
 ) -> tuple[float, list[float]]:
