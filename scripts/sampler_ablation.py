@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ablate_frames import COLUMNS
+from ablate_frames import COLUMNS, _slug
 
 from proteinflow.atomic import atomic_write_text
 from proteinflow.protein.evaluation import evaluate, summarise
@@ -83,7 +83,7 @@ def main() -> None:
     for name, solver, churn, scale in _rows(args.churn, args.noise_scale):
         if name in done:
             continue
-        samples_dir = out / "".join(c if c.isalnum() else "_" for c in name)
+        samples_dir = out / _slug(name)
         wall0 = time.perf_counter()
         records = sample_backbones(
             args.ckpt,

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from proteinflow.flow.paths import AffinePath
 from proteinflow.flow.schedulers import CondOTScheduler
 from proteinflow.geometry.masked import masked_residue_mean
-from proteinflow.models.sampling import sample_to_data, standard_normal, x1_predictor
+from proteinflow.models.sampling import check_generators, sample_to_data, standard_normal, x1_predictor
 
 
 @dataclass(frozen=True)
@@ -301,11 +301,7 @@ class EuclideanBackboneFlow(nn.Module, ABC):
                 state has the Gaussian prior).
         """
         x0 = self.sample_prior(mask, generator=generator) if x_init is None else x_init
-        if noise_generators is not None and len(noise_generators) != mask.shape[0]:
-            raise ValueError(
-                f"noise_generators must hold one generator per sample ({mask.shape[0]}), "
-                f"got {len(noise_generators)}"
-            )
+        check_generators(noise_generators, mask.shape[0], "noise_generators")
         predict = x1_predictor(
             lambda x, t, sc: self.predict(x, t, mask, sc, res_idx),  # type: ignore[arg-type]
             self_condition="same_call" if self.self_conditioning else "off",

@@ -113,7 +113,7 @@ from proteinflow.geometry.masked import masked_centre
 from proteinflow.models.backbone_losses import ca_clash_loss, local_pair_distance_loss
 from proteinflow.models.frame_flow_config import ROT_PRIORS, ROT_SCHEDULES, TRANS_COUPLINGS, FrameFlowConfig
 from proteinflow.models.ipa import FrameDenoiser, IPAConfig
-from proteinflow.models.sampling import sample_to_data, standard_normal, x1_predictor
+from proteinflow.models.sampling import check_generators, sample_to_data, standard_normal, x1_predictor
 
 __all__ = [
     "ROT_PRIORS",
@@ -518,11 +518,7 @@ class FrameFlow(nn.Module):
                 depend on its batch); default ``generator`` for the whole batch.
         """
         x0 = self.sample_prior(mask, generator=generator) if x_init is None else x_init
-        if noise_generators is not None and len(noise_generators) != mask.shape[0]:
-            raise ValueError(
-                f"noise_generators must hold one generator per sample ({mask.shape[0]}), "
-                f"got {len(noise_generators)}"
-            )
+        check_generators(noise_generators, mask.shape[0], "noise_generators")
         out = sample_to_data(
             self.denoiser(mask, res_idx),  # type: ignore[arg-type]
             lambda x, x1_hat, t: self.velocity(x, x1_hat, t, mask),  # type: ignore[arg-type]

@@ -73,6 +73,14 @@ class SampledPath:
     nfe_per_sample: Tensor
 
 
+def check_generators(
+    per_sample: Sequence[torch.Generator] | None, batch: int, name: str = "per-sample generators"
+) -> None:
+    """Raise a ValueError naming ``name`` unless ``per_sample`` is ``None`` or holds ``batch`` generators."""
+    if per_sample is not None and len(per_sample) != batch:
+        raise ValueError(f"{name} must hold one generator per sample ({batch}), got {len(per_sample)}")
+
+
 def standard_normal(
     batch: int,
     shape: Sequence[int],
@@ -86,8 +94,7 @@ def standard_normal(
     (so that a sample's draw does not depend on its batch)."""
     if per_sample is None:
         return torch.randn(batch, *shape, generator=generator, device=device, dtype=dtype)
-    if len(per_sample) != batch:
-        raise ValueError(f"per-sample generators must number {batch} (one per sample), got {len(per_sample)}")
+    check_generators(per_sample, batch)
     return torch.cat([torch.randn(1, *shape, generator=g, device=device, dtype=dtype) for g in per_sample])
 
 
