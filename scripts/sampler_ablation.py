@@ -1,16 +1,19 @@
-"""Sampling choices on one frame-flow checkpoint: the ODE against the stochastic sampler (``--churn``) and
-its low-temperature variant (``--noise-scale``), every row from the same seeds, evaluated like the recipe.
+"""Sampling choices on one frame-flow checkpoint: the ODE against the stochastic sampler (``--churn``), its
+low-temperature variant (``--noise-scale``) and clash steering (``--steer``), every row from the same
+seeds, evaluated like the recipe.
 
 Each row samples ``--num`` backbones at each of ``--lengths`` with ``--steps`` steps and evaluates them
 with the library's ``eval`` (:func:`proteinflow.protein.evaluation.evaluate`) against ``--reference-max``
 structures of ``--reference``. Rows: Euler (the issue's protocol), ``exp_euler`` with churn 0 (the same
 ODE), then ``exp_euler`` with every ``--churn`` rate at noise scale 1 (the SDEs that keep the ODE's
 marginals), then every ``--noise-scale`` at the largest churn (low temperature: not the trained
-marginals). ``report.md`` / ``sampler.json`` are rewritten after each row; rows already in
-``sampler.json`` are skipped on a rerun. ``clash pairs`` is the mean number of CA pairs (``|i - j| >=
-3``) under 3 A per structure: the yes/no clash column saturates at 1 while this still moves.
+marginals), then Euler with clash steering from every ``--steer`` time (not the trained ODE either).
+``report.md`` / ``sampler.json`` are rewritten after each row; rows already in ``sampler.json`` are
+skipped on a rerun. ``clash pairs`` is the mean number of CA pairs (``|i - j| >= 3``) under 3 A per
+structure: the yes/no clash column saturates at 1 while this still moves.
 
     python scripts/sampler_ablation.py --ckpt runs/frames_cpu/last.ckpt --out outputs/sampler --num 16
+    python scripts/sampler_ablation.py --ckpt CKPT --out OUT --churn --noise-scale --steer 0.3 0.5 0.7
 """
 
 from __future__ import annotations
@@ -29,13 +32,19 @@ from proteinflow.protein.structure_set import load_structure_set
 from proteinflow.train.backbone_sampling import sample_backbones
 
 
-def _rows(churns: list[float], scales: list[float]) -> list[tuple[str, str, float, float]]:
-    """``(name, solver, churn, noise_scale)`` of every row."""
-    rows = [("euler (ODE)", "euler", 0.0, 1.0), ("exp_euler (ODE)", "exp_euler", 0.0, 1.0)]
-    rows += [(f"exp_euler churn {c:g}", "exp_euler", c, 1.0) for c in churns]
+def _rows(
+    churns: list[float], scales: list[float], steers: list[float]
+) -> list[tuple[str, str, float, float, float | None]]:
+    """``(name, solver, churn, noise_scale, steer_from)`` of every row."""
+    rows: list[tuple[str, str, float, float, float | None]] = [
+        ("euler (ODE)", "euler", 0.0, 1.0, None),
+        ("exp_euler (ODE)", "exp_euler", 0.0, 1.0, None),
+    ]
+    rows += [(f"exp_euler churn {c:g}", "exp_euler", c, 1.0, None) for c in churns]
     if churns:
         top = max(churns)
-        rows += [(f"exp_euler churn {top:g}, noise scale {s:g}", "exp_euler", top, s) for s in scales]
+        rows += [(f"exp_euler churn {top:g}, noise scale {s:g}", "exp_euler", top, s, None) for s in scales]
+    rows += [(f"euler, clash steering from t = {t:g}", "euler", 0.0, 1.0, t) for t in steers]
     return rows
 
 
@@ -71,6 +80,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--churn", type=float, nargs="*", default=[0.5, 1.0, 2.0])
     parser.add_argument("--noise-scale", type=float, nargs="*", default=[0.7])
+    parser.add_argument("--steer", type=float, nargs="*", default=[], help="clash steering start times")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
@@ -80,7 +90,7 @@ def main() -> None:
     json_path = out / "sampler.json"
     results: list[dict[str, Any]] = json.loads(json_path.read_text()) if json_path.is_file() else []
     done = {r["name"] for r in results}
-    for name, solver, churn, scale in _rows(args.churn, args.noise_scale):
+    for name, solver, churn, scale, steer_from in _rows(args.churn, args.noise_scale, args.steer):
         if name in done:
             continue
         samples_dir = out / _slug(name)
@@ -98,6 +108,7 @@ def main() -> None:
             device=args.device,
             churn=churn,
             noise_scale=scale,
+            steer_from=steer_from,
         )
         sample_wall = time.perf_counter() - wall0
         result = evaluate(load_structure_set(samples_dir), reference)
@@ -109,6 +120,7 @@ def main() -> None:
                 "solver": solver,
                 "churn": churn,
                 "noise_scale": scale,
+                "steer_from": steer_from,
                 "seconds_per_backbone": sample_wall / len(records),
                 "clash_pairs": sum(clashes) / len(clashes),
                 "w1_ca_angle": result.w1_ca_angle,

@@ -122,6 +122,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "in samples.csv; default 1)",
     )
     backbones.add_argument(
+        "--steer-clashes",
+        type=float,
+        default=None,
+        metavar="T_START",
+        help="frame flows: relax every clean-structure prediction from time T_START on (e.g. 0.5) so that "
+        "CA pairs |i-j| >= 3 keep 3.8 A apart, local CA distances as predicted; not the trained ODE (a "
+        "sampling choice, recorded in samples.csv); default off",
+    )
+    backbones.add_argument(
         "--batch-size", type=positive_int, default=8, help="backbones per batch (default 8)"
     )
     backbones.add_argument(
@@ -192,6 +201,7 @@ def _sample_backbones(
             straightness=args.straightness,
             churn=args.churn,
             noise_scale=args.noise_scale,
+            steer_from=args.steer_clashes,
         )
     except ValueError as err:  # e.g. a length the model cannot make, or --rot-sampling-rate on a baseline
         return error(str(err))
@@ -232,10 +242,11 @@ def _sample_toy(
         or args.devices != 1
         or args.churn != 0.0
         or args.noise_scale != 1.0
+        or args.steer_clashes is not None
     ):
         return error(
-            "--lengths/--trajectory/--straightness/--rot-sampling-rate/--devices/--churn/--noise-scale apply "
-            "only to protein-backbone checkpoints"
+            "--lengths/--trajectory/--straightness/--rot-sampling-rate/--devices/--churn/--noise-scale/"
+            "--steer-clashes apply only to protein-backbone checkpoints"
         )
     num = args.num or DEFAULT_NUM_TOY
     try:

@@ -114,6 +114,7 @@ from proteinflow.models.backbone_losses import ca_clash_loss, local_pair_distanc
 from proteinflow.models.frame_flow_config import ROT_PRIORS, ROT_SCHEDULES, TRANS_COUPLINGS, FrameFlowConfig
 from proteinflow.models.ipa import FrameDenoiser, IPAConfig
 from proteinflow.models.sampling import check_generators, sample_to_data, standard_normal, x1_predictor
+from proteinflow.models.steering import ClashSteering
 
 __all__ = [
     "ROT_PRIORS",
@@ -374,9 +375,12 @@ class FrameFlow(nn.Module):
         out["trans"] = masked_centre(out["trans"], mask)
         return out
 
-    def denoiser(self, mask: Tensor, res_idx: Tensor | None = None) -> Callable[[Tensor, dict], dict]:
+    def denoiser(
+        self, mask: Tensor, res_idx: Tensor | None = None, steering: ClashSteering | None = None
+    ) -> Callable[[Tensor, dict], dict]:
         """The sampler's denoiser ``D(t, x) = x1_hat`` for ``mask [B, N]``: self-conditioned inside each
-        call (module docstring); padded residues keep the state's frames."""
+        call (module docstring); padded residues keep the state's frames. ``steering`` relaxes each
+        prediction against CA clashes (:mod:`~proteinflow.models.steering`; not the trained ODE)."""
         predict = x1_predictor(
             lambda x, t, sc: self.predict(x, t, mask, sc, res_idx),  # type: ignore[arg-type]
             self_condition="same_call" if self.net.cfg.self_condition else "off",
@@ -386,7 +390,8 @@ class FrameFlow(nn.Module):
 
         def denoise(t: Tensor, x: dict[str, Tensor]) -> dict[str, Tensor]:
             x1_hat = predict(t, x)
-            return {"rots": torch.where(valid, x1_hat["rots"], x["rots"]), "trans": x1_hat["trans"]}  # type: ignore[index]
+            out = {"rots": torch.where(valid, x1_hat["rots"], x["rots"]), "trans": x1_hat["trans"]}  # type: ignore[index]
+            return out if steering is None else steering(t, out, mask)
 
         return denoise
 
@@ -489,6 +494,7 @@ class FrameFlow(nn.Module):
         churn: float = 0.0,
         noise_scale: float = 1.0,
         noise_generators: Sequence[torch.Generator] | None = None,
+        steering: ClashSteering | None = None,
     ) -> FrameSamples:
         """Integrate the learned ODE from the prior (``t = 0``) to data (``t = 1``).
 
@@ -516,11 +522,13 @@ class FrameFlow(nn.Module):
                 marginals (a temperature).
             noise_generators: one generator per sample for the churn's draws (so that a sample does not
                 depend on its batch); default ``generator`` for the whole batch.
+            steering: relax each prediction at ``t >= steering.t_start`` against CA clashes
+                (:mod:`~proteinflow.models.steering`): a sampling choice that changes the ODE.
         """
         x0 = self.sample_prior(mask, generator=generator) if x_init is None else x_init
         check_generators(noise_generators, mask.shape[0], "noise_generators")
         out = sample_to_data(
-            self.denoiser(mask, res_idx),  # type: ignore[arg-type]
+            self.denoiser(mask, res_idx, steering),  # type: ignore[arg-type]
             lambda x, x1_hat, t: self.velocity(x, x1_hat, t, mask),  # type: ignore[arg-type]
             x0,
             schedule=self.schedulers if self.cfg.sampling_rot_rate is None else None,

@@ -62,8 +62,10 @@ import torch
 from proteinflow.atomic import atomic_write_text
 from proteinflow.flow.solver_data import DATA_METHODS
 from proteinflow.flow.time_grids import GRIDS, time_grid
+from proteinflow.models.frame_flow import FrameFlow
 from proteinflow.models.registry import BackboneFlow, Prior, build_backbone_flow, samples_straightness
 from proteinflow.models.sampling import SAMPLING_METHODS
+from proteinflow.models.steering import ClashSteering
 from proteinflow.timing import device_seconds, resolve_device
 from proteinflow.train.checkpoints import (
     CheckpointError,
@@ -114,6 +116,7 @@ class SampleRecord:
     straightness_trans: float | None = None
     churn: float = 0.0
     noise_scale: float = 1.0
+    steer_from: float | None = None
 
 
 #: Trajectory states ``--straightness`` records for ``dopri5`` (evenly spaced; it has no fixed grid).
@@ -128,6 +131,14 @@ def backbone_seed(seed: int, length: int, index: int) -> int:
 def churn_seed(seed: int, length: int, index: int) -> int:
     """The seed of backbone ``index``'s churn draws (stochastic sampling): a stream apart from its prior's."""
     return (backbone_seed(seed, length, index) + 0x5DEECE66D) % (2**63 - 1)
+
+
+def check_steering(flow: torch.nn.Module, steer_from: float) -> None:
+    """Raise a ValueError naming ``--steer-clashes`` unless ``flow`` is a frame flow and the time fits."""
+    if not isinstance(flow, FrameFlow):
+        raise ValueError("--steer-clashes applies only to frame flows (model_kind: frames)")
+    if not 0.0 <= steer_from <= 1.0:
+        raise ValueError(f"--steer-clashes takes the time to start from, in [0, 1], got {steer_from}")
 
 
 def check_churn(solver: str, churn: float, noise_scale: float) -> None:
@@ -202,6 +213,7 @@ class _SampleSettings:
     straightness: bool = False
     churn: float = 0.0
     noise_scale: float = 1.0
+    steer_from: float | None = None
 
     def record(
         self,
@@ -235,6 +247,7 @@ class _SampleSettings:
             straightness_trans=straightness[1],
             churn=self.churn,
             noise_scale=self.noise_scale,
+            steer_from=self.steer_from,
         )
 
 
@@ -290,6 +303,8 @@ def _sample_batch(
     if settings.churn > 0.0:  # each backbone's draws from its own generator, as its prior's
         gens = [torch.Generator(device=dev).manual_seed(churn_seed(settings.seed, length, k)) for k in idx]
         stochastic = {"churn": settings.churn, "noise_scale": settings.noise_scale, "noise_generators": gens}
+    if settings.steer_from is not None:
+        stochastic["steering"] = ClashSteering(t_start=settings.steer_from)
     t0 = device_seconds(dev)
     result = flow.sample(
         mask,
@@ -608,6 +623,7 @@ def sample_backbones(
     straightness: bool = False,
     churn: float = 0.0,
     noise_scale: float = 1.0,
+    steer_from: float | None = None,
 ) -> list[SampleRecord]:
     """Sample ``num`` backbones of each length and write them as PDB files (see the module docstring).
 
@@ -622,7 +638,9 @@ def sample_backbones(
     ``churn > 0`` (``exp_euler``) samples the Gaussian factor (a frame flow's translations, a baseline's
     atoms) with the stochastic sampler that keeps the trained ODE's marginals
     (:mod:`proteinflow.flow.solver_data`); ``noise_scale != 1`` lowers or raises its temperature, which
-    changes them, and the ``ode`` column says so.
+    changes them, and the ``ode`` column says so. ``steer_from`` (frame flows only) relaxes every
+    prediction from that time on against CA clashes (:mod:`~proteinflow.models.steering`): not the trained
+    ODE either, and the ``ode`` column and ``steer_from`` say so.
 
     ``devices > 1`` spawns that many local processes; ``launcher`` (from :func:`launcher_rank`) makes this
     process one rank of an external launcher's run. Either way the files are the one-process run's, byte
@@ -645,9 +663,13 @@ def sample_backbones(
     else:
         here = dev if devices == 1 else torch.device("cpu")
     flow, ode = _load_for_sampling(ckpt, here, rot_sampling_rate)
+    changes = [] if ode == "trained" else [ode]
     if churn > 0.0 and noise_scale != 1.0:
-        temperature = f"churn noise scaled by {noise_scale:g} (a temperature, not the trained marginals)"
-        ode = temperature if ode == "trained" else f"{ode}; {temperature}"
+        changes.append(f"churn noise scaled by {noise_scale:g} (a temperature, not the trained marginals)")
+    if steer_from is not None:
+        check_steering(flow, steer_from)
+        changes.append(f"predictions relaxed against CA clashes from t = {steer_from:g} (clash steering)")
+    ode = "; ".join(changes) if changes else "trained"
     settings = _SampleSettings(
         solver,
         grid,
@@ -661,6 +683,7 @@ def sample_backbones(
         straightness,
         churn,
         noise_scale,
+        steer_from,
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
