@@ -4,10 +4,10 @@ seeds, evaluated like the recipe.
 
 Each row samples ``--num`` backbones at each of ``--lengths`` with ``--steps`` steps and evaluates them
 with the library's ``eval`` (:func:`proteinflow.protein.evaluation.evaluate`) against ``--reference-max``
-structures of ``--reference``. Rows: Euler (the issue's protocol), ``exp_euler`` with churn 0 (the same
-ODE), then ``exp_euler`` with every ``--churn`` rate at noise scale 1 (the SDEs that keep the ODE's
-marginals), then every ``--noise-scale`` at the largest churn (low temperature: not the trained
-marginals), then Euler with clash steering from every ``--steer`` time (not the trained ODE either).
+structures of ``--reference``. Rows: Euler (the issue's protocol); with ``--churn`` rates, ``exp_euler``
+with churn 0 (the same ODE), then ``exp_euler`` with every rate at noise scale 1 (the SDEs that keep the
+ODE's marginals), then every ``--noise-scale`` at the largest churn (low temperature: not the trained
+marginals); then Euler with clash steering from every ``--steer`` time (not the trained ODE either).
 ``report.md`` / ``sampler.json`` are rewritten after each row; rows already in ``sampler.json`` are
 skipped on a rerun. ``clash pairs`` is the mean number of CA pairs (``|i - j| >= 3``) under 3 A per
 structure: the yes/no clash column saturates at 1 while this still moves.
@@ -36,12 +36,10 @@ def _rows(
     churns: list[float], scales: list[float], steers: list[float]
 ) -> list[tuple[str, str, float, float, float | None]]:
     """``(name, solver, churn, noise_scale, steer_from)`` of every row."""
-    rows: list[tuple[str, str, float, float, float | None]] = [
-        ("euler (ODE)", "euler", 0.0, 1.0, None),
-        ("exp_euler (ODE)", "exp_euler", 0.0, 1.0, None),
-    ]
-    rows += [(f"exp_euler churn {c:g}", "exp_euler", c, 1.0, None) for c in churns]
-    if churns:
+    rows: list[tuple[str, str, float, float, float | None]] = [("euler (ODE)", "euler", 0.0, 1.0, None)]
+    if churns:  # the churned rows and their ODE, from the same noise
+        rows += [("exp_euler (ODE)", "exp_euler", 0.0, 1.0, None)]
+        rows += [(f"exp_euler churn {c:g}", "exp_euler", c, 1.0, None) for c in churns]
         top = max(churns)
         rows += [(f"exp_euler churn {top:g}, noise scale {s:g}", "exp_euler", top, s, None) for s in scales]
     rows += [(f"euler, clash steering from t = {t:g}", "euler", 0.0, 1.0, t) for t in steers]
