@@ -25,7 +25,7 @@ The sampler then integrates ``dx/dt = v(x, D_s(t, x), t)``: the field is still a
 follow the model where it is clash-free and are pushed apart where it is not, a sampling choice like a
 guidance weight or a temperature (the ``ode`` column of ``samples.csv`` says so). Applied from
 ``t_start`` on, the network keeps adjusting the rest of the structure around each separation, which a
-relaxation of the final structure alone cannot do.
+relaxation of the final structure alone would not let it do.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class ClashSteering:
         on = t >= self.t_start
         if not bool(on.any()):
             return x1_hat
-        relaxed = self.relax(x1_hat["trans"], mask & on[:, None])
+        relaxed = self.relax(x1_hat["trans"], mask.to(torch.bool) & on[:, None])
         return {**x1_hat, "trans": relaxed}
 
 

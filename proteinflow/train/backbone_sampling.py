@@ -299,12 +299,12 @@ def _sample_batch(
         if settings.trajectory or settings.straightness
         else None
     )
-    stochastic = {}
+    options: dict[str, object] = {}  # sampling choices beyond the ODE
     if settings.churn > 0.0:  # each backbone's draws from its own generator, as its prior's
         gens = [torch.Generator(device=dev).manual_seed(churn_seed(settings.seed, length, k)) for k in idx]
-        stochastic = {"churn": settings.churn, "noise_scale": settings.noise_scale, "noise_generators": gens}
+        options = {"churn": settings.churn, "noise_scale": settings.noise_scale, "noise_generators": gens}
     if settings.steer_from is not None:
-        stochastic["steering"] = ClashSteering(t_start=settings.steer_from)
+        options["steering"] = ClashSteering(t_start=settings.steer_from)
     t0 = device_seconds(dev)
     result = flow.sample(
         mask,
@@ -315,7 +315,7 @@ def _sample_batch(
         atol=settings.atol,
         x_init=x0,
         return_times=times,
-        **stochastic,
+        **options,
     )
     seconds = (device_seconds(dev) - t0) / len(idx)
     straight: list[tuple[float | None, float | None]] = [(None, None)] * len(idx)
