@@ -62,7 +62,7 @@ import torch
 from proteinflow.atomic import atomic_write_text
 from proteinflow.flow.solver_data import DATA_METHODS
 from proteinflow.flow.time_grids import GRIDS, time_grid
-from proteinflow.models.frame_flow import FrameFlow
+from proteinflow.models.frame_flow import FrameFlow, FrameFlowConfig
 from proteinflow.models.registry import BackboneFlow, Prior, build_backbone_flow, samples_straightness
 from proteinflow.models.sampling import SAMPLING_METHODS
 from proteinflow.models.steering import ClashSteering
@@ -255,8 +255,6 @@ def _load_for_sampling(
     ckpt: str | Path, dev: torch.device, rot_sampling_rate: float | None
 ) -> tuple[torch.nn.Module, str]:
     """The checkpoint's flow with ``rot_sampling_rate`` applied, and the ``ode`` label of its samples."""
-    from proteinflow.models.frame_flow import FrameFlowConfig
-
     flow, _ = load_backbone_checkpoint(ckpt, dev)
     ode = "trained"
     if rot_sampling_rate is not None:
