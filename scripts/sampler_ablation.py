@@ -7,13 +7,15 @@ with the library's ``eval`` (:func:`proteinflow.protein.evaluation.evaluate`) ag
 structures of ``--reference``. Rows: Euler (the issue's protocol); with ``--churn`` rates, ``exp_euler``
 with churn 0 (the same ODE), then ``exp_euler`` with every rate at noise scale 1 (the SDEs that keep the
 ODE's marginals), then every ``--noise-scale`` at the largest churn (low temperature: not the trained
-marginals); then Euler with clash steering from every ``--steer`` time (not the trained ODE either).
+marginals); then Euler with clash steering from every ``--steer`` time (not the trained ODE either), and
+with the flexible steering of :data:`FLEXIBLE_STEERING` from every ``--steer-flexible`` time.
 ``report.md`` / ``sampler.json`` are rewritten after each row; rows already in ``sampler.json`` are
 skipped on a rerun. ``clash pairs`` is the mean number of CA pairs (``|i - j| >= 3``) under 3 A per
 structure: the yes/no clash column saturates at 1 while this still moves.
 
     python scripts/sampler_ablation.py --ckpt runs/frames_cpu/last.ckpt --out outputs/sampler --num 16
     python scripts/sampler_ablation.py --ckpt CKPT --out OUT --churn --noise-scale --steer 0.3 0.5 0.7
+    python scripts/sampler_ablation.py --ckpt CKPT --out OUT --churn --steer 0.5 --steer-flexible 0.5
 """
 
 from __future__ import annotations
@@ -27,22 +29,46 @@ from typing import Any
 from ablate_frames import COLUMNS, _slug
 
 from proteinflow.atomic import atomic_write_text
+from proteinflow.models.steering import ClashSteering
 from proteinflow.protein.evaluation import evaluate, summarise
 from proteinflow.protein.structure_set import load_structure_set
 from proteinflow.train.backbone_sampling import sample_backbones
 
+#: The first clash steering (stop 25): bonds and bond angles held, every pair ``|i - j| >= 3`` pushed
+#: apart with the same weight, rotations kept (:mod:`proteinflow.models.steering`).
+FLEXIBLE_STEERING = {
+    "keep_sep": 3,
+    "clash_weight": 1.0,
+    "bond_weight": 1.0,
+    "iters": 30,
+    "step": 0.1,
+    "window": 0,
+}
 
-def _rows(
-    churns: list[float], scales: list[float], steers: list[float]
-) -> list[tuple[str, str, float, float, float | None]]:
-    """``(name, solver, churn, noise_scale, steer_from)`` of every row."""
-    rows: list[tuple[str, str, float, float, float | None]] = [("euler (ODE)", "euler", 0.0, 1.0, None)]
+Row = tuple[str, str, float, float, ClashSteering | None]
+
+
+def _rows(churns: list[float], scales: list[float], steers: list[float], flexible: list[float]) -> list[Row]:
+    """``(name, solver, churn, noise_scale, steering)`` of every row."""
+    rows: list[Row] = [("euler (ODE)", "euler", 0.0, 1.0, None)]
     if churns:  # the churned rows and their ODE, from the same noise
         rows += [("exp_euler (ODE)", "exp_euler", 0.0, 1.0, None)]
         rows += [(f"exp_euler churn {c:g}", "exp_euler", c, 1.0, None) for c in churns]
         top = max(churns)
         rows += [(f"exp_euler churn {top:g}, noise scale {s:g}", "exp_euler", top, s, None) for s in scales]
-    rows += [(f"euler, clash steering from t = {t:g}", "euler", 0.0, 1.0, t) for t in steers]
+    rows += [
+        (f"euler, clash steering from t = {t:g}", "euler", 0.0, 1.0, ClashSteering(t_start=t)) for t in steers
+    ]
+    rows += [
+        (
+            f"euler, flexible clash steering from t = {t:g}",
+            "euler",
+            0.0,
+            1.0,
+            ClashSteering(t, **FLEXIBLE_STEERING),
+        )
+        for t in flexible
+    ]
     return rows
 
 
@@ -79,6 +105,9 @@ def main() -> None:
     parser.add_argument("--churn", type=float, nargs="*", default=[0.5, 1.0, 2.0])
     parser.add_argument("--noise-scale", type=float, nargs="*", default=[0.7])
     parser.add_argument("--steer", type=float, nargs="*", default=[], help="clash steering start times")
+    parser.add_argument(
+        "--steer-flexible", type=float, nargs="*", default=[], help="flexible clash steering start times"
+    )
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
@@ -88,7 +117,9 @@ def main() -> None:
     json_path = out / "sampler.json"
     results: list[dict[str, Any]] = json.loads(json_path.read_text()) if json_path.is_file() else []
     done = {r["name"] for r in results}
-    for name, solver, churn, scale, steer_from in _rows(args.churn, args.noise_scale, args.steer):
+    for name, solver, churn, scale, steering in _rows(
+        args.churn, args.noise_scale, args.steer, args.steer_flexible
+    ):
         if name in done:
             continue
         samples_dir = out / _slug(name)
@@ -106,7 +137,7 @@ def main() -> None:
             device=args.device,
             churn=churn,
             noise_scale=scale,
-            steer_from=steer_from,
+            steering=steering,
         )
         sample_wall = time.perf_counter() - wall0
         result = evaluate(load_structure_set(samples_dir), reference)
@@ -118,7 +149,7 @@ def main() -> None:
                 "solver": solver,
                 "churn": churn,
                 "noise_scale": scale,
-                "steer_from": steer_from,
+                "steer_from": None if steering is None else steering.t_start,
                 "seconds_per_backbone": sample_wall / len(records),
                 "clash_pairs": sum(clashes) / len(clashes),
                 "w1_ca_angle": result.w1_ca_angle,

@@ -4,6 +4,7 @@ safe checkpoint loading, and a 2-process CPU DDP run that checkpoints and resume
 from __future__ import annotations
 
 import csv
+import math
 import os
 import subprocess
 import sys
@@ -86,11 +87,13 @@ def test_train_resume_and_sample_end_to_end(tmp_path: Path, prepared: Path) -> N
     from proteinflow.train.backbone_sampling import sample_backbones
     from proteinflow.train.run import TrainOptions, train_experiment
 
-    config = _write(tmp_path / "cfg.yaml", _config(prepared))
+    config = _write(tmp_path / "cfg.yaml", _config(prepared, lr_decay_from=1, lr_min=1e-4))
     out = tmp_path / "run"
     last = train_experiment(config, out)
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["global_step"] == 4
+    # the last step (3 of 4) ran at lr(3) of the cosine from step 1: 1e-4 + 9e-4 (1 + cos(2 pi / 3)) / 2
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-4 + 9e-4 * 0.25)
     assert (out / "loss_curve.png").stat().st_size > 1000
     assert (out / "val_curves.png").stat().st_size > 1000
     assert next(out.glob("logs/version_*/val_curves.png")).stat().st_size > 1000  # redrawn while training
@@ -105,6 +108,9 @@ def test_train_resume_and_sample_end_to_end(tmp_path: Path, prepared: Path) -> N
     last = train_experiment(config, out, TrainOptions(max_steps=6, resume=True))
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["global_step"] == 6
+    # resumed with max_steps 6, the curve runs to step 6: lr is a function of the step, not a scheduler state
+    lr = ckpt["optimizer_states"][0]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(1e-4 + 9e-4 * 0.5 * (1 + math.cos(math.pi * 4 / 5)))
     changed = [k for k, v in ckpt["state_dict"].items() if not torch.equal(v, first_weights[k])]
     assert changed, "resuming did not train"
 

@@ -25,21 +25,30 @@ def energy(steer: ClashSteering, y: torch.Tensor, y0: torch.Tensor) -> torch.Ten
     n = y.shape[0]
     for i in range(n):
         for j in range(i + 1, n):
-            d = (y[i] - y[j]).norm()
-            if j - i >= steer.min_sep:
-                total = total + torch.relu(steer.min_dist - d) ** 2
+            d, d0 = (y[i] - y[j]).norm(), (y0[i] - y0[j]).norm()
+            if j - i >= steer.keep_sep:
+                total = total + steer.clash_weight * torch.relu(steer.min_dist - d) ** 2
             else:
-                total = total + (d - (y0[i] - y0[j]).norm()) ** 2
+                target = torch.clamp(d0, min=steer.min_dist) if j - i >= steer.min_sep else d0
+                weight = steer.bond_weight if j - i == 1 else 1.0
+                total = total + weight * (d - target) ** 2
     return total
 
 
 def tangled_chain(n: int = 24, seed: int = 0) -> torch.Tensor:
-    """A CA trace ``[1, n, 3]`` with 3.8 A bonds folded back onto itself: many nonlocal pairs under 3 A."""
+    """A CA trace ``[1, n, 3]`` with bonds near 3.8 A that folds back onto itself: a random walk, a
+    three-residue turn, then the walk retraced about 0.5 A off (many nonlocal pairs under 3 A)."""
     gen = torch.Generator().manual_seed(seed)
-    steps = torch.nn.functional.normalize(torch.randn(n, 3, generator=gen, dtype=torch.float64), dim=-1) * 3.8
-    ca = steps.cumsum(0)
-    jitter = torch.randn(n - n // 2, 3, generator=gen, dtype=torch.float64)
-    ca[n // 2 :] = ca[: n - n // 2].flip(0) + 0.5 * jitter
+    first = n - 3 - (n - 3) // 2
+    steps = torch.nn.functional.normalize(torch.randn(first, 3, generator=gen, dtype=torch.float64), dim=-1)
+    walk = (steps * 3.8).cumsum(0)
+    e1, e2 = torch.linalg.qr(torch.randn(3, 2, generator=gen, dtype=torch.float64))[0].T
+    end = walk[-1]
+    turn = torch.stack([end + 3.8 * e1, end + 3.8 * (e1 + e2), end + 3.8 * e2])
+    offset = 0.5 * torch.nn.functional.normalize(torch.randn(3, generator=gen, dtype=torch.float64), dim=0)
+    jitter = 0.1 * torch.randn(n - first - 3, 3, generator=gen, dtype=torch.float64)
+    back = walk.flip(0)[: n - first - 3] + offset + jitter
+    ca = torch.cat([walk, turn, back])
     return (ca - ca.mean(0))[None]
 
 
@@ -49,8 +58,15 @@ def nonlocal_min(ca: torch.Tensor, mask: torch.Tensor, min_sep: int = 3) -> floa
     return float(d[(idx[None] - idx[:, None]).abs() >= min_sep].min())
 
 
-def test_one_step_is_gradient_descent_on_the_energy():
-    steer = ClashSteering(iters=1, step=0.05)
+@pytest.mark.parametrize(
+    "steer",
+    [
+        ClashSteering(iters=1),
+        ClashSteering(iters=1, keep_sep=3, clash_weight=1.0, bond_weight=1.0, step=0.1),
+        ClashSteering(iters=1, keep_sep=7, clash_weight=2.0, bond_weight=5.0, step=0.04),
+    ],
+)
+def test_one_step_is_gradient_descent_on_the_energy(steer: ClashSteering):
     ca = tangled_chain(12)
     y = ca[0].clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(energy(steer, y, ca[0]), y)
@@ -58,17 +74,41 @@ def test_one_step_is_gradient_descent_on_the_energy():
     torch.testing.assert_close(moved[0], ca[0] - steer.step * grad, atol=1e-6, rtol=0)  # eps 1e-8 in the root
 
 
-def test_relaxed_chain_is_clash_free_with_its_local_geometry_kept():
+#: Settings that hold only bonds and bond angles (torsions free): every overlap can be separated.
+FLEXIBLE = {"keep_sep": 3, "clash_weight": 1.0, "bond_weight": 1.0, "step": 0.1, "window": 0}
+
+
+def test_flexible_relaxation_leaves_no_clash_and_keeps_local_geometry():
     ca = tangled_chain()
     mask = torch.ones(1, ca.shape[1], dtype=torch.bool)
     assert nonlocal_min(ca, mask) < 1.5  # the input overlaps itself
-    out = ClashSteering(iters=300).relax(ca, mask)
+    out = ClashSteering(iters=300, **FLEXIBLE).relax(ca, mask)
     assert nonlocal_min(out, mask) > CA_CLASH_DIST  # no clash the metric would count
     assert nonlocal_min(out, mask) > 3.5  # and close to delta = 3.8
     bonds = (out[0, 1:] - out[0, :-1]).norm(dim=-1)
     bonds0 = (ca[0, 1:] - ca[0, :-1]).norm(dim=-1)
     assert (bonds - bonds0).abs().max() < 0.3
     torch.testing.assert_close(out.mean(1), ca.mean(1), atol=1e-9, rtol=0)  # centroid kept
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3])
+def test_default_relaxation_separates_distant_pairs_and_holds_short_spans(seed: int):
+    """With spans under ``keep_sep`` held the chain is stiff: the pairs the clash term acts on
+    (``|i - j| >= keep_sep``) separate beyond the clash threshold, bonds stay, and a structure without
+    overlaps is left exactly as predicted."""
+    steer = ClashSteering(iters=300)
+    ca = tangled_chain(20, seed)
+    mask = torch.ones(1, 20, dtype=torch.bool)
+    assert nonlocal_min(ca, mask, steer.keep_sep) < 1.5
+    out = steer.relax(ca, mask)
+    assert nonlocal_min(out, mask, steer.keep_sep) > 3.4
+    bonds, bonds0 = (out[0, 1:] - out[0, :-1]).norm(dim=-1), (ca[0, 1:] - ca[0, :-1]).norm(dim=-1)
+    assert (bonds - bonds0).abs().max() < 0.3
+    k = torch.arange(16, dtype=torch.float64)  # an ideal alpha helix: i, i+3 at 5.0 A, no pair under 3.8 A
+    angle = k * 100.0 / 180.0 * torch.pi
+    helix = torch.stack([2.3 * torch.cos(angle), 2.3 * torch.sin(angle), 1.5 * k], -1)[None]
+    kept = steer.relax(helix, torch.ones(1, 16, dtype=torch.bool))
+    torch.testing.assert_close(kept, helix, atol=1e-6, rtol=0)
 
 
 def test_relax_is_rigid_equivariant_and_leaves_padding_alone():
@@ -92,8 +132,36 @@ def test_only_predictions_from_t_start_on_are_relaxed():
     mask = torch.ones(2, 16, dtype=torch.bool)
     out = steer(torch.tensor([0.3, 0.7]), x1_hat, mask)
     assert torch.equal(out["trans"][0], trans[0]) and not torch.allclose(out["trans"][1], trans[1])
-    assert out["rots"] is x1_hat["rots"]
+    assert torch.equal(out["rots"][0], x1_hat["rots"][0])
+    turned = steer.turn(trans[1:], out["trans"][1:], mask[1:])[0]
+    torch.testing.assert_close(out["rots"][1], turned @ x1_hat["rots"][1])
+    assert not torch.allclose(out["rots"][1], x1_hat["rots"][1], atol=1e-3)
     assert steer(torch.tensor([0.1, 0.2]), x1_hat, mask) is x1_hat
+
+
+def test_each_frame_turns_with_the_kabsch_rotation_of_its_window():
+    """``turn`` against scipy's least-squares superposition of each residue's CA window (Kabsch), and the
+    exact rotation when the whole chain moves rigidly; padding and ``window = 0`` give the identity."""
+    align_vectors = pytest.importorskip("scipy.spatial.transform").Rotation.align_vectors
+    steer = ClashSteering(window=2)
+    gen = torch.Generator().manual_seed(7)
+    ca = torch.randn(1, 10, 3, generator=gen, dtype=torch.float64) * 4
+    relaxed = ca + torch.randn(1, 10, 3, generator=gen, dtype=torch.float64)
+    mask = torch.ones(1, 10, dtype=torch.bool)
+    mask[0, 8:] = False
+    q = steer.turn(ca, relaxed, mask)[0]
+    for i in range(8):
+        lo, hi = max(0, i - 2), min(8, i + 3)
+        p, r = ca[0, lo:hi] - ca[0, lo:hi].mean(0), relaxed[0, lo:hi] - relaxed[0, lo:hi].mean(0)
+        ref = align_vectors(r.numpy(), p.numpy())[0].as_matrix()  # rotation taking p onto r
+        torch.testing.assert_close(q[i], torch.from_numpy(ref), atol=1e-9, rtol=0)
+    eye = torch.eye(3, dtype=torch.float64)
+    torch.testing.assert_close(q[8:], eye.expand(2, 3, 3), atol=0, rtol=0)
+    rot = random_uniform(1, generator=gen, dtype=torch.float64)[0]
+    rigid = steer.turn(ca, ca @ rot.T + 2.0, mask)[0]
+    torch.testing.assert_close(rigid[:8], rot.expand(8, 3, 3), atol=1e-9, rtol=0)
+    torch.testing.assert_close(steer.turn(ca, ca, mask)[0, :8], eye.expand(8, 3, 3), atol=1e-9, rtol=0)
+    assert torch.equal(ClashSteering(window=0).turn(ca, relaxed, mask)[0], eye.expand(10, 3, 3))
 
 
 @pytest.mark.parametrize(
@@ -102,8 +170,12 @@ def test_only_predictions_from_t_start_on_are_relaxed():
         ({"t_start": 1.5}, "t_start"),
         ({"min_dist": 0.0}, "min_dist"),
         ({"min_sep": 1}, "min_sep"),
+        ({"keep_sep": 2}, "keep_sep"),
+        ({"clash_weight": 0.0}, "clash_weight"),
         ({"iters": 0}, "iters"),
-        ({"step": 0.3}, "step"),
+        ({"step": 0.3, "clash_weight": 1.0, "bond_weight": 1.0}, "step"),
+        ({"step": 0.1}, "step"),
+        ({"window": -1}, "window"),
     ],
 )
 def test_bad_settings_are_refused(kwargs, match):
@@ -128,7 +200,7 @@ def test_steered_frame_flow_samples_have_no_ca_clash(tiny_ckpt: Path, method: st
     x0 = flow.sample_prior(mask, generator=torch.Generator().manual_seed(0))
     kwargs = {"method": method, "steps": 8, "x_init": x0, "return_times": [0.0, 0.25, 1.0]}
     plain = flow.sample(mask, **kwargs)
-    steered = flow.sample(mask, steering=ClashSteering(t_start=0.5, iters=300), **kwargs)
+    steered = flow.sample(mask, steering=ClashSteering(t_start=0.5, iters=300, **FLEXIBLE), **kwargs)
     for b in range(2):
         assert nonlocal_min(plain.trans[b : b + 1], mask[:1]) < CA_CLASH_DIST
         assert nonlocal_min(steered.trans[b : b + 1], mask[:1]) > CA_CLASH_DIST
@@ -137,9 +209,16 @@ def test_steered_frame_flow_samples_have_no_ca_clash(tiny_ckpt: Path, method: st
 
 def test_cli_records_steering_and_refuses_it_where_it_does_not_apply(tiny_ckpt: Path, tmp_path: Path, capsys):
     args = {"lengths": [14], "num": 2, "solver": "euler", "steps": 5, "rtol": None, "atol": None, "seed": 1}
-    rows = sample_backbones(tiny_ckpt, tmp_path / "s", **args, steer_from=0.6, device="cpu")
+    rows = sample_backbones(
+        tiny_ckpt, tmp_path / "s", **args, steering=ClashSteering(t_start=0.6), device="cpu"
+    )
     assert [r.steer_from for r in rows] == [0.6, 0.6]
-    assert "clash steering" in rows[0].ode and "from t = 0.6" in rows[0].ode
+    assert rows[0].ode == "predictions relaxed against CA clashes from t = 0.6 (clash steering)"
+    flexible = ClashSteering(t_start=0.6, **FLEXIBLE)
+    rows = sample_backbones(tiny_ckpt, tmp_path / "f", **args, steering=flexible, device="cpu")
+    assert rows[0].ode.endswith(
+        "(clash steering: keep_sep 3, clash_weight 1, bond_weight 1, step 0.1, window 0)"
+    )
     with open(tmp_path / "s" / "samples.csv") as fh:
         assert [r["steer_from"] for r in csv.DictReader(fh)] == ["0.6", "0.6"]
 
@@ -149,4 +228,4 @@ def test_cli_records_steering_and_refuses_it_where_it_does_not_apply(tiny_ckpt: 
     assert cli.main([*base, "--ckpt", str(ca_ckpt), "--out", out, "--steer-clashes", "0.5"]) == 2
     assert "--steer-clashes applies only to frame flows" in capsys.readouterr().err
     assert cli.main([*base, "--ckpt", str(tiny_ckpt), "--out", out, "--steer-clashes", "2"]) == 2
-    assert "--steer-clashes takes the time to start from, in [0, 1]" in capsys.readouterr().err
+    assert "--steer-clashes: ClashSteering: t_start must lie in [0, 1]" in capsys.readouterr().err

@@ -126,9 +126,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="T_START",
-        help="frame flows: relax every clean-structure prediction from time T_START on (e.g. 0.5) so that "
-        "CA pairs |i-j| >= 3 keep 3.8 A apart, local CA distances as predicted; not the trained ODE (a "
-        "sampling choice, recorded in samples.csv); default off",
+        help="frame flows: relax every clean-structure prediction from time T_START on (e.g. 0.5): CA pairs "
+        "|i-j| >= 5 are pushed 3.8 A apart while shorter spans keep their predicted lengths and each frame "
+        "turns with its neighbours; not the trained ODE (a sampling choice, recorded in samples.csv); "
+        "default off",
     )
     backbones.add_argument(
         "--batch-size", type=positive_int, default=8, help="backbones per batch (default 8)"
@@ -173,12 +174,19 @@ def solver_settings(args: argparse.Namespace) -> tuple[int | None, float | None,
 def _sample_backbones(
     args: argparse.Namespace, steps: int | None, rtol: float | None, atol: float | None, grid: str
 ) -> int:
+    from proteinflow.models.steering import ClashSteering
     from proteinflow.train.backbone_sampling import ShardError, launcher_rank, sample_backbones
 
     if args.lengths is None:
         return error("--lengths is required for a protein-backbone checkpoint (e.g. --lengths 60 100)")
     if args.guidance is not None or args.cls is not None:
         return error("--guidance/--class apply only to toy and image checkpoints")
+    steering = None
+    if args.steer_clashes is not None:
+        try:
+            steering = ClashSteering(t_start=args.steer_clashes)
+        except ValueError as err:
+            return error(f"--steer-clashes: {err}")
     try:
         launcher = launcher_rank(os.environ)
         records = sample_backbones(
@@ -201,7 +209,7 @@ def _sample_backbones(
             straightness=args.straightness,
             churn=args.churn,
             noise_scale=args.noise_scale,
-            steer_from=args.steer_clashes,
+            steering=steering,
         )
     except ValueError as err:  # e.g. a length the model cannot make, or --rot-sampling-rate on a baseline
         return error(str(err))

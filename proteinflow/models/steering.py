@@ -7,18 +7,35 @@ to ``t = 1``. Steering replaces the denoiser by
 
     D_s(t, x) = Pi(D(t, x))   for t >= t_start,          D_s = D before,
 
-where ``Pi`` moves the predicted CA positions ``y [N, 3]`` (each frame translates rigidly; rotations are
-kept) by ``iters`` gradient steps ``y <- y - step * grad E(y)`` on
+where ``Pi`` relaxes the predicted CA positions ``y [N, 3]`` by ``iters`` gradient steps
+``y <- y - step * grad E(y)`` on
 
-    E(y) = sum_{i < j, j - i >= min_sep} relu(delta - |y_i - y_j|)^2
-         + sum_{0 < j - i < min_sep} (|y_i - y_j| - |y0_i - y0_j|)^2,
+    E(y) = w_c * sum_{j - i >= keep_sep} relu(delta - |y_i - y_j|)^2
+         + sum_{0 < j - i < keep_sep} w_ij (|y_i - y_j| - d*_ij)^2,
 
-``y0`` the prediction itself: overlapping nonlocal pairs are pushed to at least ``delta`` apart while the
-chain's local distances (CA-CA bonds and the i, i+2 spans, hence its bond angles) stay as predicted. Every
-term is a function of one pair's distance, with equal and opposite forces, so ``Pi`` keeps the centroid
-(the centred translations stay centred) and is equivariant under rigid motions; padded residues neither
-move nor push. A pair at distance ``d < delta`` alone separates by ``4 step (delta - d)`` per iteration,
-so ``step <= 1/4`` never overshoots it.
+``d*_ij = |y0_i - y0_j|`` for ``j - i < min_sep`` and ``max(|y0_i - y0_j|, delta)`` from ``min_sep`` on,
+``w_ij = w_b`` for the CA-CA bonds (``j = i + 1``) and 1 otherwise, ``y0`` the prediction itself:
+overlapping pairs far apart in sequence are pushed to at least ``delta`` apart, while every span shorter
+than ``keep_sep`` residues keeps its predicted length (bonds, bond angles and, with ``keep_sep = 5``, the
+``i, i+3`` and ``i, i+4`` spans that make a helix; a pair from ``min_sep`` on is never held closer than
+``delta``), so that a segment pushed away moves as a whole rather than unwinding around the contact. Every
+term is a function of one pair's distance, with equal and opposite forces, so the relaxation keeps the
+centroid (the centred translations stay centred) and is equivariant under rigid motions; padded residues
+neither move nor push. A pair at distance ``d < delta`` alone separates by ``4 step w_c (delta - d)`` per
+iteration, so ``step * max(w_c, w_b) <= 1/4`` never overshoots it.
+
+The held spans make the chain stiff (distances up to ``i + 4`` fix a chain up to mirror images), so ``E``
+is a penalty, not a constraint: ``w_c`` sets how far an overlap may bend the held spans, and an overlap
+that the predicted local geometry itself forces (a pair with ``min_sep <= j - i < keep_sep``) can remain.
+``keep_sep = min_sep``, ``w_c = w_b = 1``, ``window = 0`` is the flexible version that holds only bonds
+and bond angles: it separates every overlap but unwinds the helices around them (on the CPU recipe,
+P-SEA helix 0.25 -> 0.20 with it, 0.24 with the defaults; README, "Samplers").
+
+Each frame then turns with its neighbourhood: residue ``i``'s predicted rotation ``R_i`` becomes
+``Q_i R_i``, ``Q_i`` the rotation that best superimposes (Kabsch) the predicted CA window
+``i - window .. i + window`` on its relaxed positions. Without it the N, C and O atoms keep their predicted
+orientation while their CA moves, and hydrogen bonds of a helix that the relaxation tilted break
+(``window = 0`` keeps the rotations).
 
 The sampler then integrates ``dx/dt = v(x, D_s(t, x), t)``: the field is still a function of ``(t, x)``
 (every solver works unchanged, self-conditioning included), but it is **not the trained ODE**: the samples
@@ -47,15 +64,23 @@ class ClashSteering:
         t_start: predictions at ``t >= t_start`` are relaxed (``0 <= t_start <= 1``).
         min_dist: ``delta`` (A), the closest approach of CA pairs ``|i - j| >= min_sep``.
         min_sep: sequence separation from which a CA pair can clash (3, as the clash metric).
+        keep_sep: spans ``0 < j - i < keep_sep`` keep their predicted length (``>= min_sep``).
+        clash_weight: ``w_c``, the weight of the clash term.
+        bond_weight: ``w_b``, the weight of the CA-CA bond lengths.
         iters: gradient steps per prediction.
-        step: gradient step size (``0 < step <= 0.25``; see the module docstring).
+        step: gradient step size (``0 < step * max(w_c, w_b) <= 0.25``; see the module docstring).
+        window: half-width of the CA window whose Kabsch rotation turns each frame (0: rotations kept).
     """
 
     t_start: float = 0.5
     min_dist: float = STEER_MIN_DIST
     min_sep: int = 3
-    iters: int = 30
-    step: float = 0.1
+    keep_sep: int = 5
+    clash_weight: float = 4.0
+    bond_weight: float = 4.0
+    iters: int = 60
+    step: float = 0.05
+    window: int = 2
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.t_start <= 1.0:
@@ -64,10 +89,24 @@ class ClashSteering:
             raise ValueError(f"ClashSteering: min_dist must be > 0 A, got {self.min_dist!r}")
         if self.min_sep < 2:
             raise ValueError(f"ClashSteering: min_sep must be >= 2, got {self.min_sep!r}")
+        if self.keep_sep < self.min_sep:
+            raise ValueError(
+                f"ClashSteering: keep_sep must be >= min_sep ({self.min_sep}), got {self.keep_sep!r}"
+            )
+        if not (self.clash_weight > 0.0 and self.bond_weight > 0.0):
+            raise ValueError(
+                f"ClashSteering: clash_weight and bond_weight must be > 0, got {self.clash_weight!r} and "
+                f"{self.bond_weight!r}"
+            )
         if self.iters < 1:
             raise ValueError(f"ClashSteering: iters must be >= 1, got {self.iters!r}")
-        if not 0.0 < self.step <= 0.25:
-            raise ValueError(f"ClashSteering: step must lie in (0, 0.25], got {self.step!r}")
+        if not 0.0 < self.step * max(self.clash_weight, self.bond_weight) <= 0.25:
+            raise ValueError(
+                f"ClashSteering: step * max(clash_weight, bond_weight) must lie in (0, 0.25], got step "
+                f"{self.step!r} with weights {self.clash_weight!r}, {self.bond_weight!r}"
+            )
+        if self.window < 0:
+            raise ValueError(f"ClashSteering: window must be >= 0, got {self.window!r}")
 
     def relax(self, ca: Tensor, mask: Tensor) -> Tensor:
         """``Pi(ca)``: CA positions ``[B, N, 3]`` (A) of residues ``mask [B, N]`` relaxed -> ``[B, N, 3]``."""
@@ -76,32 +115,61 @@ class ClashSteering:
                 f"ClashSteering.relax: expected ca [B, N, 3] and mask [B, N], got {tuple(ca.shape)} and "
                 f"{tuple(mask.shape)}"
             )
-        n = ca.shape[1]
         present = mask.to(torch.bool)
-        idx = torch.arange(n, device=ca.device)
-        sep = (idx[None, :] - idx[:, None]).abs()
+        sep = _separations(ca.shape[1], ca.device)
         both = present[:, :, None] & present[:, None, :]
-        nonlocal_pairs = (both & (sep >= self.min_sep)).to(ca.dtype)
-        local_pairs = (both & (sep > 0) & (sep < self.min_sep)).to(ca.dtype)
-        target = _distances(ca)
+        clash_pairs = (both & (sep >= self.keep_sep)).to(ca.dtype) * self.clash_weight
+        held = both & (sep > 0) & (sep < self.keep_sep)
+        held_pairs = held.to(ca.dtype) * torch.where(sep == 1, self.bond_weight, 1.0).to(ca.dtype)
+        d0 = _distances(ca)
+        target = torch.where(sep >= self.min_sep, d0.clamp(min=self.min_dist), d0)
         y = ca.detach().clone()
         for _ in range(self.iters):
             diff = y[:, :, None, :] - y[:, None, :, :]
             d = diff.pow(2).sum(-1).add(1e-8).sqrt()
             # dE/dy_i = sum_j E_ij'(d_ij) (y_i - y_j) / d_ij, with E_ij' = 2 * de_dd
-            de_dd = -torch.relu(self.min_dist - d) * nonlocal_pairs + (d - target) * local_pairs
+            de_dd = -torch.relu(self.min_dist - d) * clash_pairs + (d - target) * held_pairs
             grad = 2.0 * (de_dd / d)[..., None].mul(diff).sum(2)
             y = y - self.step * grad
         return torch.where(present[..., None], y, ca)
 
+    def turn(self, ca: Tensor, relaxed: Tensor, mask: Tensor) -> Tensor:
+        """``Q [B, N, 3, 3]``: for each residue the rotation superimposing its CA window of ``ca [B, N, 3]``
+        on ``relaxed [B, N, 3]`` (Kabsch over the present residues within ``window``; identity at padding
+        and with ``window = 0``)."""
+        n = ca.shape[1]
+        eye = torch.eye(3, dtype=ca.dtype, device=ca.device).expand(*ca.shape[:2], 3, 3)
+        present = mask.to(torch.bool)
+        if self.window == 0:
+            return eye
+        band = (_separations(n, ca.device) <= self.window).to(ca.dtype)
+        weights = band[None] * present[:, None, :].to(ca.dtype)  # [B, i, j]: j in i's window
+        weights = weights / weights.sum(-1, keepdim=True).clamp(min=1.0)
+        p = ca[:, None, :, :] - torch.einsum("bij,bjc->bic", weights, ca)[:, :, None, :]  # [B, i, j, 3]
+        q = relaxed[:, None, :, :] - torch.einsum("bij,bjc->bic", weights, relaxed)[:, :, None, :]
+        cov = torch.einsum("bij,bijc,bijd->bicd", weights, p, q)  # sum_j w p_j q_j^T
+        u, _, vh = torch.linalg.svd(cov)
+        sign = torch.linalg.det(vh.transpose(-1, -2) @ u.transpose(-1, -2))
+        fix = torch.diag_embed(torch.stack([torch.ones_like(sign), torch.ones_like(sign), sign], -1))
+        q_rot = vh.transpose(-1, -2) @ fix @ u.transpose(-1, -2)
+        return torch.where(present[..., None, None], q_rot, eye)
+
     def __call__(self, t: Tensor, x1_hat: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
-        """``D_s``: the frame prediction ``{"rots", "trans" [B, N, 3]}`` at times ``t [B]`` with its
-        translations relaxed where ``t >= t_start``."""
+        """``D_s``: the frame prediction ``{"rots" [B, N, 3, 3], "trans" [B, N, 3]}`` at times ``t [B]``
+        with its translations relaxed and its rotations turned along where ``t >= t_start``."""
         on = t >= self.t_start
         if not bool(on.any()):
             return x1_hat
-        relaxed = self.relax(x1_hat["trans"], mask.to(torch.bool) & on[:, None])
-        return {**x1_hat, "trans": relaxed}
+        active = mask.to(torch.bool) & on[:, None]
+        relaxed = self.relax(x1_hat["trans"], active)
+        rots = self.turn(x1_hat["trans"], relaxed, active) @ x1_hat["rots"]
+        return {"rots": rots, "trans": relaxed}
+
+
+def _separations(n: int, device: torch.device) -> Tensor:
+    """Sequence separations ``|i - j|`` ``[n, n]``."""
+    idx = torch.arange(n, device=device)
+    return (idx[None, :] - idx[:, None]).abs()
 
 
 def _distances(x: Tensor) -> Tensor:

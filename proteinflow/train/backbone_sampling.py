@@ -49,6 +49,7 @@ is the one column that differs between runs.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import tempfile
@@ -133,12 +134,22 @@ def churn_seed(seed: int, length: int, index: int) -> int:
     return (backbone_seed(seed, length, index) + 0x5DEECE66D) % (2**63 - 1)
 
 
-def check_steering(flow: torch.nn.Module, steer_from: float) -> None:
-    """Raise a ValueError naming ``--steer-clashes`` unless ``flow`` is a frame flow and the time fits."""
+def check_steering(flow: torch.nn.Module) -> None:
+    """Raise a ValueError naming ``--steer-clashes`` unless ``flow`` is a frame flow."""
     if not isinstance(flow, FrameFlow):
         raise ValueError("--steer-clashes applies only to frame flows (model_kind: frames)")
-    if not 0.0 <= steer_from <= 1.0:
-        raise ValueError(f"--steer-clashes takes the time to start from, in [0, 1], got {steer_from}")
+
+
+def steering_label(steering: ClashSteering) -> str:
+    """The ``ode`` label of steered samples: the start time, and every setting that is not the default."""
+    changed = [
+        f"{f.name} {getattr(steering, f.name):g}"
+        for f in dataclasses.fields(steering)
+        if f.name != "t_start" and getattr(steering, f.name) != f.default
+    ]
+    return f"predictions relaxed against CA clashes from t = {steering.t_start:g} (clash steering" + (
+        f": {', '.join(changed)})" if changed else ")"
+    )
 
 
 def check_churn(solver: str, churn: float, noise_scale: float) -> None:
@@ -213,7 +224,7 @@ class _SampleSettings:
     straightness: bool = False
     churn: float = 0.0
     noise_scale: float = 1.0
-    steer_from: float | None = None
+    steering: ClashSteering | None = None
 
     def record(
         self,
@@ -247,7 +258,7 @@ class _SampleSettings:
             straightness_trans=straightness[1],
             churn=self.churn,
             noise_scale=self.noise_scale,
-            steer_from=self.steer_from,
+            steer_from=None if self.steering is None else self.steering.t_start,
         )
 
 
@@ -301,8 +312,8 @@ def _sample_batch(
     if settings.churn > 0.0:  # each backbone's draws from its own generator, as its prior's
         gens = [torch.Generator(device=dev).manual_seed(churn_seed(settings.seed, length, k)) for k in idx]
         options = {"churn": settings.churn, "noise_scale": settings.noise_scale, "noise_generators": gens}
-    if settings.steer_from is not None:
-        options["steering"] = ClashSteering(t_start=settings.steer_from)
+    if settings.steering is not None:
+        options["steering"] = settings.steering
     t0 = device_seconds(dev)
     result = flow.sample(
         mask,
@@ -621,7 +632,7 @@ def sample_backbones(
     straightness: bool = False,
     churn: float = 0.0,
     noise_scale: float = 1.0,
-    steer_from: float | None = None,
+    steering: ClashSteering | None = None,
 ) -> list[SampleRecord]:
     """Sample ``num`` backbones of each length and write them as PDB files (see the module docstring).
 
@@ -636,9 +647,9 @@ def sample_backbones(
     ``churn > 0`` (``exp_euler``) samples the Gaussian factor (a frame flow's translations, a baseline's
     atoms) with the stochastic sampler that keeps the trained ODE's marginals
     (:mod:`proteinflow.flow.solver_data`); ``noise_scale != 1`` lowers or raises its temperature, which
-    changes them, and the ``ode`` column says so. ``steer_from`` (frame flows only) relaxes every
-    prediction from that time on against CA clashes (:mod:`~proteinflow.models.steering`): not the trained
-    ODE either, and the ``ode`` column and ``steer_from`` say so.
+    changes them, and the ``ode`` column says so. ``steering`` (frame flows only) relaxes every
+    prediction from ``steering.t_start`` on against CA clashes (:mod:`~proteinflow.models.steering`): not
+    the trained ODE either; the ``ode`` column names its settings and ``steer_from`` its start time.
 
     ``devices > 1`` spawns that many local processes; ``launcher`` (from :func:`launcher_rank`) makes this
     process one rank of an external launcher's run. Either way the files are the one-process run's, byte
@@ -664,9 +675,9 @@ def sample_backbones(
     changes = [] if ode == "trained" else [ode]
     if churn > 0.0 and noise_scale != 1.0:
         changes.append(f"churn noise scaled by {noise_scale:g} (a temperature, not the trained marginals)")
-    if steer_from is not None:
-        check_steering(flow, steer_from)
-        changes.append(f"predictions relaxed against CA clashes from t = {steer_from:g} (clash steering)")
+    if steering is not None:
+        check_steering(flow)
+        changes.append(steering_label(steering))
     ode = "; ".join(changes) if changes else "trained"
     settings = _SampleSettings(
         solver,
@@ -681,7 +692,7 @@ def sample_backbones(
         straightness,
         churn,
         noise_scale,
-        steer_from,
+        steering,
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

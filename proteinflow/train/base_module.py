@@ -7,8 +7,9 @@ One Lightning module base for toy, image and protein-backbone flows, so that one
   loads with ``torch.load(weights_only=True)``; :mod:`proteinflow.train.checkpoints`);
 - an optional EMA copy of the trained model (``train.ema_decay``), used for sampling;
 - the generator of training noise, seeded per DDP rank and per resumed step;
-- AdamW on the trained model, a non-finite loss stops the run with the step named, every loss term is
-  logged as ``train/<name>``.
+- AdamW on the trained model, its learning rate set from the global step before every step
+  (:mod:`proteinflow.train.lr_schedule`; logged as ``train/lr``);
+- a non-finite loss stops the run with the step named, every loss term is logged as ``train/<name>``.
 
 A subclass builds its model in ``__init__`` (then calls :meth:`init_ema`) and implements
 :meth:`trained_model`, :meth:`batch_losses` and :meth:`batch_size`.
@@ -23,6 +24,8 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from proteinflow.train.lr_schedule import learning_rate
 
 
 class NonFiniteLossError(RuntimeError):
@@ -90,6 +93,13 @@ class FlowTrainingModule(L.LightningModule, ABC):
 
     def on_fit_start(self) -> None:
         self._generator = None  # redrawn at the first step: per rank, and per step when resumed
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        lr = learning_rate(self.global_step, self.cfg.train)
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        self.log("train/lr", lr, batch_size=1)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         terms = self.batch_losses(batch, self.noise_generator())

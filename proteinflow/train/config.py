@@ -40,6 +40,9 @@ class TrainConfig:
     Attributes:
         max_steps: optimiser steps.
         lr, weight_decay: AdamW settings (with ``weight_decay = 0`` AdamW is Adam).
+        lr_decay_from: step from which the learning rate anneals along a half cosine from ``lr`` to
+            ``lr_min`` at ``max_steps`` (``null``: constant; :mod:`proteinflow.train.lr_schedule`).
+        lr_min: the learning rate reached at ``max_steps`` when annealing.
         grad_clip: gradient-norm clip (0 = off).
         ema_decay: exponential moving average of the weights, used for sampling (0 = off).
         precision: Lightning precision (``"32-true"``; ``"bf16-mixed"`` on a GPU).
@@ -54,6 +57,8 @@ class TrainConfig:
     max_steps: int = 2000
     lr: float = 1e-3
     weight_decay: float = 0.0
+    lr_decay_from: int | None = None
+    lr_min: float = 0.0
     grad_clip: float = 0.0
     ema_decay: float = 0.0
     precision: str = "32-true"
@@ -71,6 +76,11 @@ def train_problems(t: TrainConfig) -> list[tuple[bool, str]]:
     return [
         (t.max_steps >= 1, "train.max_steps must be >= 1"),
         (t.lr > 0, "train.lr must be > 0"),
+        (
+            t.lr_decay_from is None or 0 <= t.lr_decay_from < t.max_steps,
+            "train.lr_decay_from must be null or in [0, max_steps)",
+        ),
+        (0 <= t.lr_min <= t.lr, "train.lr_min must be in [0, lr]"),
         (t.weight_decay >= 0, "train.weight_decay must be >= 0"),
         (t.grad_clip >= 0, "train.grad_clip must be >= 0"),
         (0.0 <= t.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
