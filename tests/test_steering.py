@@ -162,6 +162,13 @@ def test_each_frame_turns_with_the_kabsch_rotation_of_its_window():
     torch.testing.assert_close(rigid[:8], rot.expand(8, 3, 3), atol=1e-9, rtol=0)
     torch.testing.assert_close(steer.turn(ca, ca, mask)[0, :8], eye.expand(8, 3, 3), atol=1e-9, rtol=0)
     assert torch.equal(ClashSteering(window=0).turn(ca, relaxed, mask)[0], eye.expand(10, 3, 3))
+    # equivariant: rotating both inputs by R turns every Q into R Q R^T
+    turned = steer.turn(ca @ rot.T, relaxed @ rot.T, mask)[0]
+    torch.testing.assert_close(turned[:8], rot @ q[:8] @ rot.T, atol=1e-9, rtol=0)
+    # a lone residue has no window to turn with: its frame is kept
+    lone = torch.zeros(1, 10, dtype=torch.bool)
+    lone[0, 4] = True
+    assert torch.equal(steer.turn(ca, relaxed, lone)[0], eye.expand(10, 3, 3))
 
 
 @pytest.mark.parametrize(
