@@ -52,6 +52,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from proteinflow.geometry.align import kabsch
+
 #: Default closest approach (A) of nonlocal CA pairs: real ones are rarely closer than 3.8 A.
 STEER_MIN_DIST: float = 3.8
 
@@ -135,23 +137,15 @@ class ClashSteering:
 
     def turn(self, ca: Tensor, relaxed: Tensor, mask: Tensor) -> Tensor:
         """``Q [B, N, 3, 3]``: for each residue the rotation superimposing its CA window of ``ca [B, N, 3]``
-        on ``relaxed [B, N, 3]`` (Kabsch over the present residues within ``window``; identity at padding
-        and with ``window = 0``)."""
+        on ``relaxed [B, N, 3]`` (:func:`~proteinflow.geometry.align.kabsch` over the present residues
+        within ``window``; identity at padding and with ``window = 0``)."""
         n = ca.shape[1]
         eye = torch.eye(3, dtype=ca.dtype, device=ca.device).expand(*ca.shape[:2], 3, 3)
-        present = mask.to(torch.bool)
         if self.window == 0:
             return eye
-        band = (_separations(n, ca.device) <= self.window).to(ca.dtype)
-        weights = band[None] * present[:, None, :].to(ca.dtype)  # [B, i, j]: j in i's window
-        weights = weights / weights.sum(-1, keepdim=True).clamp(min=1.0)
-        p = ca[:, None, :, :] - torch.einsum("bij,bjc->bic", weights, ca)[:, :, None, :]  # [B, i, j, 3]
-        q = relaxed[:, None, :, :] - torch.einsum("bij,bjc->bic", weights, relaxed)[:, :, None, :]
-        cov = torch.einsum("bij,bijc,bijd->bicd", weights, p, q)  # sum_j w p_j q_j^T
-        u, _, vh = torch.linalg.svd(cov)
-        sign = torch.linalg.det(vh.transpose(-1, -2) @ u.transpose(-1, -2))
-        fix = torch.diag_embed(torch.stack([torch.ones_like(sign), torch.ones_like(sign), sign], -1))
-        q_rot = vh.transpose(-1, -2) @ fix @ u.transpose(-1, -2)
+        present = mask.to(torch.bool)
+        windows = (_separations(n, ca.device) <= self.window)[None] & present[:, None, :]  # [B, i, j]
+        q_rot, _ = kabsch(ca[:, None].expand(-1, n, -1, -1), relaxed[:, None].expand(-1, n, -1, -1), windows)
         return torch.where(present[..., None, None], q_rot, eye)
 
     def __call__(self, t: Tensor, x1_hat: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
