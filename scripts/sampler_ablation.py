@@ -8,7 +8,8 @@ structures of ``--reference``. Rows: Euler (the issue's protocol); with ``--chur
 with churn 0 (the same ODE), then ``exp_euler`` with every rate at noise scale 1 (the SDEs that keep the
 ODE's marginals), then every ``--noise-scale`` at the largest churn (low temperature: not the trained
 marginals); then Euler with clash steering from every ``--steer`` time (not the trained ODE either), and
-with the flexible steering of :data:`FLEXIBLE_STEERING` from every ``--steer-flexible`` time.
+with the flexible steering of :data:`FLEXIBLE_STEERING` from every ``--steer-flexible`` time, and the
+``--steer`` rows again at every closest approach ``--steer-min-dist``.
 ``report.md`` / ``sampler.json`` are rewritten after each row; rows already in ``sampler.json`` are
 skipped on a rerun. ``clash pairs`` is the mean number of CA pairs (``|i - j| >= 3``) under 3 A per
 structure: the yes/no clash column saturates at 1 while this still moves.
@@ -48,7 +49,13 @@ FLEXIBLE_STEERING = {
 Row = tuple[str, str, float, float, ClashSteering | None]
 
 
-def _rows(churns: list[float], scales: list[float], steers: list[float], flexible: list[float]) -> list[Row]:
+def _rows(
+    churns: list[float],
+    scales: list[float],
+    steers: list[float],
+    flexible: list[float],
+    min_dists: list[float],
+) -> list[Row]:
     """``(name, solver, churn, noise_scale, steering)`` of every row."""
     rows: list[Row] = [("euler (ODE)", "euler", 0.0, 1.0, None)]
     if churns:  # the churned rows and their ODE, from the same noise
@@ -58,6 +65,17 @@ def _rows(churns: list[float], scales: list[float], steers: list[float], flexibl
         rows += [(f"exp_euler churn {top:g}, noise scale {s:g}", "exp_euler", top, s, None) for s in scales]
     rows += [
         (f"euler, clash steering from t = {t:g}", "euler", 0.0, 1.0, ClashSteering(t_start=t)) for t in steers
+    ]
+    rows += [
+        (
+            f"euler, clash steering from t = {t:g}, min_dist {d:g} A",
+            "euler",
+            0.0,
+            1.0,
+            ClashSteering(t_start=t, min_dist=d),
+        )
+        for t in steers
+        for d in min_dists
     ]
     rows += [
         (
@@ -108,6 +126,13 @@ def main() -> None:
     parser.add_argument(
         "--steer-flexible", type=float, nargs="*", default=[], help="flexible clash steering start times"
     )
+    parser.add_argument(
+        "--steer-min-dist",
+        type=float,
+        nargs="*",
+        default=[],
+        help="more --steer rows, one per closest CA approach (A) other than the default",
+    )
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
@@ -118,7 +143,7 @@ def main() -> None:
     results: list[dict[str, Any]] = json.loads(json_path.read_text()) if json_path.is_file() else []
     done = {r["name"] for r in results}
     for name, solver, churn, scale, steering in _rows(
-        args.churn, args.noise_scale, args.steer, args.steer_flexible
+        args.churn, args.noise_scale, args.steer, args.steer_flexible, args.steer_min_dist
     ):
         if name in done:
             continue

@@ -27,6 +27,13 @@ Definitions:
   ``tau_i = dihedral(CA(i-1), CA(i), CA(i+1), CA(i+2))`` in (-180, 180], on runs of linked residues.
 - secondary structure: P-SEA (:func:`psea_labels`, biotite, CA only) and DSSP (:func:`dssp_labels`, pydssp,
   needs O; a missing O is placed from N, CA, C by :func:`proteinflow.protein.backbone.oxygen_from_backbone`).
+- strand pairing (:func:`strand_pairing`): for each P-SEA strand residue ``i`` with both chain neighbours,
+  its nearest CA partner ``j`` (``|i - j| >= 3``), ``|cos|`` of the angle between ``CA(j) - CA(i)`` and the
+  pleat direction ``p_i = 2 CA(i) - CA(i-1) - CA(i+1)`` (normalised), and the nearest backbone N-O distance
+  to any residue ``|i - j| >= 3``. In a sheet the partner strand lies in the sheet plane, across the pleat
+  (real CATH domains: median ``|cos|`` about 0.2) and the N-H...O=C hydrogen bonds put N and O about 2.9 A
+  apart; a partner stacked along the pleat (``|cos|`` near 1) is close in CA but cannot hydrogen-bond, so
+  DSSP calls no strand there. It tells strands that P-SEA sees (CA geometry) from sheets that DSSP sees.
 """
 
 from __future__ import annotations
@@ -61,6 +68,9 @@ __all__ = [
     "nonlocal_ca_distances",
     "psea_labels",
     "sse_fractions",
+    "StrandPairing",
+    "strand_pairing",
+    "strand_pairing_summary",
 ]
 
 #: Ideal consecutive (trans) CA-CA distance in Angstrom.
@@ -354,6 +364,73 @@ def sse_fractions(ca: np.ndarray) -> dict[str, float]:
     """P-SEA helix / strand / coil fractions of one chain ``ca [L, 3]`` (0, not NaN, if none is labelled)."""
     fractions = label_fractions(psea_labels(ca), PSEA_CODES)
     return {name: 0.0 if math.isnan(v) else v for name, v in fractions.items()}
+
+
+@dataclass(frozen=True)
+class StrandPairing:
+    """Pairing geometry of the P-SEA strand residues of one structure (module docstring).
+
+    Attributes:
+        residues: ``[S]`` indices of the strand residues measured (both chain neighbours present).
+        partner_dist: ``[S]`` distance (A) to the nearest CA with ``|i - j| >= 3`` (inf when none).
+        pleat_cos: ``[S]`` ``|cos|`` between the direction to that partner and the pleat direction.
+        no_dist: ``[S]`` nearest distance (A) from N(i) to O(j) or from O(i) to N(j), ``|i - j| >= 3``,
+            over the O atoms present (NaN when there is none).
+    """
+
+    residues: np.ndarray
+    partner_dist: np.ndarray
+    pleat_cos: np.ndarray
+    no_dist: np.ndarray
+
+
+def strand_pairing(coords: np.ndarray, labels: np.ndarray | None = None) -> StrandPairing:
+    """:class:`StrandPairing` of one backbone ``coords [L, 4, 3]`` (N, CA, C, O; a generated chain, all
+    residues bonded in order), its P-SEA labels computed unless ``labels [L]`` are given."""
+    x = _check_coords(coords).astype(np.float64)
+    ca = x[:, 1]
+    n = len(ca)
+    lab = psea_labels(ca) if labels is None else np.asarray(labels)
+    if lab.shape != (n,):
+        raise ValueError(f"labels must have shape [{n}], got {lab.shape}")
+    idx = np.flatnonzero(lab[1:-1] == PSEA_CODES["strand"]) + 1
+    if idx.size == 0:
+        empty = np.zeros(0)
+        return StrandPairing(idx, empty, empty, empty)
+    far = np.abs(np.arange(n)[:, None] - np.arange(n)[None, :]) >= CA_CLASH_MIN_SEP
+    d = np.where(far, np.linalg.norm(ca[:, None] - ca[None, :], axis=-1), np.inf)[idx]
+    partner = d.argmin(1)
+    pleat = 2.0 * ca[idx] - ca[idx - 1] - ca[idx + 1]
+    pleat /= np.linalg.norm(pleat, axis=-1, keepdims=True)
+    to_partner = ca[partner] - ca[idx]
+    cos = np.abs((to_partner * pleat).sum(-1)) / np.linalg.norm(to_partner, axis=-1)
+    no = np.linalg.norm(x[:, None, 0] - x[None, :, 3], axis=-1)  # N(i) - O(j); NaN where O is missing
+    no = np.where(far & ~np.isnan(no), no, np.inf)
+    no_dist = np.minimum(no[idx].min(1), no[:, idx].min(0))
+    no_dist = np.where(np.isinf(no_dist), np.nan, no_dist)
+    return StrandPairing(idx, d[np.arange(len(idx)), partner], cos, no_dist)
+
+
+def strand_pairing_summary(
+    pairings: list[StrandPairing], paired_within: float = 5.5, hbond_within: float = 3.5
+) -> dict[str, float]:
+    """Pooled over structures: ``strand_residues``; ``paired`` (fraction with a CA partner within
+    ``paired_within`` A); ``pleat_cos_median`` (over the paired ones; NaN when none); ``in_plane`` (fraction
+    of all strand residues paired with ``|cos| < 0.5``); ``no_within`` (fraction with an N-O distance within
+    ``hbond_within`` A, a hydrogen-bond candidate)."""
+    dist = np.concatenate([p.partner_dist for p in pairings]) if pairings else np.zeros(0)
+    if dist.size == 0:
+        return {"strand_residues": 0.0}
+    cos = np.concatenate([p.pleat_cos for p in pairings])
+    no = np.concatenate([p.no_dist for p in pairings])
+    paired = dist < paired_within
+    return {
+        "strand_residues": float(dist.size),
+        "paired": float(paired.mean()),
+        "pleat_cos_median": float(np.median(cos[paired])) if paired.any() else float("nan"),
+        "in_plane": float((paired & (cos < 0.5)).mean()),
+        "no_within": float((no < hbond_within).mean()),
+    }
 
 
 def ca_geometry(coords: torch.Tensor | np.ndarray, mask: torch.Tensor | np.ndarray) -> dict[str, float]:
