@@ -103,6 +103,8 @@ def test_train_resume_and_sample_end_to_end(tmp_path: Path, prepared: Path) -> N
     for key in ("ca_ca_outside", "has_ca_clash", "psea_helix", "psea_strand", "psea_coil", "with_sse"):
         assert 0.0 <= float(logged[-1][f"val/{key}"]) <= 1.0
     assert 0.1 < float(logged[-1]["val/rg_ratio"]) < 10.0  # Rg over the training set's power law
+    in_plane = float(logged[-1]["val/strand_in_plane"])  # NaN when the samples have no strand
+    assert math.isnan(in_plane) or 0.0 <= in_plane <= 1.0
     first_weights = {k: v.clone() for k, v in ckpt["state_dict"].items()}
 
     last = train_experiment(config, out, TrainOptions(max_steps=6, resume=True))

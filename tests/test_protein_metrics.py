@@ -132,3 +132,14 @@ def test_real_domains_pair_their_strands_in_the_sheet_plane(cath_dir: Path) -> N
     assert summary["strand_residues"] > 100
     assert summary["paired"] > 0.8 and summary["pleat_cos_median"] < 0.35
     assert summary["in_plane"] > 0.6 and summary["no_within"] > 0.6
+
+
+def test_validation_quality_reports_strands_paired_in_the_sheet_plane() -> None:
+    from proteinflow.protein.evaluation import sample_quality
+
+    sheet, _ = _two_strands("in_plane")
+    stacked, _ = _two_strands("stacked")
+    assert sample_quality([sheet], None)["strand_in_plane"] == 1.0  # P-SEA labels its own strands
+    assert sample_quality([stacked], None)["strand_in_plane"] == 0.0
+    assert sample_quality([sheet, stacked], None)["strand_in_plane"] == 0.5  # pooled over residues
+    assert np.isnan(sample_quality([helix(20).double().numpy()], None)["strand_in_plane"])

@@ -46,6 +46,8 @@ from proteinflow.protein.metrics import (
     label_fractions,
     nonlocal_ca_distances,
     psea_labels,
+    strand_pairing,
+    strand_pairing_summary,
 )
 from proteinflow.protein.set_metrics import (
     ColumnSummary,
@@ -405,6 +407,7 @@ QUALITY_KEYS: tuple[str, ...] = (
     "psea_strand",
     "psea_coil",
     "with_sse",
+    "strand_in_plane",
 )
 
 
@@ -418,15 +421,22 @@ def sample_quality(backbones: Sequence[np.ndarray], rg_law: PowerLawFit | None) 
     Returns:
         Means over structures of: fraction of consecutive CA-CA outside [3.6, 4.0] A, whether the
         structure has a CA clash, ``Rg / (a L^nu)``, the P-SEA helix / strand / coil fractions, and
-        ``with_sse``, the fraction of structures with any P-SEA helix or strand.
+        ``with_sse``, the fraction of structures with any P-SEA helix or strand. Pooled over all
+        structures: ``strand_in_plane``, the fraction of P-SEA strand residues paired in the sheet plane
+        (:func:`~proteinflow.protein.metrics.strand_pairing`, from CA alone; NaN when there is no strand).
     """
     from proteinflow.protein.filters import radius_of_gyration
 
-    rows: dict[str, list[float]] = {k: [] for k in QUALITY_KEYS}
+    rows: dict[str, list[float]] = {k: [] for k in QUALITY_KEYS if k != "strand_in_plane"}
+    pairings = []
     for x in backbones:
         ca = np.asarray(x, dtype=np.float64)[:, 1]
         outside = ca_ca_outside(ca_ca_distances(ca))
-        psea = label_fractions(psea_labels(ca), PSEA_CODES)
+        labels = psea_labels(ca)
+        psea = label_fractions(labels, PSEA_CODES)
+        ca_only = np.full((len(ca), 4, 3), np.nan)
+        ca_only[:, 1] = ca
+        pairings.append(strand_pairing(ca_only, labels))
         rows["ca_ca_outside"].append(float(outside.mean()) if outside.size else float("nan"))
         rows["has_ca_clash"].append(float((nonlocal_ca_distances(ca) < CA_CLASH_DIST).any()))
         rg = radius_of_gyration(ca)
@@ -434,4 +444,6 @@ def sample_quality(backbones: Sequence[np.ndarray], rg_law: PowerLawFit | None) 
         for k in ("helix", "strand", "coil"):
             rows[f"psea_{k}"].append(psea[k])
         rows["with_sse"].append(float(psea["helix"] + psea["strand"] > 0))
-    return {k: float(np.mean(v)) if v else float("nan") for k, v in rows.items()}
+    quality = {k: float(np.mean(v)) if v else float("nan") for k, v in rows.items()}
+    quality["strand_in_plane"] = strand_pairing_summary(pairings).get("in_plane", float("nan"))
+    return quality

@@ -65,7 +65,8 @@ def plot_val_curves(metrics_csv: Path, out_png: Path) -> Path | None:
     """Plot the validation sample-quality curves (``val/*`` of :func:`sample_quality`) against the step.
 
     Two panels: geometry (CA-CA outside [3.6, 4.0], CA-clash rate, Rg / reference law) and secondary
-    structure (P-SEA helix, strand, coil, fraction of samples with any helix or strand).
+    structure (P-SEA helix, strand, coil, fraction of samples with any helix or strand, fraction of strand
+    residues paired in the sheet plane).
     """
     from matplotlib.figure import Figure
 
@@ -86,7 +87,7 @@ def plot_val_curves(metrics_csv: Path, out_png: Path) -> Path | None:
     axes = fig.subplots(1, 2)
     panels = {
         0: ("ca_ca_outside", "has_ca_clash", "rg_ratio"),
-        1: ("psea_helix", "psea_strand", "psea_coil", "with_sse"),
+        1: ("psea_helix", "psea_strand", "psea_coil", "with_sse", "strand_in_plane"),
     }
     for i, keys in panels.items():
         for key in keys:
