@@ -1,4 +1,5 @@
-"""Where a frame flow's CA clashes come from: sampled trajectories against true noisy paths (run by hand).
+"""Where a frame flow's CA clashes (and unpaired strands) come from: sampled trajectories against true noisy
+paths (run by hand).
 
     python scripts/clash_origin.py --ckpt runs/frames_cpu_dist/step14000.ckpt --out outputs/clash_origin
 
@@ -13,8 +14,11 @@ pairs ``proteinflow eval`` counts). Three curves of clash pairs per structure ag
 
 If the true-path prediction loses its clashes as t grows while the sampled one keeps them, the clashes are
 made by the sampled states leaving the training distribution (not by the solver: ``--steps`` can be
-raised to check), and the mid-flight times where the curves part show where. Prints a markdown table,
-writes it to ``OUT/report.md`` and saves ``OUT/clash_origin.png``.
+raised to check), and the mid-flight times where the curves part show where. A second table follows the
+same three curves for sheets: the fraction of P-SEA strand residues (of each prediction's own labels, pooled)
+whose nearest CA partner lies within 5.5 A in the sheet plane (``in_plane`` of
+:func:`~proteinflow.protein.metrics.strand_pairing_summary`, from CA alone). Prints markdown tables,
+writes them to ``OUT/report.md`` and saves ``OUT/clash_origin.png``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,12 @@ import torch
 
 from proteinflow.atomic import atomic_write_text
 from proteinflow.protein.dataset import PreparedDataset, collate_backbones
-from proteinflow.protein.metrics import CA_CLASH_DIST, nonlocal_ca_distances
+from proteinflow.protein.metrics import (
+    CA_CLASH_DIST,
+    nonlocal_ca_distances,
+    strand_pairing,
+    strand_pairing_summary,
+)
 from proteinflow.train.backbone_sampling import load_backbone_checkpoint, seeded_noise
 from proteinflow.train.curves import save_png
 
@@ -42,6 +51,22 @@ def clash_pairs(ca: torch.Tensor, mask: torch.Tensor) -> float:
     return float(np.mean(counts))
 
 
+def strands_in_plane(ca: torch.Tensor, mask: torch.Tensor) -> float:
+    """Fraction of the P-SEA strand residues of ``ca [B, N, 3]`` (``mask [B, N]``) paired in the sheet
+    plane, pooled over the batch (NaN when there is no strand)."""
+    pairings = []
+    for c, m in zip(ca.double().numpy(), mask.numpy().astype(bool), strict=True):
+        coords = np.full((int(m.sum()), 4, 3), np.nan)
+        coords[:, 1] = c[m]
+        pairings.append(strand_pairing(coords))
+    return strand_pairing_summary(pairings).get("in_plane", float("nan"))
+
+
+def both(ca: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
+    """``(clash pairs per structure, strand residues in the sheet plane)`` of ``ca [B, N, 3]``."""
+    return clash_pairs(ca, mask), strands_in_plane(ca, mask)
+
+
 def self_conditioned_x1(flow, x: dict[str, torch.Tensor], t: float, mask: torch.Tensor) -> torch.Tensor:
     """CA positions of ``x1_hat`` at state ``x``, from the sampler's own denoiser
     (:meth:`~proteinflow.models.frame_flow.FrameFlow.denoiser`; self-conditioned within the call when the
@@ -50,20 +75,20 @@ def self_conditioned_x1(flow, x: dict[str, torch.Tensor], t: float, mask: torch.
 
 
 def sampled_curves(flow, length: int, num: int, steps: int, times: list[float]) -> tuple[list, list]:
-    """Clash pairs of the sampled ``x_t`` and of ``x1_hat`` at those states, at ``times`` (and t = 1)."""
+    """:func:`both` of the sampled ``x_t`` and of ``x1_hat`` at those states, at ``times`` (and t = 1)."""
     x0, mask = seeded_noise(flow, length, list(range(num)), 0, torch.device("cpu"))
     out = flow.sample(mask, method="euler", steps=steps, x_init=x0, return_times=times)
     states, predictions = [], []
     for k, t in enumerate(out.times.tolist()):
         x = {key: out.trajectory[key][k] for key in ("rots", "trans")}
-        states.append(clash_pairs(x["trans"], mask))
+        states.append(both(x["trans"], mask))
         x1_hat = self_conditioned_x1(flow, x, t, mask) if t < 1.0 else x["trans"]
-        predictions.append(clash_pairs(x1_hat, mask))
+        predictions.append(both(x1_hat, mask))
     return states, predictions
 
 
 def true_path_curve(flow, val: str, lengths: tuple[int, int], num: int, times: list[float]) -> tuple:
-    """Clash pairs of ``x1_hat`` on conditional paths of ``num`` real domains; also those of the data."""
+    """:func:`both` of ``x1_hat`` on conditional paths of ``num`` real domains; also those of the data."""
     data = PreparedDataset(val)
     items = []
     for i in range(len(data)):
@@ -80,8 +105,8 @@ def true_path_curve(flow, val: str, lengths: tuple[int, int], num: int, times: l
     curve = []
     for t in times:
         x_t = flow.path.sample(x0, x1, torch.full((len(items),), t), mask=batch.mask).x_t
-        curve.append(clash_pairs(self_conditioned_x1(flow, x_t, t, batch.mask), batch.mask))
-    return curve, clash_pairs(x1["trans"], batch.mask)
+        curve.append(both(self_conditioned_x1(flow, x_t, t, batch.mask), batch.mask))
+    return curve, both(x1["trans"], batch.mask)
 
 
 def main() -> None:
@@ -100,20 +125,32 @@ def main() -> None:
     times = [round(0.05 * k, 2) for k in range(20)]
     with torch.no_grad():
         states, predictions = sampled_curves(flow, args.length, args.num, args.steps, times)
-        truth, data_clashes = true_path_curve(flow, args.val, tuple(args.length_range), args.num, times)
-    lines = [
-        f"# CA clash pairs per structure (|i-j| >= 3, < {CA_CLASH_DIST} A) along t: {args.ckpt}",
-        "",
+        truth, data_metrics = true_path_curve(flow, args.val, tuple(args.length_range), args.num, times)
+    head = (
         f"Sampled: {args.num} x N = {args.length}, Euler {args.steps}. True paths: {args.num} domains of "
         f"{args.val} ({args.length_range[0]}-{args.length_range[1]} residues; the data have "
-        f"{data_clashes:.1f}).",
-        "",
-        "| t | sampled x_t | sampled x1_hat | true-path x1_hat |",
-        "|---|---|---|---|",
-    ]
-    for k, t in enumerate(times):
-        lines.append(f"| {t:.2f} | {states[k]:.1f} | {predictions[k]:.1f} | {truth[k]:.1f} |")
-    lines.append(f"| 1.00 | {states[-1]:.1f} | - | - |")
+        f"{data_metrics[0]:.1f} clash pairs and {data_metrics[1]:.2f} of their strand residues in the sheet "
+        "plane)."
+    )
+    lines = []
+    for m, (title, fmt) in enumerate(
+        (
+            (f"CA clash pairs per structure (|i-j| >= 3, < {CA_CLASH_DIST} A)", "{:.1f}"),
+            ("P-SEA strand residues paired in the sheet plane", "{:.2f}"),
+        )
+    ):
+        lines += [
+            f"# {title} along t: {args.ckpt}",
+            "",
+            head,
+            "",
+            "| t | sampled x_t | sampled x1_hat | true-path x1_hat |",
+            "|---|---|---|---|",
+        ]
+        for k, t in enumerate(times):
+            cells = (states[k][m], predictions[k][m], truth[k][m])
+            lines.append(f"| {t:.2f} | " + " | ".join(fmt.format(c) for c in cells) + " |")
+        lines += [f"| 1.00 | {fmt.format(states[-1][m])} | - | - |", ""]
     report = "\n".join(lines) + "\n"
     print(report)
     out = Path(args.out)
@@ -125,15 +162,18 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(times + [1.0], states, label="sampled x_t")
-    ax.plot(times, predictions[:-1], label="sampled x1_hat")
-    ax.plot(times, truth, label="true-path x1_hat")
-    ax.set_xlabel("t")
-    ax.set_ylabel("CA clash pairs per structure")
-    ax.set_yscale("symlog", linthresh=10)
-    ax.legend()
-    ax.set_title(Path(args.ckpt).name)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for m, ax in enumerate(axes):
+        ax.plot(times + [1.0], [v[m] for v in states], label="sampled x_t")
+        ax.plot(times, [v[m] for v in predictions[:-1]], label="sampled x1_hat")
+        ax.plot(times, [v[m] for v in truth], label="true-path x1_hat")
+        ax.set_xlabel("t")
+        ax.legend()
+    axes[0].set_ylabel("CA clash pairs per structure")
+    axes[0].set_yscale("symlog", linthresh=10)
+    axes[1].set_ylabel("P-SEA strand residues paired in the sheet plane")
+    axes[1].axhline(data_metrics[1], color="grey", lw=0.5, ls="--")
+    fig.suptitle(Path(args.ckpt).name)
     save_png(fig, out / "clash_origin.png")
     plt.close(fig)
 

@@ -239,3 +239,29 @@ def test_clash_config_fields_are_checked() -> None:
         FrameFlowConfig(clash_loss_dist=0.0)
     with pytest.raises(ValueError, match="clash_loss_t_min"):
         FrameFlowConfig(clash_loss_t_min=1.5)
+
+
+def test_frame_flow_dist_term_time_weight_velocity_or_flat() -> None:
+    """Per sample at fixed t: the velocity weighting is w_trans(t)^2 = (1 / (1 - min(t, 0.9)))^2 (linear
+    schedule) times the flat one; both vanish below aux_loss_t_min."""
+    net = IPAConfig(c_s=16, c_z=8, c_hidden=8, num_heads=2, num_qk_points=2, num_v_points=2, num_blocks=1)
+    g = torch.Generator().manual_seed(3)
+    coords = torch.randn(1, 12, 4, 3, generator=g) * 3.0 + torch.arange(12)[None, :, None, None] * 3.8
+    mask = torch.ones(1, 12, dtype=torch.bool)
+    cfg = FrameFlowConfig(aux_loss_t_min=0.5, dist_loss_weight=1.0, self_condition_prob=0.0)
+    torch.manual_seed(0)
+    flow = FrameFlow(cfg, net)
+    x1 = flow.data_state(coords, mask)
+    x0 = flow.sample_prior(mask, generator=torch.Generator().manual_seed(5))
+    for t, ratio in ((0.7, 1 / 0.3**2), (0.95, 1 / 0.1**2), (0.4, None)):
+        terms = {}
+        for weighting in ("velocity", "flat"):
+            flow.cfg = dataclasses.replace(cfg, dist_loss_time_weight=weighting)
+            terms[weighting] = flow.pair_loss(x0, x1, mask, t=torch.tensor([t])).dist.item()
+        if ratio is None:
+            assert terms == {"velocity": 0.0, "flat": 0.0}
+        else:
+            assert terms["flat"] > 0.0
+            assert terms["velocity"] == pytest.approx(ratio * terms["flat"], rel=1e-5)
+    with pytest.raises(ValueError, match="dist_loss_time_weight must be one of"):
+        FrameFlowConfig(dist_loss_time_weight="uniform")

@@ -69,7 +69,8 @@ loss compares ideal backbone atoms (N, CA, C) built from predicted and true fram
 ``t >= aux_loss_t_min``, and the local pair distance loss
 (:func:`~proteinflow.models.backbone_losses.local_pair_distance_loss`) compares their inter-residue
 distances over pairs closer than ``dist_loss_cutoff`` in the data or the prediction (CA-CA bonds,
-contacts and clashes), gated the same way and weighted like the translation term (``w_trans(t)^2``).
+contacts and clashes), gated the same way and weighted like the translation term (``w_trans(t)^2``), or
+by 1 at every gated time (``dist_loss_time_weight: flat``).
 The CA clash loss (:func:`~proteinflow.models.backbone_losses.ca_clash_loss`) is a hinge on predicted CA
 pairs with ``|i - j| >= 3`` closer than ``clash_loss_dist``, for ``t >= clash_loss_t_min`` and not
 time-weighted: the chain must not pass through itself in any prediction, and a sample's long-range fold
@@ -463,16 +464,17 @@ class FrameFlow(nn.Module):
                 n_atoms = pred_atoms.shape[-2]
                 aux = cfm_loss(pred_atoms / unit, true_atoms / unit, mask=mask, weight=gate / n_atoms)
             if self.cfg.dist_loss_weight > 0:
-                # distances are errors of the clean-structure prediction, like the translations: weight
-                # them as velocity errors too (w_trans(t)^2), or late times, where local geometry is
-                # settled, would count no more than early ones
+                # distances are errors of the clean-structure prediction, like the translations: by
+                # default weigh them as velocity errors too (w_trans(t)^2), or late times, where local
+                # geometry is settled, would count no more than early ones; "flat" weighs every t alike
+                velocity = self.cfg.dist_loss_time_weight == "velocity"
                 dist = local_pair_distance_loss(
                     pred_atoms,
                     true_atoms,
                     mask,
                     cutoff=self.cfg.dist_loss_cutoff,
                     unit=unit,
-                    weight=gate * trans_weight.pow(2),
+                    weight=gate * trans_weight.pow(2) if velocity else gate,
                 )
         return aux, dist
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ROT_PRIORS", "ROT_SCHEDULES", "TRANS_COUPLINGS", "FrameFlowConfig"]
+__all__ = ["DIST_TIME_WEIGHTS", "ROT_PRIORS", "ROT_SCHEDULES", "TRANS_COUPLINGS", "FrameFlowConfig"]
 
 ROT_PRIORS = ("uniform", "igso3")
 ROT_SCHEDULES = ("linear", "exp")
 TRANS_COUPLINGS = ("independent", "ot")
+#: Time weights of the local pair distance loss: the translation term's ``w_trans(t)^2`` or 1.
+DIST_TIME_WEIGHTS = ("velocity", "flat")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,10 @@ class FrameFlowConfig:
             ``t >= aux_loss_t_min``.
         dist_loss_cutoff: Angstrom; pairs of atoms of different residues closer than this in the data
             or in the prediction enter the pair distance loss.
+        dist_loss_time_weight: ``"velocity"`` weighs the pair distance loss like the translation term
+            (``w_trans(t)^2``: 4 at ``t = 0.5``, 100 from ``loss_t_cap = 0.9`` on, for the linear schedule),
+            ``"flat"`` by 1 at every ``t >= aux_loss_t_min`` (mid-flight predictions, where a fold's
+            long-range contacts are decided, count as much as late ones).
         clash_loss_dist: Angstrom; the CA clash loss pushes CA pairs with ``|i - j| >= 3`` apart to
             ``min(true distance, clash_loss_dist)``.
         clash_loss_t_min: the CA clash loss applies to samples with ``t >= clash_loss_t_min`` (earlier
@@ -69,6 +75,7 @@ class FrameFlowConfig:
     dist_loss_weight: float = 0.0
     aux_loss_t_min: float = 0.5
     dist_loss_cutoff: float = 6.0
+    dist_loss_time_weight: str = "velocity"
     clash_loss_weight: float = 0.0
     clash_loss_dist: float = 3.8
     clash_loss_t_min: float = 0.25
@@ -87,6 +94,11 @@ class FrameFlowConfig:
             raise ValueError(
                 f"FrameFlowConfig.trans_coupling must be one of {TRANS_COUPLINGS}, "
                 f"got {self.trans_coupling!r}"
+            )
+        if self.dist_loss_time_weight not in DIST_TIME_WEIGHTS:
+            raise ValueError(
+                f"FrameFlowConfig.dist_loss_time_weight must be one of {DIST_TIME_WEIGHTS}, "
+                f"got {self.dist_loss_time_weight!r}"
             )
         if not 0.0 < self.loss_t_cap < 1.0:
             raise ValueError(f"FrameFlowConfig.loss_t_cap must be in (0, 1), got {self.loss_t_cap!r}")
