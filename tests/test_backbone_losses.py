@@ -85,14 +85,18 @@ def test_rejects_bad_shapes_naming_the_argument() -> None:
         )
 
 
-def test_frame_flow_dist_term_is_logged_and_enters_the_total() -> None:
+def _tiny_flow_batch(cfg: FrameFlowConfig, bsz: int) -> tuple[FrameFlow, torch.Tensor, torch.Tensor]:
+    """A one-block frame flow (seeded weights) and ``bsz`` noisy 12-residue chains with their mask."""
     net = IPAConfig(c_s=16, c_z=8, c_hidden=8, num_heads=2, num_qk_points=2, num_v_points=2, num_blocks=1)
     g = torch.Generator().manual_seed(3)
-    coords = torch.randn(2, 12, 4, 3, generator=g) * 3.0 + torch.arange(12)[None, :, None, None] * 3.8
-    mask = torch.ones(2, 12, dtype=torch.bool)
-    cfg = FrameFlowConfig(t_min=0.6, aux_loss_t_min=0.5, dist_loss_weight=0.0)
+    coords = torch.randn(bsz, 12, 4, 3, generator=g) * 3.0 + torch.arange(12)[None, :, None, None] * 3.8
     torch.manual_seed(0)
-    flow = FrameFlow(cfg, net)
+    return FrameFlow(cfg, net), coords, torch.ones(bsz, 12, dtype=torch.bool)
+
+
+def test_frame_flow_dist_term_is_logged_and_enters_the_total() -> None:
+    cfg = FrameFlowConfig(t_min=0.6, aux_loss_t_min=0.5, dist_loss_weight=0.0)
+    flow, coords, mask = _tiny_flow_batch(cfg, 2)
     off = flow.loss(coords, mask, generator=torch.Generator().manual_seed(5))
     flow.cfg = dataclasses.replace(cfg, dist_loss_weight=2.0)
     on = flow.loss(coords, mask, generator=torch.Generator().manual_seed(5))
@@ -244,13 +248,8 @@ def test_clash_config_fields_are_checked() -> None:
 def test_frame_flow_dist_term_time_weight_velocity_or_flat() -> None:
     """Per sample at fixed t: the velocity weighting is w_trans(t)^2 = (1 / (1 - min(t, 0.9)))^2 (linear
     schedule) times the flat one; both vanish below aux_loss_t_min."""
-    net = IPAConfig(c_s=16, c_z=8, c_hidden=8, num_heads=2, num_qk_points=2, num_v_points=2, num_blocks=1)
-    g = torch.Generator().manual_seed(3)
-    coords = torch.randn(1, 12, 4, 3, generator=g) * 3.0 + torch.arange(12)[None, :, None, None] * 3.8
-    mask = torch.ones(1, 12, dtype=torch.bool)
     cfg = FrameFlowConfig(aux_loss_t_min=0.5, dist_loss_weight=1.0, self_condition_prob=0.0)
-    torch.manual_seed(0)
-    flow = FrameFlow(cfg, net)
+    flow, coords, mask = _tiny_flow_batch(cfg, 1)
     x1 = flow.data_state(coords, mask)
     x0 = flow.sample_prior(mask, generator=torch.Generator().manual_seed(5))
     for t, ratio in ((0.7, 1 / 0.3**2), (0.95, 1 / 0.1**2), (0.4, None)):
