@@ -35,7 +35,7 @@ from proteinflow.protein.dataset import PreparedDataset, collate_backbones
 from proteinflow.protein.metrics import (
     CA_CLASH_DIST,
     nonlocal_ca_distances,
-    strand_pairing,
+    strand_pairing_of_ca,
     strand_pairing_summary,
 )
 from proteinflow.train.backbone_sampling import load_backbone_checkpoint, seeded_noise
@@ -54,11 +54,10 @@ def clash_pairs(ca: torch.Tensor, mask: torch.Tensor) -> float:
 def strands_in_plane(ca: torch.Tensor, mask: torch.Tensor) -> float:
     """Fraction of the P-SEA strand residues of ``ca [B, N, 3]`` (``mask [B, N]``) paired in the sheet
     plane, pooled over the batch (NaN when there is no strand)."""
-    pairings = []
-    for c, m in zip(ca.double().numpy(), mask.numpy().astype(bool), strict=True):
-        coords = np.full((int(m.sum()), 4, 3), np.nan)
-        coords[:, 1] = c[m]
-        pairings.append(strand_pairing(coords))
+    pairings = [
+        strand_pairing_of_ca(c[m])
+        for c, m in zip(ca.double().numpy(), mask.numpy().astype(bool), strict=True)
+    ]
     return strand_pairing_summary(pairings).get("in_plane", float("nan"))
 
 

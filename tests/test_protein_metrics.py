@@ -13,6 +13,7 @@ from proteinflow.protein.metrics import (
     ca_geometry,
     sse_fractions,
     strand_pairing,
+    strand_pairing_of_ca,
     strand_pairing_summary,
 )
 from proteinflow.protein.structure_set import load_structure_set
@@ -106,12 +107,16 @@ def test_strand_pairing_nitrogen_oxygen_distance_against_a_loop() -> None:
     for c in (coords, one_missing):
         p = strand_pairing(c, labels)
         np.testing.assert_allclose(p.no_dist, [_nearest_n_o(c, i) for i in p.residues])
-    assert not np.allclose(
-        strand_pairing(one_missing, labels).no_dist, strand_pairing(coords, labels).no_dist
-    )
+    whole, partial = strand_pairing(coords, labels), strand_pairing(one_missing, labels)
+    assert not np.allclose(whole.no_dist, partial.no_dist)  # the missing O was someone's nearest
     no_oxygen = coords.copy()
     no_oxygen[:, 3] = np.nan
     assert np.isnan(strand_pairing(no_oxygen, labels).no_dist).all()
+    ca_only = strand_pairing_of_ca(coords[:, 1], labels)  # the CA geometry alone, no N-O
+    np.testing.assert_array_equal(ca_only.residues, whole.residues)
+    np.testing.assert_allclose(ca_only.partner_dist, whole.partner_dist)
+    np.testing.assert_allclose(ca_only.pleat_cos, whole.pleat_cos)
+    assert np.isnan(ca_only.no_dist).all()
 
 
 def test_strand_pairing_is_invariant_under_rigid_motions_and_checks_labels() -> None:

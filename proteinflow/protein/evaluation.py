@@ -46,7 +46,7 @@ from proteinflow.protein.metrics import (
     label_fractions,
     nonlocal_ca_distances,
     psea_labels,
-    strand_pairing,
+    strand_pairing_of_ca,
     strand_pairing_summary,
 )
 from proteinflow.protein.set_metrics import (
@@ -423,7 +423,7 @@ def sample_quality(backbones: Sequence[np.ndarray], rg_law: PowerLawFit | None) 
         structure has a CA clash, ``Rg / (a L^nu)``, the P-SEA helix / strand / coil fractions, and
         ``with_sse``, the fraction of structures with any P-SEA helix or strand. Pooled over all
         structures: ``strand_in_plane``, the fraction of P-SEA strand residues paired in the sheet plane
-        (:func:`~proteinflow.protein.metrics.strand_pairing`, from CA alone; NaN when there is no strand).
+        (:func:`~proteinflow.protein.metrics.strand_pairing_of_ca`; NaN when there is no strand).
     """
     from proteinflow.protein.filters import radius_of_gyration
 
@@ -434,9 +434,7 @@ def sample_quality(backbones: Sequence[np.ndarray], rg_law: PowerLawFit | None) 
         outside = ca_ca_outside(ca_ca_distances(ca))
         labels = psea_labels(ca)
         psea = label_fractions(labels, PSEA_CODES)
-        ca_only = np.full((len(ca), 4, 3), np.nan)
-        ca_only[:, 1] = ca
-        pairings.append(strand_pairing(ca_only, labels))
+        pairings.append(strand_pairing_of_ca(ca, labels))
         rows["ca_ca_outside"].append(float(outside.mean()) if outside.size else float("nan"))
         rows["has_ca_clash"].append(float((nonlocal_ca_distances(ca) < CA_CLASH_DIST).any()))
         rg = radius_of_gyration(ca)

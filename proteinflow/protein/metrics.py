@@ -70,6 +70,7 @@ __all__ = [
     "sse_fractions",
     "StrandPairing",
     "strand_pairing",
+    "strand_pairing_of_ca",
     "strand_pairing_summary",
 ]
 
@@ -409,6 +410,14 @@ def strand_pairing(coords: np.ndarray, labels: np.ndarray | None = None) -> Stra
     no_dist = np.minimum(no[idx].min(1), no[:, idx].min(0))
     no_dist = np.where(np.isinf(no_dist), np.nan, no_dist)
     return StrandPairing(idx, d[np.arange(len(idx)), partner], cos, no_dist)
+
+
+def strand_pairing_of_ca(ca: np.ndarray, labels: np.ndarray | None = None) -> StrandPairing:
+    """:func:`strand_pairing` of a CA trace ``ca [L, 3]`` alone (``no_dist`` is then NaN)."""
+    x = _check_ca(ca)
+    coords = np.full((len(x), 4, 3), np.nan)
+    coords[:, 1] = x
+    return strand_pairing(coords, labels)
 
 
 def strand_pairing_summary(
