@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from proteinflow.protein.dataset import load_prepared, subset_prepared
-from proteinflow.protein.metrics import dssp_labels
+from proteinflow.protein.metrics import DSSP_CODES, dssp_labels, label_fractions
 from proteinflow.protein.prepared_store import write_prepared_arrays
 
 
@@ -39,7 +39,8 @@ def main() -> None:
         start, stop = int(arrays.offsets[i]), int(arrays.offsets[i + 1])
         if not args.min_len <= stop - start <= args.max_len:
             continue
-        strand = float((dssp_labels(np.asarray(arrays.coords[start:stop])) == "E").mean())
+        labels = dssp_labels(np.asarray(arrays.coords[start:stop]))
+        strand = label_fractions(labels, DSSP_CODES)["strand"]
         fractions.append(strand)
         if strand >= args.min_strand:
             keep.append(i)

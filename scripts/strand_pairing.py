@@ -19,7 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from proteinflow.atomic import atomic_write_text
-from proteinflow.protein.metrics import psea_labels, strand_pairing, strand_pairing_summary
+from proteinflow.protein.metrics import (
+    PSEA_CODES,
+    label_fractions,
+    psea_labels,
+    strand_pairing,
+    strand_pairing_summary,
+)
 from proteinflow.protein.structure_set import load_structure_set
 
 COLUMNS = (
@@ -39,8 +45,7 @@ def folder_row(path: str, max_structures: int | None) -> dict[str, float]:
     labels = [psea_labels(s.ca) for s in structures]
     pairings = [strand_pairing(s.coords, lab) for s, lab in zip(structures, labels, strict=True)]
     row = strand_pairing_summary(pairings)
-    every = np.concatenate(labels)
-    row["psea_strand"] = float((every == "b").sum() / max(int((every != "").sum()), 1))
+    row["psea_strand"] = label_fractions(np.concatenate(labels), PSEA_CODES)["strand"]
     row["structures"] = float(len(structures))
     return row
 
