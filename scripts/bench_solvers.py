@@ -8,11 +8,11 @@
    the second (tighter) on the first ``--conv-num`` backbones shows it converged (CA RMSD <= 0.01 A).
    Each solver at each NFE budget of ``--budgets`` (steps chosen so that NFE <= budget: velocity solvers spend
    ``stages * steps + 1``, ``exp_euler`` / ``exp_2m`` one per step, ``exp_midpoint`` two), plus the
-   second-order integrators on the ``lambda`` and ``log`` grids, and dopri5 at ``--dopri-tols``. Columns:
-   mean and max CA RMSD to the reference (Kabsch-aligned), NFE per backbone (mean), seconds per backbone
-   (float32, one batch of ``--num``; ratios between rows are what to read on a shared machine). Then the
-   sample metrics (CA-CA outside [3.6, 4.0] A, CA clash rate, Rg, P-SEA helix / strand) of the 10- and
-   20-NFE samples next to the reference's own.
+   second-order integrators on the ``lambda``, ``log`` and ``hybrid`` grids, and dopri5 at ``--dopri-tols``.
+   Columns: mean and max CA RMSD to the reference (Kabsch-aligned), NFE per backbone (mean), seconds per
+   backbone (float32, one batch of ``--num``; ratios between rows are what to read on a shared machine).
+   Then the sample metrics (CA-CA outside [3.6, 4.0] A, CA clash rate, Rg, P-SEA helix / strand) of the
+   10- and 20-NFE samples next to the reference's own.
 2. CA baseline (``--ca-ckpt``, optional): the same at 2/4/8 NFE, measured against the dopri5 solve at
    1e-4 (float32; next to dopri5 at 1e-2 and 1e-3).
 3. Toy (``--toy-ckpt``, optional, a velocity network on a convex path): W2 to fresh target draws and to
@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from proteinflow.atomic import atomic_write_text
+from proteinflow.flow.time_grids import GRIDS
 from proteinflow.geometry.align import aligned_rmsd
 from proteinflow.protein.backbone import atoms_from_frames
 from proteinflow.protein.evaluation import sample_quality
@@ -136,8 +137,9 @@ def backbone_solvers(
 ) -> tuple[list[str], dict]:
     """The solver table of one backbone model; returns markdown lines and ``{label: row}``.
 
-    The solver rows run first (float32, quick), then the float64 reference at ``ref_tols[0]`` on every
-    backbone and, to show it converged, a solve at the tighter ``ref_tols[1]`` on the first ``conv_num``.
+    The float64 reference at ``ref_tols[0]`` on every backbone runs first and, to show it converged, a solve
+    at the tighter ``ref_tols[1]`` on the first ``conv_num`` (both cached, so a stopped run keeps them); then
+    the solver rows (float32).
     """
     mask = torch.ones(num, length, dtype=torch.bool)
     x0 = _noise(flow, length, num, seed)
@@ -147,25 +149,13 @@ def backbone_solvers(
             settings.append((method, "uniform", {"steps": steps_for_budget(method, b), "grid": "uniform"}))
     if extra_grids:
         for method in ("exp_midpoint", "exp_2m"):
-            for grid in ("lambda", "log"):
+            for grid in GRIDS[1:]:
                 for b in budgets:
                     settings.append((method, grid, {"steps": steps_for_budget(method, b), "grid": grid}))
     for tol in dopri_tols:
         settings.append(("dopri5", f"tol {tol:g}", {"steps": None, "rtol": tol, "atol": tol}))
-    rows = {}
-    for method, grid, kw in settings:
-        label = f"{method} {grid} {kw['steps']}" if kw.get("steps") else f"{method} {grid}"
-        rows[label] = cache.get(
-            f"{prefix}/{label}",
-            lambda method=method, kw=kw: _row(*_run(flow, x0, mask, torch.float32, method, **kw)),
-        )
-        rows[label]["method"], rows[label]["grid"] = method, grid
     ref_tol, check_tol = ref_tols
-    if check_tol is None:  # the reference is the dopri5 row at ref_tol (float32), no convergence check
-        ref_row = rows[f"dopri5 tol {ref_tol:g}"]
-        ref = np.asarray(ref_row["ca"])
-        head = f"Reference: the dopri5 row at rtol = atol = {ref_tol:g} (float32, lambda time)."
-    else:
+    if check_tol is not None:
         ref_row = cache.get(
             f"{prefix}/reference dopri5 {ref_tol:g} float64",
             lambda: _row(
@@ -198,6 +188,18 @@ def backbone_solvers(
             f"mean, "
             f"{conv_rmsd.max():.4f} A max (criterion <= 0.01 A)."
         )
+    rows = {}
+    for method, grid, kw in settings:
+        label = f"{method} {grid} {kw['steps']}" if kw.get("steps") else f"{method} {grid}"
+        rows[label] = cache.get(
+            f"{prefix}/{label}",
+            lambda method=method, kw=kw: _row(*_run(flow, x0, mask, torch.float32, method, **kw)),
+        )
+        rows[label]["method"], rows[label]["grid"] = method, grid
+    if check_tol is None:  # the reference is the dopri5 row at ref_tol (float32), no convergence check
+        ref_row = rows[f"dopri5 tol {ref_tol:g}"]
+        ref = np.asarray(ref_row["ca"])
+        head = f"Reference: the dopri5 row at rtol = atol = {ref_tol:g} (float32, lambda time)."
     lines = [
         head,
         "",
@@ -279,7 +281,7 @@ def toy_solvers(ckpt: Path, cache: Cache, num: int, seed: int) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     settings = [(m, "uniform", b) for b in (2, 4, 8) for m in FIXED] + [
-        (m, g, b) for b in (2, 4, 8) for m in ("exp_midpoint", "exp_2m") for g in ("lambda", "log")
+        (m, g, b) for b in (2, 4, 8) for m in ("exp_midpoint", "exp_2m") for g in GRIDS[1:]
     ]
     for method, grid, budget in settings + [("dopri5", "-", 0)]:
         if method in VELOCITY_STAGES and VELOCITY_STAGES[method] > budget:

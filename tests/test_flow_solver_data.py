@@ -16,6 +16,7 @@ from torchdiffeq import odeint
 
 from proteinflow.flow import (
     GRIDS,
+    HYBRID_GRID,
     CondOTScheduler,
     ExpRateScheduler,
     data_method_nfe,
@@ -130,6 +131,22 @@ def test_final_step_order(method, order):
     assert min(rates) > order - 0.2 and max(rates) < order + 0.5, (errs, rates)
 
 
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("method", ["exp_midpoint", "exp_2m"])
+def test_second_order_step_is_continuous_up_to_data(case, method):
+    """A grid ending a hair before data gives (almost) the sample of the grid ending on it. The slope of
+    ``D`` extrapolated linearly in lambda had a coefficient of about ``h = -log(1 - t_M)``: a grid ending at
+    ``1 - 1e-12`` moved the sample by O(1) (13 here; 13 A on a protein sample); in kappa it stays bounded. The
+    midpoint's second evaluation, at the lambda-midpoint, went to ``t -> 1`` as well (0.2-0.6 here)."""
+    denoiser, x0, sched, man = CASES[case]
+    grid = [0.0, 0.2, 0.45, 0.7, 0.85]
+    on = solve_data_prediction(denoiser, x0, schedule=sched, method=method, times=[*grid, 1.0], manifold=man)
+    near = solve_data_prediction(
+        denoiser, x0, schedule=sched, method=method, times=[*grid, 1.0 - 1e-12], manifold=man
+    )
+    assert dist(on.final, near.final, man) < 1e-6
+
+
 def test_time_linear_prediction_closed_form():
     """Euclidean ``D = c + t w`` (x-independent): ``x(t) = (1 - t) x0 + c t + w (t + (1 - t) log(1 - t))``."""
     denoiser = lambda t, x: C + t[:, None] * W  # noqa: E731
@@ -231,6 +248,28 @@ def test_grid_shapes():
         time_grid("cosine", 4)
     with pytest.raises(ValueError, match="positive int"):
         time_grid("log", 0)
+
+
+def test_hybrid_grid_equidistributes_its_mixture():
+    """``F(t_i) = i / (M - 1)`` for ``F = (1 - w)(t / T)^(1/p) + w log(1/(1 - t)) / log(1/delta)``, last
+    prediction at ``T = 1 - delta``; ``w = 0`` would be ``T u^p``, ``w = 1`` uniform in lambda up to ``T``."""
+    p, w, delta = HYBRID_GRID
+    end = 1.0 - delta
+    for m in (3, 10, 40):
+        g = time_grid("hybrid", m)
+        assert g[-2] == pytest.approx(end) and g[-1] == 1.0
+        cdf = [
+            (1 - w) * (t / end) ** (1 / p) + w * math.log(1 / (1 - t)) / math.log(1 / delta) for t in g[:-1]
+        ]
+        assert cdf == pytest.approx([i / (m - 1) for i in range(m)], abs=1e-12)
+    # dense at both ends: the first and the last interior steps are shorter than the uniform 1 / M
+    g = time_grid("hybrid", 20)
+    assert (
+        g[1] < 1 / 20
+        and g[-2] - g[-3] < 1 / 20
+        and max(b - a for a, b in zip(g[:-1], g[1:], strict=True)) > 1 / 20
+    )
+    assert time_grid("hybrid", 2) == [0.0, 0.5, 1.0]
 
 
 def test_solve_ode_grid_argument():

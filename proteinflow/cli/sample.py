@@ -32,7 +32,7 @@ from proteinflow.cli.common import (
 FIXED_STEP_SOLVERS = ("euler", "midpoint", "rk4", "exp_euler", "exp_midpoint", "exp_2m")
 SOLVERS = (*FIXED_STEP_SOLVERS, "dopri5")
 #: Fixed-step time grids (``proteinflow.flow.time_grids.GRIDS``).
-GRIDS = ("uniform", "lambda", "log")
+GRIDS = ("uniform", "lambda", "log", "hybrid")
 DEFAULT_GRID = "uniform"
 #: The default sampler: Euler with 100 steps (the recipe's measured setting, issue 10).
 DEFAULT_SOLVER = "euler"
@@ -67,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=GRIDS,
         default=None,
         help=f"time grid of a fixed-step solver (default {DEFAULT_GRID}): uniform in t, uniform in "
-        "lambda = -log(1 - t), or Proteina's log grid (more steps near data)",
+        "lambda = -log(1 - t), Proteina's log grid (more steps near data), or hybrid (dense at both ends, "
+        "last prediction at t = 0.999: the few-NFE grid for exp_2m / exp_midpoint)",
     )
     parser.add_argument(
         "--steps",

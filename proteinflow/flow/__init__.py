@@ -34,7 +34,7 @@ from proteinflow.flow.schedulers import (
 )
 from proteinflow.flow.solver_data import DATA_METHODS, Denoiser, data_method_nfe, solve_data_prediction
 from proteinflow.flow.solvers import METHODS, TIME_VARIABLES, SolveResult, VectorField, solve_ode
-from proteinflow.flow.time_grids import GRIDS, time_grid
+from proteinflow.flow.time_grids import GRIDS, HYBRID_GRID, time_grid
 from proteinflow.flow.time_samplers import (
     ClippedTimeSampler,
     LogitNormalTimeSampler,
@@ -55,6 +55,7 @@ __all__ = [
     "DATA_METHODS",
     "Denoiser",
     "GRIDS",
+    "HYBRID_GRID",
     "ExpRateScheduler",
     "GeodesicPath",
     "IndependentCoupling",

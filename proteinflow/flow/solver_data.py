@@ -23,29 +23,40 @@ Euclidean derivation (variation of constants). ``dx/dlambda = D(lambda) - x`` gi
   ``Log_x(D_n)`` is ``(1 - s)`` times the transported direction, so ``ds/dlambda = 1 - s``): exact for any
   ``kappa``, and a step that reaches ``kappa = 1`` lands on ``D_n``. For ``kappa = t`` it coincides with
   Euler on the ``t``-form; it differs for other schedules.
-* Second order: ``D`` linear in ``lambda``, ``D(lambda_n + s) = D_n + s D'``, integrates exactly to
+* Second order: ``D`` linear in ``kappa``, ``D = D_n + (kappa - kappa_n) D'`` with ``D' = dD/dkappa``. Along
+  the step ``kappa - kappa_n = (1 - kappa_n)(1 - exp(-s))``, and the integral is exact again:
 
-      x_{n+1} = rho x_n + (1 - rho) D_n + phi_2(h) D',      phi_2(h) = int_0^h exp(-(h - s)) s ds
-                                                                      = h - (1 - rho).
+      x_{n+1} = rho x_n + (1 - rho) D_n + (1 - kappa_n) psi(h) D',
+      psi(h) = int_0^h exp(-(h - s)) (1 - exp(-s)) ds = (1 - rho) - h rho.
 
   On a manifold every term lives in the tangent space at ``x_n``: with ``u_1 = Log_{x_n}(D_n)`` and the
-  slope ``D'`` estimated from a second prediction ``D_2`` through ``u_2 = Log_{x_n}(D_2)``,
+  slope ``D'`` estimated from a second prediction ``D_2`` (made at ``kappa_2``) through
+  ``u_2 = Log_{x_n}(D_2)``,
 
-      x_{n+1} = Exp_{x_n}((1 - rho) u_1 + phi_2(h) (u_2 - u_1) / (lambda_2 - lambda_n)).
+      x_{n+1} = Exp_{x_n}((1 - rho) u_1 + (1 - kappa_n) psi(h) (u_2 - u_1) / (kappa_2 - kappa_n)).
 
   The frozen part is exact (the geodesic above); the slope term is ``O(h^2)``, and representing it in the
   chart at ``x_n`` instead of along the path changes it by ``O(h^3)`` per step: the global error is
   ``O(h^2)`` (tested on closed-form fields, Euclidean, SO(3) and the product).
 
+  Why ``kappa`` and not ``lambda`` (DPM-Solver++'s choice, ``D`` linear in ``lambda``, coefficient
+  ``(h - (1 - rho)) / (lambda_2 - lambda_n)``): both are second order, but a line in ``lambda`` runs off
+  to infinity, so a long ``lambda``-step (one that ends close to data) multiplies the slope by about
+  ``h``; a step ending at ``1 - 1e-12`` instead of exactly at 1 blew a sample up by 13 A. In ``kappa`` the
+  coefficient is bounded by ``(1 - kappa_n) / |kappa_2 - kappa_n|`` and tends, as ``t_{n+1} -> 1``, to the
+  last step below: the update is continuous up to and including data.
+
   - ``"exp_midpoint"`` (single step, 2 NFE per step; DPM-Solver-2-like): ``D_2 = D(t_mid, x_mid)`` at the
     ``lambda``-midpoint ``1 - t_mid = sqrt((1 - t_n)(1 - t_{n+1}))``, ``x_mid`` the ``exp_euler`` point
-    there.
+    there; never past half of the remaining ``1 - t_n`` (``1 - t_mid = max(sqrt(...), (1 - t_n) / 2)``), so
+    that a step ending at (or a hair before) data evaluates half-way, like the last step below.
   - ``"exp_2m"`` (multistep, 1 NFE per step; DPM-Solver++(2M)-like): ``D_2 = D_{n-1}``, the previous
-    step's prediction (``lambda_2 = lambda_{n-1} < lambda_n``); the first step is ``exp_euler``.
+    step's prediction (``kappa_2 = kappa_{n-1} < kappa_n``); the first step is ``exp_euler``.
 
-The last step to ``t = 1`` (``kappa = 1``: ``h = infinity``). The exact solution ends on the limit of
-``D`` along the path, ``x(1) = D(1)``; ``exp_euler`` takes ``D_n`` (error ``O(1 - kappa(t_n))``). The
-second-order methods extrapolate the prediction linearly in ``kappa`` to ``kappa = 1``::
+The last step to ``t = 1`` (``kappa = 1``: ``h = infinity``, ``rho = 0``, ``psi = 1``). The exact solution
+ends on the limit of ``D`` along the path, ``x(1) = D(1)``; ``exp_euler`` takes ``D_n`` (error
+``O(1 - kappa(t_n))``). The second-order methods extrapolate the prediction linearly in ``kappa`` to
+``kappa = 1``::
 
     x(1) = Exp_{x_n}(u_1 + (1 - kappa_n) (u_2 - u_1) / (kappa_2 - kappa_n)),
 
@@ -56,8 +67,8 @@ Orders near data. The orders above hold on any ``[t_0, T]`` with ``T < 1``. All 
 fixed grid keeps them in general: where the prediction depends on the state (Jacobian ``J = dD/dx``),
 ``x - x(1)`` decays like ``exp(-(1 - J) lambda) = (1 - t)^(1 - J)``, which is not smooth in ``t`` at 1
 (the tests measure order 1 for ``D = c + 0.3 tanh(x)`` even at float64 tolerance). Steps uniform in ``t``
-also make each late ``lambda``-step ``O(1)`` long; the ``"lambda"`` and ``"log"`` grids
-(:mod:`proteinflow.flow.time_grids`) spend the steps there instead.
+also make each late ``lambda``-step ``O(1)`` long; the ``"lambda"``, ``"log"`` and ``"hybrid"`` grids
+(:mod:`proteinflow.flow.time_grids`) spend steps there instead.
 
 A third-order multistep (quadratic extrapolation with ``phi_3``) is not provided: on a curved factor the
 chart-at-``x_n`` treatment above is only second order, and on proteins the second-order methods already
@@ -267,8 +278,7 @@ def solve_data_prediction(
                 step = _second_order_step(u1, geom.logmap(x, prev[0]), k_n, prev[1], k_next)
             prev = (d_n, k_n)
         else:
-            last = all(_remaining(v) == 0.0 for v in k_next.values())
-            t_mid = 0.5 * (t + t_next) if last else 1.0 - math.sqrt((1.0 - t) * (1.0 - t_next))
+            t_mid = 1.0 - max(math.sqrt((1.0 - t) * (1.0 - t_next)), 0.5 * (1.0 - t))
             k_mid = kappas.kappa(t_mid)
             x_mid = geom.expmap(x, _euler_step(u1, k_n, k_mid))
             u2 = geom.logmap(x, f(t_mid, x_mid))
@@ -382,22 +392,19 @@ def _second_order_step(
     k_2: Mapping[str | None, float],
     k_next: Mapping[str | None, float],
 ) -> State:
-    """Per factor ``(1 - rho) u1 + phi_2(h) (u2 - u1) / (lambda_2 - lambda_n)`` (``kappa' < 1``), or the
-    linear extrapolation in ``kappa`` to ``kappa = 1`` (``kappa' = 1``); ``u2`` is the second prediction's
-    tangent at the current point, made at ``kappa_2`` (before or after ``kappa_n``)."""
+    """Per factor ``(1 - rho) u1 + (1 - kappa_n) psi(h) (u2 - u1) / (kappa_2 - kappa_n)`` with
+    ``psi(h) = (1 - rho) - h rho`` (module docstring; at ``kappa' = 1``: ``rho = 0``, ``psi = 1``, the linear
+    extrapolation to ``kappa = 1``); ``u2`` is the second prediction's tangent at the current point, made at
+    ``kappa_2`` (before or after ``kappa_n``)."""
     c1: dict[str | None, float] = {}
     c2: dict[str | None, float] = {}
     for key, kn in k_n.items():
         rem_n, rem_2, rem_next = _remaining(kn), _remaining(k_2[key]), _remaining(k_next[key])
         if rem_n == 0.0 or rem_2 == 0.0 or k_2[key] == kn:  # factor already at data, or no slope
             c1[key], c2[key] = (1.0 if rem_n == 0.0 else 1.0 - rem_next / rem_n), 0.0
-        elif rem_next == 0.0:  # final step: D(kappa = 1) = D_n + (1 - kappa_n) dD/dkappa
-            slope = rem_n / (k_2[key] - kn)
-            c1[key], c2[key] = 1.0 - slope, slope
-        else:
-            h = math.log(rem_n / rem_next)
-            one_minus_rho = -math.expm1(-h)
-            d_lambda = math.log(rem_n / rem_2)  # lambda_2 - lambda_n
-            slope = (h - one_minus_rho) / d_lambda
-            c1[key], c2[key] = one_minus_rho - slope, slope
+            continue
+        rho = rem_next / rem_n
+        h_rho = 0.0 if rho == 0.0 else math.log(rem_n / rem_next) * rho  # h rho -> 0 as rho -> 0
+        slope = rem_n * ((1.0 - rho) - h_rho) / (k_2[key] - kn)
+        c1[key], c2[key] = (1.0 - rho) - slope, slope
     return _combine(u1, c1, u2, c2)
