@@ -219,7 +219,8 @@ def backbone_solvers(
 
 
 def quality_table(result: dict, budgets: tuple[int, ...] = (10, 20)) -> list[str]:
-    """Sample metrics of the fixed-step rows at ``budgets`` NFE next to the reference's own."""
+    """Sample metrics of the fixed-step rows at ``budgets`` NFE (uniform and hybrid grids) next to the
+    reference's own."""
 
     def metrics(ca_list: list) -> dict[str, float]:
         ca = np.asarray(ca_list)
@@ -231,28 +232,28 @@ def quality_table(result: dict, budgets: tuple[int, ...] = (10, 20)) -> list[str
 
     ref = metrics(result["reference"]["ca"])
     lines = [
-        "| samples | NFE | CA-CA mean (A) | CA-CA outside | CA clash | Rg (A) | Rg / ref | P-SEA helix "
-        "| P-SEA strand |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| samples | grid | NFE | CA-CA mean (A) | CA-CA outside | CA clash | Rg (A) | Rg / ref "
+        "| P-SEA helix | P-SEA strand |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def line(name: str, nfe: float, q: dict[str, float]) -> str:
+    def line(name: str, grid: str, nfe: float, q: dict[str, float]) -> str:
         return (
-            f"| {name} | {nfe:.0f} | {q['ca_ca_mean']:.3f} | {q['ca_ca_outside']:.3f} "
+            f"| {name} | {grid} | {nfe:.0f} | {q['ca_ca_mean']:.3f} | {q['ca_ca_outside']:.3f} "
             f"| {q['has_ca_clash']:.2f} "
             f"| {q['rg']:.2f} | {q['rg'] / ref['rg']:.3f} | {q['psea_helix']:.3f} | {q['psea_strand']:.3f} |"
         )
 
-    lines.append(line("reference", result["reference"]["nfe"], ref))
+    lines.append(line("reference", "-", result["reference"]["nfe"], ref))
     for b in budgets:
         for row in result["rows"].values():
             if (
                 row["method"] in FIXED
-                and row["grid"] == "uniform"
+                and row["grid"] in ("uniform", "hybrid")
                 and row["nfe"] <= b
                 and row["nfe"] > b / 2 + 1
             ):
-                lines.append(line(f"{row['method']}", row["nfe"], metrics(row["ca"])))
+                lines.append(line(row["method"], row["grid"], row["nfe"], metrics(row["ca"])))
     return lines
 
 
@@ -398,7 +399,7 @@ def main() -> None:
         )
         report += [f"## Frames ({args.ckpt}, N = {args.length}, {args.num} backbones)", "", *lines, ""]
         report += [
-            "### Sample metrics at 10 and 20 NFE (uniform grid) and of the reference",
+            "### Sample metrics at 10 and 20 NFE (uniform and hybrid grids) and of the reference",
             "",
             *quality_table(results["frames"]),
             "",
