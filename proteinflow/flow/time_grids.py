@@ -25,9 +25,10 @@ With ``M`` steps every grid is ``0 = t_0 < t_1 < ... < t_M = 1``:
   then ``t_M = 1``: a share ``1 - w`` of the steps dense near noise (``t = T u ** p``; the prediction
   changes fastest early) and a share ``w`` uniform in ``lambda`` up to ``T`` (the prediction still refines
   close to data), with ``p = 1.5``, ``w = 0.2``, ``delta = 1e-3`` (:data:`HYBRID_GRID`). Measured on the CPU
-  recipe checkpoint (``scripts/bench_solvers.py``): the prediction at ``t = 0.9`` is still 0.6-1.1 A from the
-  ODE's end, so grids whose last prediction is at ``1 - 1 / M`` stall near 1 A, while steps dense at both ends
-  reach 0.3 A at 20 NFE. ``M <= 2``: the uniform grid.
+  recipe checkpoint: the prediction at ``t = 0.9`` is still 0.9 A from the ODE's end
+  (``scripts/flow_sensitivity.py``), so grids whose last prediction is at ``1 - 1 / M`` stall near 1 A, while
+  ``exp_2m`` on this grid reaches 0.43 A at 20 NFE and 0.19 A at 40 (``scripts/bench_solvers.py``).
+  ``M <= 2``: the uniform grid.
 
 :func:`time_grid` maps a grid onto any interval ``[t_start, t_end]`` affinely (fixed-step solvers of a
 velocity field stop short of ``t = 1``); the data-prediction integrators use it on ``[0, 1]``.
