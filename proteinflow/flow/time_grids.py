@@ -55,7 +55,7 @@ def _hybrid_point(target: float, p: float, w: float, delta: float) -> float:
     end = 1.0 - delta
 
     def cdf(t: float) -> float:
-        return (1.0 - w) * (t / end) ** (1.0 / p) - w * math.log1p(-t) / -math.log(delta)
+        return (1.0 - w) * (t / end) ** (1.0 / p) + w * -math.log1p(-t) / math.log(1.0 / delta)
 
     lo, hi = 0.0, end
     for _ in range(100):
