@@ -404,7 +404,7 @@ def _second_order_step(
             c1[key], c2[key] = (1.0 if rem_n == 0.0 else 1.0 - rem_next / rem_n), 0.0
             continue
         rho = rem_next / rem_n
-        h_rho = 0.0 if rho == 0.0 else math.log(rem_n / rem_next) * rho  # h rho -> 0 as rho -> 0
+        h_rho = -rho * math.log(rho) if rho > 0.0 else 0.0  # h = -log(rho); h rho -> 0 as rho -> 0
         slope = rem_n * ((1.0 - rho) - h_rho) / (k_2[key] - kn)
         c1[key], c2[key] = (1.0 - rho) - slope, slope
     return _combine(u1, c1, u2, c2)
