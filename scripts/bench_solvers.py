@@ -5,7 +5,9 @@
 
 1. Frames (``--ckpt``): ``--num`` backbones of ``--length`` residues from the same noise. Reference: the
    flow in float64 solved by dopri5 (in ``lambda = -log(1 - t)``) at the first of ``--ref-tols``; a solve at
-   the second (tighter) on the first ``--conv-num`` backbones shows it converged (CA RMSD <= 0.01 A).
+   the second (tighter) on the first ``--conv-num`` backbones shows it converged (CA RMSD <= 0.01 A). Both
+   run first, the reference in cached rows of ``--ref-chunk`` backbones (hours of CPU at tight tolerances;
+   a stopped run resumes).
    Each solver at each NFE budget of ``--budgets`` (steps chosen so that NFE <= budget: velocity solvers spend
    ``stages * steps + 1``, ``exp_euler`` / ``exp_2m`` one per step, ``exp_midpoint`` two), plus the
    second-order integrators on the ``lambda``, ``log`` and ``hybrid`` grids, and dopri5 at ``--dopri-tols``.
@@ -115,6 +117,26 @@ def _row(ca: np.ndarray, nfe: list[int], seconds: float) -> dict:
     return {"nfe": float(np.mean(nfe)), "nfe_max": int(max(nfe)), "seconds": seconds, "ca": ca.tolist()}
 
 
+def _float64_solve(flow, x0, mask: torch.Tensor, lo: int, hi: int, tol: float) -> dict:
+    """The float64 dopri5 row of backbones ``lo:hi`` at rtol = atol = ``tol``. Step control is per sample,
+    so each backbone's solve is the one it would get alone and rows of slices can be merged."""
+    x = {k: v[lo:hi] for k, v in x0.items()} if isinstance(x0, dict) else x0[lo:hi]
+    return _row(*_run(flow, x, mask[lo:hi], torch.float64, "dopri5", steps=None, rtol=tol, atol=tol))
+
+
+def _merge_rows(parts: list[dict]) -> dict:
+    """One row from the rows of consecutive slices of the backbones (seconds: mean per backbone)."""
+    sizes = [len(p["ca"]) for p in parts]
+    nfe = sum(p["nfe"] * n for p, n in zip(parts, sizes, strict=True)) / sum(sizes)
+    seconds = sum(p["seconds"] * n for p, n in zip(parts, sizes, strict=True)) / sum(sizes)
+    return {
+        "nfe": nfe,
+        "nfe_max": max(p["nfe_max"] for p in parts),
+        "seconds": seconds,
+        "ca": [c for p in parts for c in p["ca"]],
+    }
+
+
 def _rmsd(row: dict, ref: np.ndarray) -> np.ndarray:
     """Per-backbone CA RMSD (Kabsch-aligned) of a row to the reference."""
     ca = torch.tensor(row["ca"], dtype=torch.float64)
@@ -134,12 +156,14 @@ def backbone_solvers(
     *,
     extra_grids: bool,
     conv_num: int,
+    ref_chunk: int,
 ) -> tuple[list[str], dict]:
     """The solver table of one backbone model; returns markdown lines and ``{label: row}``.
 
-    The float64 reference at ``ref_tols[0]`` on every backbone runs first and, to show it converged, a solve
-    at the tighter ``ref_tols[1]`` on the first ``conv_num`` (both cached, so a stopped run keeps them); then
-    the solver rows (float32).
+    First the float64 solve at the tighter ``ref_tols[1]`` on the first ``conv_num`` backbones, then the
+    float64 reference at ``ref_tols[0]`` on every backbone, ``ref_chunk`` backbones per cached row (so a
+    stopped run keeps what it finished); the two show the reference converged. Then the solver rows
+    (float32).
     """
     mask = torch.ones(num, length, dtype=torch.bool)
     x0 = _noise(flow, length, num, seed)
@@ -156,30 +180,21 @@ def backbone_solvers(
         settings.append(("dopri5", f"tol {tol:g}", {"steps": None, "rtol": tol, "atol": tol}))
     ref_tol, check_tol = ref_tols
     if check_tol is not None:
-        ref_row = cache.get(
-            f"{prefix}/reference dopri5 {ref_tol:g} float64",
-            lambda: _row(
-                *_run(flow, x0, mask, torch.float64, "dopri5", steps=None, rtol=ref_tol, atol=ref_tol)
-            ),
-        )
-        ref = np.asarray(ref_row["ca"])
         sub = min(conv_num, num)
-        x_sub = {k: v[:sub] for k, v in x0.items()} if isinstance(x0, dict) else x0[:sub]
         check = cache.get(
             f"{prefix}/check dopri5 {check_tol:g} float64 first {sub}",
-            lambda: _row(
-                *_run(
-                    flow,
-                    x_sub,
-                    mask[:sub],
-                    torch.float64,
-                    "dopri5",
-                    steps=None,
-                    rtol=check_tol,
-                    atol=check_tol,
-                )
-            ),
+            lambda: _float64_solve(flow, x0, mask, 0, sub, check_tol),
         )
+        ref_row = _merge_rows(
+            [
+                cache.get(
+                    f"{prefix}/reference dopri5 {ref_tol:g} float64 [{lo}:{min(lo + ref_chunk, num)}]",
+                    lambda lo=lo: _float64_solve(flow, x0, mask, lo, min(lo + ref_chunk, num), ref_tol),
+                )
+                for lo in range(0, num, ref_chunk)
+            ]
+        )
+        ref = np.asarray(ref_row["ca"])
         conv_rmsd = _rmsd({"ca": ref_row["ca"][:sub]}, np.asarray(check["ca"]))
         head = (
             f"Reference: dopri5 (lambda time) in float64 at rtol = atol = {ref_tol:g}: "
@@ -363,6 +378,9 @@ def main() -> None:
         "--ref-tols", type=float, nargs=2, default=[1e-5, 1e-6], help="reference tolerance, tighter check"
     )
     parser.add_argument("--conv-num", type=int, default=4, help="backbones solved at the tighter check")
+    parser.add_argument(
+        "--ref-chunk", type=int, default=4, help="backbones per cached row of the float64 reference"
+    )
     parser.add_argument("--dopri-tols", type=float, nargs="+", default=[1e-2, 1e-3, 1e-4])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument(
@@ -396,6 +414,7 @@ def main() -> None:
             args.dopri_tols,
             extra_grids=True,
             conv_num=args.conv_num,
+            ref_chunk=args.ref_chunk,
         )
         report += [f"## Frames ({args.ckpt}, N = {args.length}, {args.num} backbones)", "", *lines, ""]
         report += [
@@ -419,6 +438,7 @@ def main() -> None:
             [1e-2, 1e-3, 1e-4],
             extra_grids=False,
             conv_num=args.conv_num,
+            ref_chunk=args.ref_chunk,
         )
         report += [f"## CA baseline ({args.ca_ckpt}, N = {args.length})", "", *lines, ""]
     if args.toy_ckpt is not None and "toy" in args.parts:
