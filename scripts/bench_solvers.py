@@ -375,9 +375,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budgets", type=int, nargs="+", default=[5, 10, 20, 40, 100])
     parser.add_argument(
-        "--ref-tols", type=float, nargs=2, default=[1e-5, 1e-6], help="reference tolerance, tighter check"
+        "--ref-tols", type=float, nargs=2, default=[1e-6, 1e-7], help="reference tolerance, tighter check"
     )
-    parser.add_argument("--conv-num", type=int, default=4, help="backbones solved at the tighter check")
+    parser.add_argument("--conv-num", type=int, default=2, help="backbones solved at the tighter check")
     parser.add_argument(
         "--ref-chunk", type=int, default=4, help="backbones per cached row of the float64 reference"
     )

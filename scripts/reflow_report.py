@@ -12,6 +12,9 @@ the same noise (``proteinflow sample --seed S``: a backbone depends only on (see
 * the targets: the student at 4 steps within 15 % of the teacher's ``--ref-steps`` value on every eval
   metric (or better), and at 1 step a CA RMSD at most half of Euler-1 on the teacher.
 
+The few-step rows run on every time grid of ``--grids`` (default ``uniform``), every model alike: a student
+distilled with ``reflow train --distill-grid log`` is measured with ``--grids uniform log``.
+
 Every sample folder is made by one printed ``proteinflow`` command and reused when its ``samples.csv``
 exists (so the script resumes), unless its ``.source`` file names a checkpoint of other content. Writes
 ``OUT/report.md`` and ``OUT/report.json``.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import re
 import subprocess
@@ -34,6 +38,7 @@ import numpy as np
 import torch
 
 from proteinflow.atomic import atomic_write_text
+from proteinflow.flow.time_grids import GRIDS
 from proteinflow.geometry.align import aligned_rmsd
 from proteinflow.train.reflow_pairs import file_sha256
 
@@ -60,8 +65,11 @@ def run(cmd: list[str], log: Path) -> None:
         subprocess.run(cmd, check=True, stdout=handle, stderr=subprocess.STDOUT)
 
 
-def sample(ckpt: str, out: Path, args: argparse.Namespace, steps: int, straight: bool) -> list[dict]:
-    """``proteinflow sample`` (Euler, ``steps``) into ``out`` unless it is there; its rows.
+def sample(
+    ckpt: str, out: Path, args: argparse.Namespace, steps: int, straight: bool, grid: str = "uniform"
+) -> list[dict]:
+    """``proteinflow sample`` (Euler, ``steps`` on the time grid ``grid``) into ``out`` unless it is there;
+    its rows.
 
     ``OUT.source`` beside the folder records the checkpoint's content hash; a folder made from another
     checkpoint (a new model under an old label) is an error, never silently reused."""
@@ -77,6 +85,7 @@ def sample(ckpt: str, out: Path, args: argparse.Namespace, steps: int, straight:
     else:
         cmd = [*PF, "sample", "--ckpt", ckpt, "--lengths", *map(str, args.lengths), "--num", str(args.num)]
         cmd += ["--seed", str(args.seed), "--solver", "euler", "--steps", str(steps), "--out", str(out)]
+        cmd += ["--grid", grid] if grid != "uniform" else []
         cmd += ["--batch-size", str(args.num)] + (["--straightness"] if straight else [])
         run(cmd, out.parent / "commands.log")
         atomic_write_text(source, digest + "\n")
@@ -171,6 +180,14 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument(
+        "--grids",
+        nargs="+",
+        choices=GRIDS,
+        default=["uniform"],
+        help="time grids of the few-step rows (every model, every --steps; a student distilled with "
+        "--distill-grid G is measured on G)",
+    )
     parser.add_argument("--ref-steps", type=int, default=100)
     parser.add_argument(
         "--straight-steps",
@@ -203,28 +220,29 @@ def main() -> None:
                 sample(ckpt, samples / f"{label}_euler{k}", args, k, True)
             )
     rows_out = []
-    for label, ckpt in models.items():
-        for k in args.steps:
-            folder = samples / f"{label}_euler{k}"
-            rows = sample(ckpt, folder, args, k, straight=True)
-            straight[f"{label} (Euler {k})"] = straightness_of(rows)
-            rmsd = rmsd_to(folder, ref_dir, rows)
-            entry = {
-                "model": label,
-                "steps": k,
-                "rmsd_mean": float(rmsd.mean()),
-                "rmsd_max": float(rmsd.max()),
-            }
-            entry["rmsd_by_length"] = {
-                n: float(rmsd[[int(r["length"]) == n for r in rows]].mean()) for n in args.lengths
-            }
-            if not args.no_eval:
-                entry.update(evaluate(folder, args))
-            rows_out.append(entry)
-            print(
-                f"{label} {k} steps: CA RMSD to teacher-{args.ref_steps} {entry['rmsd_mean']:.2f} A",
-                flush=True,
-            )
+    for grid, (label, ckpt), k in itertools.product(args.grids, models.items(), args.steps):
+        tag = "" if grid == "uniform" else f" {grid}"
+        folder = samples / (f"{label}_euler{k}" + ("" if grid == "uniform" else f"_{grid}"))
+        rows = sample(ckpt, folder, args, k, straight=True, grid=grid)
+        straight[f"{label} (Euler {k}{tag})"] = straightness_of(rows)
+        rmsd = rmsd_to(folder, ref_dir, rows)
+        entry = {
+            "model": label,
+            "steps": k,
+            "grid": grid,
+            "rmsd_mean": float(rmsd.mean()),
+            "rmsd_max": float(rmsd.max()),
+        }
+        entry["rmsd_by_length"] = {
+            n: float(rmsd[[int(r["length"]) == n for r in rows]].mean()) for n in args.lengths
+        }
+        if not args.no_eval:
+            entry.update(evaluate(folder, args))
+        rows_out.append(entry)
+        print(
+            f"{label} {k} steps{tag}: CA RMSD to teacher-{args.ref_steps} {entry['rmsd_mean']:.2f} A",
+            flush=True,
+        )
     teacher_eval = {} if args.no_eval else evaluate(ref_dir, args)
     report = {
         "straightness": straight,
@@ -264,18 +282,21 @@ def main() -> None:
         "",
     ]
     lines += [
-        "| model | steps | CA RMSD mean | max | " + " | ".join(keys) + " |",
-        "|---|---:|---:|---:|" + "---:|" * len(keys),
+        "| model | steps | grid | CA RMSD mean | max | " + " | ".join(keys) + " |",
+        "|---|---:|---|---:|---:|" + "---:|" * len(keys),
     ]
     if teacher_eval:
         lines.append(
-            f"| teacher | {args.ref_steps} | 0 | 0 | "
+            f"| teacher | {args.ref_steps} | uniform | 0 | 0 | "
             + " | ".join(f"{teacher_eval.get(k, float('nan')):.3f}" for k in keys)
             + " |"
         )
     for e in rows_out:
         vals = " | ".join(f"{e.get(k, float('nan')):.3f}" for k in keys)
-        lines.append(f"| {e['model']} | {e['steps']} | {e['rmsd_mean']:.2f} | {e['rmsd_max']:.2f} | {vals} |")
+        lines.append(
+            f"| {e['model']} | {e['steps']} | {e['grid']} | {e['rmsd_mean']:.2f} | {e['rmsd_max']:.2f} "
+            f"| {vals} |"
+        )
     if teacher_eval:
         lines += [
             "",
@@ -286,32 +307,33 @@ def main() -> None:
             ),
         ]
     # targets
-    by = {(e["model"], e["steps"]): e for e in rows_out}
-    student4, teacher1, student1 = (
-        by.get((args.student, 4)),
-        by.get(("teacher", 1)),
-        by.get((args.student, 1)),
-    )
+    by = {(e["model"], e["steps"], e["grid"]): e for e in rows_out}
     lines += ["", "## Targets", ""]
-    if student4 and teacher_eval:
-        misses = [
-            f"{k} {student4[k]:.3f} vs teacher {teacher_eval[k]:.3f}"
-            for k in keys
-            if not within_target(k, student4[k], teacher_eval[k], teacher_eval.get("ref_" + k))
-        ]
-        report["target_4step_misses"] = misses
-        lines.append(
-            f"- {args.student} at 4 steps within 15 % of teacher-{args.ref_steps} (or better) on every "
-            "metric: " + ("MET" if not misses else "MISSED on " + "; ".join(misses))
+    for grid in args.grids:
+        student4, teacher1, student1 = (
+            by.get((args.student, 4, grid)),
+            by.get(("teacher", 1, grid)),
+            by.get((args.student, 1, grid)),
         )
-    if student1 and teacher1:
-        ok = student1["rmsd_mean"] <= 0.5 * teacher1["rmsd_mean"]
-        report["target_1step"] = ok
-        lines.append(
-            f"- 1-step CA RMSD {student1['rmsd_mean']:.2f} A vs teacher Euler-1 "
-            f"{teacher1['rmsd_mean']:.2f} A "
-            f"(target <= {0.5 * teacher1['rmsd_mean']:.2f}): " + ("MET" if ok else "MISSED")
-        )
+        if student4 and teacher_eval:
+            misses = [
+                f"{k} {student4[k]:.3f} vs teacher {teacher_eval[k]:.3f}"
+                for k in keys
+                if not within_target(k, student4[k], teacher_eval[k], teacher_eval.get("ref_" + k))
+            ]
+            report[f"target_4step_misses_{grid}"] = misses
+            lines.append(
+                f"- {args.student} at 4 steps ({grid} grid) within 15 % of teacher-{args.ref_steps} (or "
+                "better) on every metric: " + ("MET" if not misses else "MISSED on " + "; ".join(misses))
+            )
+        if student1 and teacher1:
+            ok = student1["rmsd_mean"] <= 0.5 * teacher1["rmsd_mean"]
+            report[f"target_1step_{grid}"] = ok
+            lines.append(
+                f"- 1-step CA RMSD ({grid} grid) {student1['rmsd_mean']:.2f} A vs teacher Euler-1 "
+                f"{teacher1['rmsd_mean']:.2f} A "
+                f"(target <= {0.5 * teacher1['rmsd_mean']:.2f}): " + ("MET" if ok else "MISSED")
+            )
     (args.out / "report.md").write_text("\n".join(lines) + "\n")
     (args.out / "report.json").write_text(json.dumps(report, indent=1))
     print("\n".join(lines))

@@ -15,11 +15,13 @@ from torch import Tensor, nn
 
 from proteinflow import cli
 from proteinflow.flow.straightness import trajectory_straightness
+from proteinflow.flow.time_grids import time_grid
 from proteinflow.flow.time_samplers import StepGridTimeSampler, UniformTimeSampler
 from proteinflow.geometry import rigid, so3
 from proteinflow.models.euclidean_flow import EuclideanBackboneFlow, EuclideanFlowConfig
 from proteinflow.models.registry import build_backbone_flow
 from proteinflow.train.backbone_sampling import seeded_noise, trajectory_times
+from proteinflow.train.reflow_config import ReflowConfig
 from proteinflow.train.reflow_pairs import (
     PairDataset,
     PairExample,
@@ -213,6 +215,24 @@ def test_distillation_times_are_the_few_step_grids() -> None:
         StepGridTimeSampler((), 0.999, 0.0, UniformTimeSampler())
 
 
+def test_distillation_times_follow_the_sampling_grid() -> None:
+    """On another grid the times are where an Euler sampler on that grid over [0, 0.999] evaluates the
+    network: the grid's points but the last, and the final prediction at 0.999."""
+    for kind in ("log", "lambda", "hybrid"):
+        sampler = StepGridTimeSampler((2, 4), 0.999, 0.0, UniformTimeSampler(0.01, 1.0), kind)
+        expected = sorted({round(v, 12) for k in (2, 4) for v in time_grid(kind, k, 0.0, 0.999)})
+        assert torch.allclose(sampler.grid, torch.tensor(expected, dtype=torch.float64)), kind
+    # Proteina's log grid with 4 steps makes its last prediction from an almost clean state
+    log4 = StepGridTimeSampler((4,), 0.999, 0.0, UniformTimeSampler(0.01, 1.0), "log").grid
+    assert log4[-2] > 0.97 and log4[1] > 0.6
+    with pytest.raises(ValueError, match="unknown time grid 'cosine'"):
+        StepGridTimeSampler((4,), 0.999, 0.0, UniformTimeSampler(), "cosine")
+    bad = ReflowConfig(pairs="pairs", distill_steps=[4], distill_grid="cosine").problems()
+    assert [msg for ok, msg in bad if not ok] == [
+        "reflow.distill_grid must be one of uniform, lambda, log, hybrid"
+    ]
+
+
 def test_reflow_cli_pairs_train_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ckpt = write_tiny_checkpoint(tmp_path / "teacher.ckpt", "ca")
     pairs = tmp_path / "pairs"
@@ -227,7 +247,7 @@ def test_reflow_cli_pairs_train_sample(tmp_path: Path, capsys: pytest.CaptureFix
     assert (
         cli.main(
             [*train, "--max-steps", "2", "--no-progress", "--logger", "none", "--distill-steps", "1", "2"]
-            + ["--keep-every", "1"]
+            + ["--keep-every", "1", "--distill-grid", "log"]
         )
         == 0
     )
@@ -236,6 +256,7 @@ def test_reflow_cli_pairs_train_sample(tmp_path: Path, capsys: pytest.CaptureFix
 
     config = stored_config(read_checkpoint(run / "last.ckpt"))
     assert config is not None and config["reflow"]["distill_steps"] == [1, 2]
+    assert config["reflow"]["distill_grid"] == "log"
     assert config["reflow"]["init"] == str(ckpt) and config["model_kind"] == "ca"
     # the student is an ordinary checkpoint: sample it, with the straightness columns
     out = tmp_path / "samples"

@@ -33,3 +33,25 @@ def test_a_folder_from_another_checkpoint_is_refused_not_reused(tmp_path: Path) 
     assert report.sample(str(old), folder, args, 4, True) == [{"file": "len60_sample0.pdb", "length": "60"}]
     with pytest.raises(SystemExit, match="was sampled from .*old.ckpt.*new.ckpt"):
         report.sample(str(new), folder, args, 4, True)
+
+
+def test_few_step_rows_sample_on_the_requested_grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A student distilled on another grid is measured on it: the sample command carries ``--grid``
+    (and the uniform grid, the sampler's default, adds nothing)."""
+    report = _script()
+    ckpt = tmp_path / "student.ckpt"
+    ckpt.write_bytes(b"weights")
+    commands: list[list[str]] = []
+
+    def fake_run(cmd: list[str], log: Path) -> None:
+        commands.append(cmd)
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "samples.csv").write_text("file,length\nlen60_sample0.pdb,60\n")
+
+    monkeypatch.setattr(report, "run", fake_run)
+    args = argparse.Namespace(lengths=[60], num=1, seed=0)
+    report.sample(str(ckpt), tmp_path / "s" / "student_euler4_log", args, 4, True, grid="log")
+    report.sample(str(ckpt), tmp_path / "s" / "student_euler4", args, 4, True)
+    assert commands[0][commands[0].index("--grid") + 1] == "log"
+    assert "--grid" not in commands[1]

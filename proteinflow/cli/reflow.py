@@ -115,6 +115,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.25,
         help="with --distill-steps: fraction of batches at uniform times (default 0.25)",
     )
+    parser.add_argument(
+        "--distill-grid",
+        choices=GRIDS,
+        default="uniform",
+        help="with --distill-steps: their time grid (sample the student with the same --grid)",
+    )
     parser.add_argument("--val-every", type=int, default=0, help="validation sampling every N steps (0: off)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="save last.ckpt every N steps")
     parser.add_argument(
@@ -152,6 +158,7 @@ def run_train(args: argparse.Namespace) -> int:
         ema_decay=args.ema_decay,
         distill_steps=tuple(args.distill_steps),
         uniform_prob=args.uniform_prob,
+        distill_grid=args.distill_grid,
         val_every=args.val_every,
         checkpoint_every=args.checkpoint_every,
         keep_every=args.keep_every,

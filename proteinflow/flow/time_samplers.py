@@ -16,6 +16,8 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
+from proteinflow.flow.time_grids import GRIDS, time_grid
+
 
 def _check_n(n: int) -> None:
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
@@ -134,24 +136,36 @@ class ClippedTimeSampler(TimeSampler):
 
 class StepGridTimeSampler(TimeSampler):
     """Times of few-step samplers: with probability ``1 - uniform_prob`` a time drawn uniformly from the
-    evaluation times of uniform-grid samplers with ``steps`` steps on ``[0, t_end]``,
+    evaluation times of samplers with ``steps`` steps on the time grid ``grid`` over ``[0, t_end]``,
 
-        G = {j t_end / k : k in steps, j = 0 .. k - 1}  U  {t_end},
+        G = {g_k(j) : k in steps, j = 0 .. k - 1}  U  {t_end},
 
-    (``t_end``: where a velocity solver stops and the last prediction is made, ``1 - final_gap``), else a
-    time from ``base``. Used for few-step distillation on a coupling (:mod:`proteinflow.train.reflow`):
-    it trains the network where a 1-, 2- or 4-step Euler sampler evaluates it.
+    with ``g_k = time_grid(grid, k, 0, t_end)`` (:mod:`proteinflow.flow.time_grids`; ``"uniform"``:
+    ``g_k(j) = j t_end / k``) and ``t_end`` where a velocity solver stops and the last prediction is made
+    (``1 - final_gap``), else a time from ``base``. Used for few-step distillation on a coupling
+    (:mod:`proteinflow.train.reflow`): it trains the network where a 1-, 2- or 4-step Euler sampler on
+    that grid evaluates it.
     """
 
-    def __init__(self, steps: tuple[int, ...], t_end: float, uniform_prob: float, base: TimeSampler) -> None:
+    def __init__(
+        self,
+        steps: tuple[int, ...],
+        t_end: float,
+        uniform_prob: float,
+        base: TimeSampler,
+        grid: str = "uniform",
+    ) -> None:
         if not steps or any(int(k) < 1 for k in steps):
             raise ValueError(f"steps must be a non-empty tuple of integers >= 1, got {steps!r}")
         if not 0.0 < t_end <= 1.0:
             raise ValueError(f"t_end must be in (0, 1], got {t_end!r}")
         if not 0.0 <= uniform_prob <= 1.0:
             raise ValueError(f"uniform_prob must be in [0, 1], got {uniform_prob!r}")
-        grid = {round(j * t_end / k, 12) for k in steps for j in range(int(k))} | {round(t_end, 12)}
-        self.grid = torch.tensor(sorted(grid), dtype=torch.float64)
+        if grid not in GRIDS:
+            raise ValueError(f"unknown time grid {grid!r}; valid grids are {', '.join(GRIDS)}")
+        points = {round(v, 12) for k in steps for v in time_grid(grid, int(k), 0.0, t_end)[:-1]}
+        grid_times = points | {round(t_end, 12)}
+        self.grid = torch.tensor(sorted(grid_times), dtype=torch.float64)
         self.uniform_prob = float(uniform_prob)
         self.base = base
 

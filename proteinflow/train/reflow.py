@@ -15,9 +15,11 @@ steps follows it better. Repeat (pairs from the student, a new student) for refl
 Few-step distillation: **distillation of the rectified coupling at the sampler's times** (the
 "k-step distillation" of Liu et al. 2022, sec. 2.3, which fits ``x1 = phi(x0)`` directly for ``k = 1``).
 The student of a reflow round is trained further on the *same pairs*, but at the evaluation times of
-Euler samplers with ``k in distill_steps`` steps (``{j (1 - g) / k}`` and the final prediction at
-``1 - g``; :class:`~proteinflow.flow.time_samplers.StepGridTimeSampler`), with a fraction
-``uniform_prob`` of batches at uniform times so the rest of the field stays trained. Why this method:
+Euler samplers with ``k in distill_steps`` steps on the time grid ``distill_grid`` (uniform:
+``{j (1 - g) / k}``; and the final prediction at ``1 - g``;
+:class:`~proteinflow.flow.time_samplers.StepGridTimeSampler`), with a fraction ``uniform_prob`` of batches
+at uniform times so the rest of the field stays trained. A grid whose steps crowd towards data (``log``)
+makes the last prediction from an almost clean state. Why this method:
 
 * for an x1-predicting flow with ``kappa(t) = t`` an Euler step from ``x_t`` moves to the geodesic point
   a fraction ``h / (1 - t)`` of the way to ``x1_hat(x_t, t)``. If the student predicts the pair's
@@ -67,7 +69,7 @@ def pair_time_sampler(flow: BackboneFlow, reflow: ReflowConfig) -> TimeSampler |
         return None
     base = UniformTimeSampler(flow.cfg.t_min, 1.0)
     return StepGridTimeSampler(
-        tuple(reflow.distill_steps), 1.0 - flow.cfg.final_gap, reflow.uniform_prob, base
+        tuple(reflow.distill_steps), 1.0 - flow.cfg.final_gap, reflow.uniform_prob, base, reflow.distill_grid
     )
 
 
@@ -165,7 +167,7 @@ class ReflowTrainOptions:
         max_steps: optimiser steps; lr: learning rate (None: the init's); ema_decay: decay of the weight
             average used for sampling (None: the init's; a short fine-tune wants a shorter average, since
             the average starts at the init's weights).
-        distill_steps, uniform_prob: the ``reflow`` section (empty steps: reflow).
+        distill_steps, uniform_prob, distill_grid: the ``reflow`` section (empty steps: reflow).
         val_every, checkpoint_every, keep_every: ``train.*``; seed: None keeps the init's.
     """
 
@@ -176,6 +178,7 @@ class ReflowTrainOptions:
     ema_decay: float | None = None
     distill_steps: tuple[int, ...] = ()
     uniform_prob: float = 0.25
+    distill_grid: str = "uniform"
     val_every: int = 0
     checkpoint_every: int = 100
     keep_every: int = 0
@@ -201,6 +204,7 @@ def reflow_config(options: ReflowTrainOptions) -> BackboneExperimentConfig:
         init=str(options.init),
         distill_steps=list(options.distill_steps),
         uniform_prob=options.uniform_prob,
+        distill_grid=options.distill_grid,
     )
     suffix = "-distill" if options.distill_steps else "-reflow"
     seed = cfg.seed if options.seed is None else options.seed

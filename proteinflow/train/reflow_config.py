@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from proteinflow.flow.time_grids import GRIDS
+
 
 @dataclass
 class ReflowConfig:
@@ -23,12 +25,15 @@ class ReflowConfig:
             ``[t_min, 1]``); else few-step distillation: times drawn from the evaluation times of Euler
             samplers with these step counts (:class:`~proteinflow.flow.time_samplers.StepGridTimeSampler`).
         uniform_prob: with ``distill_steps``, the probability that a batch's times are uniform instead.
+        distill_grid: with ``distill_steps``, the time grid of those samplers
+            (:data:`~proteinflow.flow.time_grids.GRIDS`; sample the student with the same ``--grid``).
     """
 
     pairs: str | None = None
     init: str | None = None
     distill_steps: list[int] = field(default_factory=list)
     uniform_prob: float = 0.25
+    distill_grid: str = "uniform"
 
     def problems(self) -> list[tuple[bool, str]]:
         """``(ok, message)`` checks of this section."""
@@ -36,4 +41,5 @@ class ReflowConfig:
             (all(k >= 1 for k in self.distill_steps), "reflow.distill_steps must be integers >= 1"),
             (0.0 <= self.uniform_prob <= 1.0, "reflow.uniform_prob must be in [0, 1]"),
             (not self.distill_steps or self.pairs is not None, "reflow.distill_steps needs reflow.pairs"),
+            (self.distill_grid in GRIDS, f"reflow.distill_grid must be one of {', '.join(GRIDS)}"),
         ]
