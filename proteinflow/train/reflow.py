@@ -18,8 +18,10 @@ The student of a reflow round is trained further on the *same pairs*, but at the
 Euler samplers with ``k in distill_steps`` steps on the time grid ``distill_grid`` (uniform:
 ``{j (1 - g) / k}``; and the final prediction at ``1 - g``;
 :class:`~proteinflow.flow.time_samplers.StepGridTimeSampler`), with a fraction ``uniform_prob`` of batches
-at uniform times so the rest of the field stays trained. A grid whose steps crowd towards data (``log``)
-makes the last prediction from an almost clean state. Why this method:
+at uniform times so the rest of the field stays trained; sample the student on the same grid. (On the CPU
+recipe, distilling on Proteina's ``log`` grid, whose 4-step sampler predicts last from an almost clean state
+at ``t = 0.977``, gave worse 4-step samples than the uniform grid: ``scripts/reflow_report.py --grids``.)
+Why this method:
 
 * for an x1-predicting flow with ``kappa(t) = t`` an Euler step from ``x_t`` moves to the geodesic point
   a fraction ``h / (1 - t)`` of the way to ``x1_hat(x_t, t)``. If the student predicts the pair's
