@@ -391,6 +391,8 @@ def main() -> None:
         help="which parts to run (ca and toy also need their checkpoints)",
     )
     args = parser.parse_args()
+    if args.ref_chunk < 1 or args.conv_num < 1:
+        parser.error(f"--ref-chunk and --conv-num must be >= 1, got {args.ref_chunk} and {args.conv_num}")
     if "frames" in args.parts and args.ckpt is None:
         parser.error("--ckpt is required for the frames part (or pass --parts ca toy)")
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
