@@ -38,6 +38,7 @@ import torch
 from proteinflow.atomic import atomic_write_text
 from proteinflow.flow.time_grids import GRIDS
 from proteinflow.geometry.align import aligned_rmsd
+from proteinflow.geometry.tree import tree_map
 from proteinflow.protein.backbone import atoms_from_frames
 from proteinflow.protein.evaluation import sample_quality
 from proteinflow.protein.filters import radius_of_gyration
@@ -120,7 +121,7 @@ def _row(ca: np.ndarray, nfe: list[int], seconds: float) -> dict:
 def _float64_solve(flow, x0, mask: torch.Tensor, lo: int, hi: int, tol: float) -> dict:
     """The float64 dopri5 row of backbones ``lo:hi`` at rtol = atol = ``tol``. Step control is per sample,
     so each backbone's solve is the one it would get alone and rows of slices can be merged."""
-    x = {k: v[lo:hi] for k, v in x0.items()} if isinstance(x0, dict) else x0[lo:hi]
+    x = tree_map(lambda v: v[lo:hi], x0)
     return _row(*_run(flow, x, mask[lo:hi], torch.float64, "dopri5", steps=None, rtol=tol, atol=tol))
 
 
