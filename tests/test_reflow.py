@@ -21,6 +21,7 @@ from proteinflow.geometry import rigid, so3
 from proteinflow.models.euclidean_flow import EuclideanBackboneFlow, EuclideanFlowConfig
 from proteinflow.models.registry import build_backbone_flow
 from proteinflow.train.backbone_sampling import seeded_noise, trajectory_times
+from proteinflow.train.reflow import sampler_states
 from proteinflow.train.reflow_config import ReflowConfig
 from proteinflow.train.reflow_pairs import (
     PairDataset,
@@ -143,6 +144,57 @@ def test_pair_loss_is_the_training_loss_on_the_same_pairs(model_kind: str) -> No
     assert torch.allclose(got["loss"], ref.total, rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("model_kind", ["frames", "atoms"])
+def test_endpoint_weighting_is_the_x1_error_at_every_time(model_kind: str) -> None:
+    """``weighting="endpoint"``: the translation / coordinate term is the mean squared x1-prediction error
+    in ``length_unit`` (closed form from ``predict``) at every t, the velocity term is it times
+    ``1 / max(1 - t, 1 - cap)^2``; the frame atom and distance terms count below ``aux_loss_t_min`` too."""
+    flow_cfg = {"self_condition_prob": 0.0}
+    if model_kind == "frames":
+        flow_cfg.update(aux_loss_t_min=0.5, aux_loss_weight=1.0, dist_loss_weight=1.0)
+    torch.manual_seed(0)
+    flow = build_backbone_flow(model_kind, TINY_MODEL, flow_cfg)
+    flow.eval()
+    mask = torch.ones(1, 9, dtype=torch.bool)
+    x1 = flow.data_state(_backbones(1, 9, torch.Generator().manual_seed(0)), mask)
+    x0 = flow.sample_prior(mask, generator=torch.Generator().manual_seed(1))
+    unit = flow.cfg.length_unit
+    for t_value in (0.0, 0.3, 0.75, 0.95):
+        t = torch.tensor([t_value])
+        velocity = flow.pair_loss(x0, x1, mask, t=t)
+        endpoint = flow.pair_loss(x0, x1, mask, t=t, weighting="endpoint")
+        with torch.no_grad():
+            x_t = (
+                flow.path.sample(x0, x1, t, mask=mask)
+                if model_kind == "frames"
+                else flow.path.sample(x0, x1, t)
+            )
+            x1_hat = flow.predict(x_t.x_t, t, mask, None, None)
+        if model_kind == "frames":
+            err = (x1_hat["trans"] - x1["trans"]) / unit
+            assert endpoint.trans.item() == pytest.approx(err.pow(2).sum(-1).mean().item(), rel=1e-5)
+            ratio = 1.0 / max(1.0 - t_value, 1.0 - flow.cfg.loss_t_cap) ** 2
+            assert velocity.trans.item() == pytest.approx(ratio * endpoint.trans.item(), rel=1e-5)
+            assert velocity.rot.item() == pytest.approx(ratio * endpoint.rot.item(), rel=1e-5)
+            assert endpoint.aux.item() > 0.0 and endpoint.dist.item() > 0.0
+            if t_value < 0.5:
+                assert velocity.aux.item() == 0.0 and velocity.dist.item() == 0.0
+            else:
+                assert velocity.aux.item() == pytest.approx(endpoint.aux.item(), rel=1e-5)
+                assert velocity.dist.item() == pytest.approx(ratio * endpoint.dist.item(), rel=1e-5)
+        else:
+            err = (x1_hat - x1) / unit
+            assert endpoint.total.item() == pytest.approx(err.pow(2).sum(-1).mean().item(), rel=1e-5)
+            ratio = 1.0 / max(1.0 - t_value, flow.cfg.loss_norm_floor) ** 2
+            assert velocity.total.item() == pytest.approx(ratio * endpoint.total.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        flow.pair_loss(x0, x1, mask, weighting="x1")
+    bad = ReflowConfig(pairs="pairs", distill_loss="endpoint").problems()
+    assert [msg for ok, msg in bad if not ok] == [
+        "reflow.distill_loss other than velocity needs reflow.distill_steps"
+    ]
+
+
 class _ScaleNet(nn.Module):
     """``x1_hat = p x_t / (1 + q t)`` (starts as the identity, ``p = 1, q = 0``): the family that holds the
     flow of ``x1 = s x0`` (``p = s``, ``q = s - 1``)."""
@@ -200,6 +252,72 @@ def test_student_on_pairs_of_a_straight_flow_recovers_it() -> None:
     assert rel.max() < 0.02, f"student's paths are not straight: S / d^2 = {rel.max():.3f}"
 
 
+def test_sampler_states_are_the_students_own_euler_states() -> None:
+    """``distill_states: sampler``: the state at grid index j is the student's Euler state (frames: the
+    geodesic step ``Exp_x(h / (1 - t) Log_x(D(t, x)))`` per factor, checked at j = 1 against the
+    denoiser), j = 0 is the noise, and the time is the grid's."""
+    from proteinflow.geometry.manifolds import SO3
+
+    torch.manual_seed(0)
+    flow = build_backbone_flow("frames", TINY_MODEL, {"self_condition_prob": 0.0})
+    flow.eval()
+    mask = torch.ones(6, 9, dtype=torch.bool)
+    res_idx = torch.arange(9).expand(6, 9)
+    x0 = flow.sample_prior(mask, generator=torch.Generator().manual_seed(1))
+    times = StepGridTimeSampler((4,), 0.999, 0.0, UniformTimeSampler(0.01, 1.0))
+    t, states = sampler_states(flow, x0, mask, res_idx, torch.Generator().manual_seed(2), times)
+    grid = torch.tensor(time_grid("uniform", 4, 0.0, 0.999))
+    assert states is not None and float((t[:, None] - grid).abs().min(1).values.max()) < 1e-6
+    h = 0.999 / 4
+    with torch.no_grad():
+        x1_hat = flow.denoiser(mask, res_idx)(torch.zeros(6), x0)
+    so3_man = SO3()
+    step_rots = so3_man.expmap(x0["rots"], h * so3_man.logmap(x0["rots"], x1_hat["rots"]))
+    step_trans = x0["trans"] + h * (x1_hat["trans"] - x0["trans"])
+    seen = set()
+    for b, tb in enumerate(t.tolist()):
+        if tb == 0.0:
+            seen.add(0)
+            assert torch.equal(states["rots"][b], x0["rots"][b]) and torch.equal(
+                states["trans"][b], x0["trans"][b]
+            )
+        elif abs(tb - h) < 1e-6:
+            seen.add(1)
+            assert torch.allclose(states["rots"][b], step_rots[b], atol=1e-5)
+            assert torch.allclose(states["trans"][b], step_trans[b], atol=1e-4)
+    assert seen, f"no sample at j = 0 or 1 (times {t.tolist()})"
+    # a batch at uniform times gets no states: the loss uses the path's
+    always_uniform = StepGridTimeSampler((4,), 0.999, 1.0, UniformTimeSampler(0.01, 1.0))
+    t, states = sampler_states(flow, x0, mask, res_idx, torch.Generator().manual_seed(2), always_uniform)
+    assert states is None and bool((t >= 0.01).all())
+
+
+def test_sampler_states_change_nothing_for_an_exact_student() -> None:
+    """For a student that predicts the pair's endpoint exactly, its Euler states are the straight-line
+    points, so the distillation loss on them equals the path loss at the same times; for an inexact
+    student they differ."""
+    s = 0.3
+    flow = _ScaleFlow()
+    mask = torch.ones(8, 6, dtype=torch.bool)
+    res_idx = torch.arange(6).expand(8, 6)
+    x0 = flow.sample_prior(mask, generator=torch.Generator().manual_seed(0))
+    times = StepGridTimeSampler((2, 4), 0.999, 0.0, UniformTimeSampler(0.0, 1.0))
+    losses = {}
+    for p, q in ((s, s - 1.0), (0.5, 0.0)):
+        with torch.no_grad():
+            flow.net.p.fill_(p)
+            flow.net.q.fill_(q)
+        t, states = sampler_states(flow, x0, mask, res_idx, torch.Generator().manual_seed(3), times)
+        assert states is not None and len(set(t.tolist())) > 1
+        own = flow.pair_loss(x0, s * x0, mask, t=t, x_t=states, weighting="endpoint").total.item()
+        path = flow.pair_loss(x0, s * x0, mask, t=t, weighting="endpoint").total.item()
+        losses[p] = (own, path)
+    own, path = losses[s]
+    assert own == pytest.approx(path, abs=1e-10) and path < 1e-10
+    own, path = losses[0.5]
+    assert abs(own - path) > 1e-3 * path
+
+
 def test_distillation_times_are_the_few_step_grids() -> None:
     sampler = StepGridTimeSampler((1, 2, 4), 0.999, 0.0, UniformTimeSampler(0.01, 1.0))
     expected = sorted({0.0, 0.999 / 4, 0.999 / 2, 3 * 0.999 / 4, 0.999})
@@ -247,7 +365,16 @@ def test_reflow_cli_pairs_train_sample(tmp_path: Path, capsys: pytest.CaptureFix
     assert (
         cli.main(
             [*train, "--max-steps", "2", "--no-progress", "--logger", "none", "--distill-steps", "1", "2"]
-            + ["--keep-every", "1", "--distill-grid", "log"]
+            + [
+                "--keep-every",
+                "1",
+                "--distill-grid",
+                "log",
+                "--distill-loss",
+                "endpoint",
+                "--lr-decay-from",
+                "1",
+            ]
         )
         == 0
     )
@@ -256,7 +383,8 @@ def test_reflow_cli_pairs_train_sample(tmp_path: Path, capsys: pytest.CaptureFix
 
     config = stored_config(read_checkpoint(run / "last.ckpt"))
     assert config is not None and config["reflow"]["distill_steps"] == [1, 2]
-    assert config["reflow"]["distill_grid"] == "log"
+    assert config["reflow"]["distill_grid"] == "log" and config["reflow"]["distill_loss"] == "endpoint"
+    assert config["train"]["lr_decay_from"] == 1
     assert config["reflow"]["init"] == str(ckpt) and config["model_kind"] == "ca"
     # the student is an ordinary checkpoint: sample it, with the straightness columns
     out = tmp_path / "samples"
@@ -297,6 +425,11 @@ def test_reflow_cli_errors_name_the_flag(tmp_path: Path, capsys: pytest.CaptureF
         == 2
     )
     assert "--pairs" in capsys.readouterr().err
+    pairs = tmp_path / "pairs"
+    generate_pairs(ckpt, pairs, progress=False, **PAIR_ARGS)  # type: ignore[arg-type]
+    train = ["reflow", "train", "--pairs", str(pairs), "--init", str(ckpt), "--out", str(tmp_path / "o")]
+    assert cli.main([*train, "--max-steps", "10", "--lr-decay-from", "10"]) == 2
+    assert "--lr-decay-from must be below --max-steps (10), got 10" in capsys.readouterr().err
     argv = [
         "reflow",
         "pairs",

@@ -24,6 +24,12 @@ from proteinflow.cli.common import (
 )
 from proteinflow.cli.sample import GRIDS, SOLVERS
 
+#: Loss weightings of ``--distill-loss`` (``proteinflow.flow.losses.PAIR_LOSS_WEIGHTINGS``, spelled out so
+#: that ``--help`` needs no torch).
+DISTILL_LOSSES = ("velocity", "endpoint")
+#: ``--distill-states`` (``proteinflow.train.reflow_config.DISTILL_STATES``).
+DISTILL_STATES = ("path", "sampler")
+
 
 def add_pairs_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``proteinflow reflow pairs``."""
@@ -95,6 +101,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=positive_int, default=1000, help="optimiser steps (default 1000)")
     parser.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: init's)")
     parser.add_argument(
+        "--lr-decay-from",
+        type=positive_int,
+        default=None,
+        help="anneal the learning rate from this step to the init's train.lr_min (default 0) at --max-steps "
+        "(half-cosine; default constant)",
+    )
+    parser.add_argument(
         "--ema-decay",
         type=float,
         default=None,
@@ -121,6 +134,22 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default="uniform",
         help="with --distill-steps: their time grid (sample the student with the same --grid)",
     )
+    parser.add_argument(
+        "--distill-loss",
+        choices=DISTILL_LOSSES,
+        default="velocity",
+        help="with --distill-steps: the loss's time weighting; endpoint = the x1-prediction error at "
+        "weight 1 at every time, the error of the few-step sampler's output (default velocity: the "
+        "training loss)",
+    )
+    parser.add_argument(
+        "--distill-states",
+        choices=DISTILL_STATES,
+        default="path",
+        help="with --distill-steps: train on the geodesic points between the pair's endpoints (path, "
+        "default) or on the states the student's own Euler sampler reaches from the pair's noise (sampler; "
+        "each such batch runs the sampler once more, without gradient)",
+    )
     parser.add_argument("--val-every", type=int, default=0, help="validation sampling every N steps (0: off)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="save last.ckpt every N steps")
     parser.add_argument(
@@ -143,6 +172,8 @@ def run_train(args: argparse.Namespace) -> int:
     )
     if problem is None and not 0.0 <= args.uniform_prob <= 1.0:
         problem = f"--uniform-prob must be in [0, 1], got {args.uniform_prob}"
+    if problem is None and args.lr_decay_from is not None and args.lr_decay_from >= args.max_steps:
+        problem = f"--lr-decay-from must be below --max-steps ({args.max_steps}), got {args.lr_decay_from}"
     if problem is not None:
         return error(problem)
     from proteinflow.train.checkpoints import CheckpointError
@@ -155,10 +186,13 @@ def run_train(args: argparse.Namespace) -> int:
         init=str(args.init),
         max_steps=args.max_steps,
         lr=args.lr,
+        lr_decay_from=args.lr_decay_from,
         ema_decay=args.ema_decay,
         distill_steps=tuple(args.distill_steps),
         uniform_prob=args.uniform_prob,
         distill_grid=args.distill_grid,
+        distill_loss=args.distill_loss,
+        distill_states=args.distill_states,
         val_every=args.val_every,
         checkpoint_every=args.checkpoint_every,
         keep_every=args.keep_every,

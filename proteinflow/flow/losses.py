@@ -75,6 +75,19 @@ def cfm_loss(
     return sq.mean()
 
 
+PAIR_LOSS_WEIGHTINGS = ("velocity", "endpoint")
+"""Time weightings of a flow's loss on given endpoints (``pair_loss(..., weighting=...)``):
+
+* ``"velocity"`` (training): the x1-prediction error times ``w(t)``
+  (:func:`velocity_matching_weight`), i.e. the error of the velocity an ODE solver would integrate;
+* ``"endpoint"`` (few-step distillation): the x1-prediction error itself, weight 1 at every ``t``. A
+  k-step sampler's output is the prediction ``x1_hat(x_{t_{k-1}}, t_{k-1})`` made at its last grid time, so
+  its error in data space is what the student must shrink at every grid time alike; the velocity weight
+  (up to ``1 / (1 - t_cap)^2 = 100`` near ``t = 1``) would spend the training signal on the final,
+  almost-clean prediction and weigh the 1-step prediction at ``t = 0`` least of all.
+"""
+
+
 def velocity_matching_weight(scheduler: ConvexScheduler, t: Tensor, t_cap: float = 0.9) -> Tensor:
     """Per-time weight that turns an ``x1``-prediction error into a velocity error, capped near ``t = 1``.
 

@@ -145,6 +145,9 @@ class StepGridTimeSampler(TimeSampler):
     (``1 - final_gap``), else a time from ``base``. Used for few-step distillation on a coupling
     (:mod:`proteinflow.train.reflow`): it trains the network where a 1-, 2- or 4-step Euler sampler on
     that grid evaluates it.
+
+    Attributes:
+        grid: ``[G]`` the times ``G`` (float64, ascending); steps, grid_name, t_end: the arguments.
     """
 
     def __init__(
@@ -165,6 +168,9 @@ class StepGridTimeSampler(TimeSampler):
         points = {round(v, 12) for k in steps for v in time_grid(grid, int(k), 0.0, t_end)[:-1]}
         grid_times = points | {round(t_end, 12)}
         self.grid = torch.tensor(sorted(grid_times), dtype=torch.float64)
+        self.steps = tuple(int(k) for k in steps)
+        self.grid_name = grid
+        self.t_end = float(t_end)
         self.uniform_prob = float(uniform_prob)
         self.base = base
 

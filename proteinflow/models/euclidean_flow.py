@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from proteinflow.flow.losses import PAIR_LOSS_WEIGHTINGS
 from proteinflow.flow.paths import AffinePath
 from proteinflow.flow.schedulers import CondOTScheduler
 from proteinflow.geometry.masked import masked_residue_mean
@@ -228,6 +229,8 @@ class EuclideanBackboneFlow(nn.Module, ABC):
         res_idx: Tensor | None = None,
         generator: torch.Generator | None = None,
         t: Tensor | None = None,
+        weighting: str = "velocity",
+        x_t: Tensor | None = None,
     ) -> EuclideanFlowLoss:
         """The training loss (module docstring) on the straight path from given noise ``x0`` to data ``x1``
         (both ``[B, N, A, 3]``, CA-centred, Angstrom). :meth:`loss` is this with ``x0`` from the prior;
@@ -237,7 +240,14 @@ class EuclideanBackboneFlow(nn.Module, ABC):
             x0, x1: ``[B, N, A, 3]``; mask: ``[B, N]``; res_idx: ``[B, N]`` residue indices.
             generator: randomness for the times (when ``t`` is None) and the self-conditioning coin.
             t: ``[B]`` training times (default uniform on ``[t_min, 1]``).
+            weighting: ``"velocity"`` (the training loss) or ``"endpoint"``
+                (:data:`~proteinflow.flow.losses.PAIR_LOSS_WEIGHTINGS`): the x1-prediction error with
+                weight ``1 / length_unit`` at every ``t``.
+            x_t: the state at ``t`` (``[B, N, A, 3]``) instead of the straight-line point (few-step
+                distillation's sampler states); requires ``t``.
         """
+        if weighting not in PAIR_LOSS_WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {PAIR_LOSS_WEIGHTINGS}, got {weighting!r}")
         if x0.shape != x1.shape or x1.dim() != 4 or x1.shape[:2] != mask.shape:
             raise ValueError(
                 f"x0 {tuple(x0.shape)} and x1 {tuple(x1.shape)} must be [B, N, A, 3] with mask "
@@ -245,12 +255,17 @@ class EuclideanBackboneFlow(nn.Module, ABC):
             )
         bsz = x1.shape[0]
         dtype, device = x1.dtype, x1.device
+        if x_t is not None and t is None:
+            raise ValueError("x_t needs its times t")
         if t is None:
             u = torch.rand(bsz, generator=generator, device=device, dtype=dtype)
             t = self.cfg.t_min + (1.0 - self.cfg.t_min) * u
         elif t.shape != (bsz,):
             raise ValueError(f"t must have shape [B] = ({bsz},), got {tuple(t.shape)}")
-        x_t = self.path.sample(x0, x1, t).x_t
+        if x_t is None:
+            x_t = self.path.sample(x0, x1, t).x_t
+        elif x_t.shape != x1.shape:
+            raise ValueError(f"x_t must have the shape of x1 {tuple(x1.shape)}, got {tuple(x_t.shape)}")
 
         self_cond = None
         if self.self_conditioning:
@@ -259,7 +274,10 @@ class EuclideanBackboneFlow(nn.Module, ABC):
                 with torch.no_grad():
                     self_cond = self.predict(x_t, t, mask, None, res_idx).detach()
         x1_hat = self.predict(x_t, t, mask, self_cond, res_idx)
-        w = 1.0 / ((1.0 - t).clamp_min(self.cfg.loss_norm_floor) * self.cfg.length_unit)
+        if weighting == "endpoint":
+            w = torch.full_like(t, 1.0 / self.cfg.length_unit)
+        else:
+            w = 1.0 / ((1.0 - t).clamp_min(self.cfg.loss_norm_floor) * self.cfg.length_unit)
         sq = ((w.reshape(-1, 1, 1, 1) * (x1_hat - x1)) ** 2).sum(-1).mean(-1)  # [B, N]
         coords_term = masked_residue_mean(sq, mask).mean()
         return EuclideanFlowLoss(total=coords_term, coords=coords_term)

@@ -103,7 +103,7 @@ import torch
 from torch import Tensor, nn
 
 from proteinflow.flow.couplings import masked_ot_pair
-from proteinflow.flow.losses import cfm_loss, velocity_matching_weight
+from proteinflow.flow.losses import PAIR_LOSS_WEIGHTINGS, cfm_loss, velocity_matching_weight
 from proteinflow.flow.paths import GeodesicPath
 from proteinflow.flow.schedulers import CondOTScheduler, ConvexScheduler, ExpRateScheduler
 from proteinflow.flow.time_samplers import UniformTimeSampler
@@ -285,6 +285,8 @@ class FrameFlow(nn.Module):
         res_idx: Tensor | None = None,
         generator: torch.Generator | None = None,
         t: Tensor | None = None,
+        weighting: str = "velocity",
+        x_t: dict[str, Tensor] | None = None,
     ) -> FrameFlowLoss:
         """The training loss (module docstring) on given endpoints: the geodesic path from the noise
         frames ``x0`` to the data frames ``x1``, per factor. :meth:`loss` is this with ``x0`` drawn from
@@ -297,7 +299,17 @@ class FrameFlow(nn.Module):
             mask: ``[B, N]``; res_idx: ``[B, N]`` residue indices (default ``0..N-1``).
             generator: randomness for the times (when ``t`` is None) and the self-conditioning coin.
             t: ``[B]`` training times (default: drawn by the flow's time sampler on ``[t_min, 1]``).
+            weighting: ``"velocity"`` (the training loss above) or ``"endpoint"``
+                (:data:`~proteinflow.flow.losses.PAIR_LOSS_WEIGHTINGS`, few-step distillation): every term
+                weighs the x1-prediction error alike at every ``t``: ``w_f = 1``, and the atom and pair
+                distance losses count at every time with weight 1 (no ``aux_loss_t_min`` gate), since
+                at a few-step sampler's grid times each prediction may be the output.
+            x_t: the state at ``t`` (leaves ``[B, N, ...]``, detached) instead of the geodesic point;
+                few-step distillation passes the student's own sampler states
+                (:mod:`proteinflow.train.reflow`). Requires ``t``; no rollout is drawn then.
         """
+        if weighting not in PAIR_LOSS_WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {PAIR_LOSS_WEIGHTINGS}, got {weighting!r}")
         if set(x0) != {"rots", "trans"} or set(x1) != {"rots", "trans"}:
             raise ValueError(f"x0 and x1 must have keys rots, trans; got {sorted(x0)} and {sorted(x1)}")
         if mask.dim() != 2 or x1["trans"].shape[:2] != mask.shape or x0["trans"].shape != x1["trans"].shape:
@@ -306,25 +318,22 @@ class FrameFlow(nn.Module):
                 f"{tuple(mask.shape)} must share [B, N]"
             )
         trans1 = x1["trans"]
+        if x_t is not None and t is None:
+            raise ValueError("x_t needs its times t")
         if t is None:
             t = self.time_sampler.sample(
                 trans1.shape[0], generator=generator, device=trans1.device, dtype=trans1.dtype
             )
         elif t.shape != trans1.shape[:1]:
             raise ValueError(f"t must have shape [B] = {tuple(trans1.shape[:1])}, got {tuple(t.shape)}")
-        rollout = False
-        if self.cfg.rollout_prob > 0:
-            coin = torch.rand((), generator=generator, device=t.device)
-            rollout = coin.item() < self.cfg.rollout_prob
-        if rollout:
-            u = torch.rand(t.shape, generator=generator, device=t.device, dtype=t.dtype)
-            t0 = (t - self.cfg.rollout_max_dt * u).clamp_min(0.0)
-            x_t = self.rollout_state(x0, x1, t0, t, mask, res_idx)
-        else:
-            x_t = self.path.sample(x0, x1, t, mask=mask).x_t
+        if x_t is None:
+            x_t = self._path_state(x0, x1, t, mask, res_idx, generator)
+        elif set(x_t) != {"rots", "trans"} or x_t["trans"].shape != trans1.shape:
+            raise ValueError(f"x_t must be a state like x1 {tuple(trans1.shape)}, got keys {sorted(x_t)}")
         x1_hat = self._training_prediction(x_t, t, mask, res_idx, generator)
-        terms, weights = self._factor_losses(x_t, x1_hat, x1, t, mask)
-        aux, dist = self._atom_losses(x1_hat, x1, t, mask, weights["trans"])
+        endpoint = weighting == "endpoint"
+        terms, weights = self._factor_losses(x_t, x1_hat, x1, t, mask, endpoint)
+        aux, dist = self._atom_losses(x1_hat, x1, t, mask, weights["trans"], endpoint)
         clash = torch.zeros((), dtype=t.dtype, device=t.device)
         if self.cfg.clash_loss_weight > 0:
             clash = ca_clash_loss(
@@ -345,6 +354,25 @@ class FrameFlow(nn.Module):
         return FrameFlowLoss(
             total=total, rot=terms["rots"], trans=terms["trans"], aux=aux, dist=dist, clash=clash
         )
+
+    def _path_state(
+        self,
+        x0: dict[str, Tensor],
+        x1: dict[str, Tensor],
+        t: Tensor,
+        mask: Tensor,
+        res_idx: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> dict[str, Tensor]:
+        """The training state at ``t``: the geodesic point, or with probability ``rollout_prob`` the
+        model's own one-step state (:meth:`rollout_state`, module docstring)."""
+        if self.cfg.rollout_prob > 0:
+            coin = torch.rand((), generator=generator, device=t.device)
+            if coin.item() < self.cfg.rollout_prob:
+                u = torch.rand(t.shape, generator=generator, device=t.device, dtype=t.dtype)
+                t0 = (t - self.cfg.rollout_max_dt * u).clamp_min(0.0)
+                return self.rollout_state(x0, x1, t0, t, mask, res_idx)
+        return self.path.sample(x0, x1, t, mask=mask).x_t
 
     @torch.no_grad()
     def rollout_state(
@@ -432,12 +460,17 @@ class FrameFlow(nn.Module):
         x1: dict[str, Tensor],
         t: Tensor,
         mask: Tensor,
+        endpoint: bool = False,
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Per factor ``L_f`` (module docstring) and its weight ``w_f(t) [B]``: ``(terms, weights)``."""
+        """Per factor ``L_f`` (module docstring) and its weight ``w_f(t) [B]`` (1 with ``endpoint``):
+        ``(terms, weights)``."""
         terms: dict[str, Tensor] = {}
         weights: dict[str, Tensor] = {}
         for key, man in self.manifold.factors.items():
-            w = weights[key] = velocity_matching_weight(self.schedulers[key], t, self.cfg.loss_t_cap)
+            if endpoint:
+                w = weights[key] = torch.ones_like(t)
+            else:
+                w = weights[key] = velocity_matching_weight(self.schedulers[key], t, self.cfg.loss_t_cap)
             scale = 1.0 / self.cfg.length_unit if key == "trans" else 1.0
             terms[key] = cfm_loss(
                 man.logmap(x_t[key], x1_hat[key]) * scale,
@@ -448,17 +481,24 @@ class FrameFlow(nn.Module):
         return terms, weights
 
     def _atom_losses(
-        self, x1_hat: dict[str, Tensor], x1: dict[str, Tensor], t: Tensor, mask: Tensor, trans_weight: Tensor
+        self,
+        x1_hat: dict[str, Tensor],
+        x1: dict[str, Tensor],
+        t: Tensor,
+        mask: Tensor,
+        trans_weight: Tensor,
+        endpoint: bool = False,
     ) -> tuple[Tensor, Tensor]:
         """``(aux, dist)``: backbone-atom and local pair distance losses of the ideal N, CA, C atoms built
-        from predicted and true frames, for ``t >= aux_loss_t_min`` (zero when their weight is 0)."""
+        from predicted and true frames, for ``t >= aux_loss_t_min`` (every ``t``, weight 1, with
+        ``endpoint``; zero when their weight is 0)."""
         dtype, device = t.dtype, t.device
         aux = torch.zeros((), dtype=dtype, device=device)
         dist = torch.zeros((), dtype=dtype, device=device)
         if self.cfg.aux_loss_weight > 0 or self.cfg.dist_loss_weight > 0:
             pred_atoms = torch.stack(rigid.ideal_backbone_from_frames(x1_hat["rots"], x1_hat["trans"]), -2)
             true_atoms = torch.stack(rigid.ideal_backbone_from_frames(x1["rots"], x1["trans"]), -2)
-            gate = (t >= self.cfg.aux_loss_t_min).to(dtype)
+            gate = torch.ones_like(t) if endpoint else (t >= self.cfg.aux_loss_t_min).to(dtype)
             unit = self.cfg.length_unit
             if self.cfg.aux_loss_weight > 0:  # mean over the 3 atoms of each residue: weight / 3
                 n_atoms = pred_atoms.shape[-2]
@@ -467,7 +507,7 @@ class FrameFlow(nn.Module):
                 # distances are errors of the clean-structure prediction, like the translations: by
                 # default weigh them as velocity errors too (w_trans(t)^2), or late times, where local
                 # geometry is settled, would count no more than early ones; "flat" weighs every t alike
-                velocity = self.cfg.dist_loss_time_weight == "velocity"
+                velocity = self.cfg.dist_loss_time_weight == "velocity" and not endpoint
                 dist = local_pair_distance_loss(
                     pred_atoms,
                     true_atoms,

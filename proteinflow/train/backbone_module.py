@@ -87,7 +87,7 @@ class BackboneFlowModule(FlowTrainingModule):
         self, batch: BackboneBatch | PairBatch, generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
         if isinstance(batch, PairBatch):
-            losses = pair_batch_losses(self.flow, batch, generator, self.pair_times)
+            losses = pair_batch_losses(self.flow, batch, generator, self.pair_times, self.cfg.reflow)
         else:
             losses = self.flow.loss(batch.coords, batch.mask, batch.residue_index, generator=generator)
         self.log("train/residues", batch.mask.sum().to(torch.float32), batch_size=len(batch))

@@ -47,10 +47,13 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from proteinflow.atomic import atomic_write_text
+from proteinflow.flow.time_grids import time_grid
 from proteinflow.flow.time_samplers import StepGridTimeSampler, TimeSampler, UniformTimeSampler
+from proteinflow.geometry.tree import State, tree_map
 from proteinflow.models.registry import BACKBONE_MODELS, BackboneFlow
 from proteinflow.train.backbone_config import BackboneExperimentConfig, backbone_config_from_dict
 from proteinflow.train.backbone_loaders import budget_sampler, validation_loader
@@ -75,22 +78,77 @@ def pair_time_sampler(flow: BackboneFlow, reflow: ReflowConfig) -> TimeSampler |
     )
 
 
+def sampler_states(
+    flow: BackboneFlow,
+    x0: Tensor | State,
+    mask: Tensor,
+    res_idx: Tensor,
+    generator: torch.Generator,
+    times: StepGridTimeSampler,
+) -> tuple[Tensor, Tensor | State | None]:
+    """Times and states of a batch for distillation on the student's own sampler states.
+
+    With probability ``times.uniform_prob`` the batch gets uniform times from ``times.base`` and no
+    states (the loss then uses the path's). Otherwise one step count ``k`` is drawn from ``times.steps``
+    for the batch and a grid index ``j_b`` in ``0..k`` per sample; the student's Euler sampler with ``k``
+    steps on ``times.grid_name`` runs from the pair's noise ``x0`` (no gradient, the flow's current
+    weights), and sample ``b`` is trained at ``t_b = g_k(j_b)`` on the state that sampler reached there
+    (``j = 0``: the noise; ``j = k``: the state at ``t_end`` before the final prediction). For a student
+    that predicts the pair's endpoint exactly these are the geodesic points, so the loss is unchanged
+    where the student is already right; elsewhere it learns to steer its own few-step trajectory back to
+    the teacher's endpoint (no exposure bias).
+
+    Returns ``(t [B] float32, states)``: states like ``x0`` (leaves ``[B, ...]``) or None.
+    """
+    n = mask.shape[0]
+    device = mask.device
+    coin = torch.rand((), generator=generator, device=device)
+    if coin.item() < times.uniform_prob:
+        return times.base.sample(n, generator=generator, device=device, dtype=torch.float32), None
+    k = times.steps[int(torch.randint(len(times.steps), (), generator=generator, device=device))]
+    grid = time_grid(times.grid_name, k, 0.0, times.t_end)
+    j = torch.randint(k + 1, (n,), generator=generator, device=device)
+    out = flow.sample(
+        mask, method="euler", steps=k, grid=times.grid_name, x_init=x0, return_times=grid, res_idx=res_idx
+    )  # type: ignore[arg-type]
+    rows = torch.arange(n, device=device)
+    states = tree_map(lambda leaf: leaf[j, rows], out.trajectory)  # trajectory: [k + 2, B, ...]
+    t = torch.tensor(grid, dtype=torch.float32, device=device)[j]
+    return t, states
+
+
 def pair_batch_losses(
-    flow: BackboneFlow, batch: PairBatch, generator: torch.Generator, times: TimeSampler | None
+    flow: BackboneFlow,
+    batch: PairBatch,
+    generator: torch.Generator,
+    times: TimeSampler | None,
+    reflow: ReflowConfig | None = None,
 ) -> Any:
-    """The flow's training loss on a batch of coupled pairs (``pair_loss``), with times from ``times``
-    (None: the flow's own)."""
-    t = None
-    if times is not None:
+    """The flow's loss on a batch of coupled pairs (``pair_loss``), with times from ``times`` (None: the
+    flow's own); ``reflow`` (default: all defaults) gives the loss weighting (``distill_loss``) and the
+    states (``distill_states``: ``"sampler"`` draws times and states with :func:`sampler_states`, which
+    needs ``times`` to be a :class:`StepGridTimeSampler`)."""
+    reflow = reflow or ReflowConfig()
+    x0 = flow_state(flow, batch.x0)
+    t, x_t = None, None
+    if reflow.distill_states == "sampler":
+        if not isinstance(times, StepGridTimeSampler):
+            raise ValueError(
+                "reflow.distill_states 'sampler' needs the few-step time grid (reflow.distill_steps)"
+            )
+        t, x_t = sampler_states(flow, x0, batch.mask, batch.residue_index, generator, times)
+    elif times is not None:
         leaf = batch.mask
         t = times.sample(len(batch), generator=generator, device=leaf.device, dtype=torch.float32)
     return flow.pair_loss(
-        flow_state(flow, batch.x0),  # type: ignore[arg-type]
+        x0,  # type: ignore[arg-type]
         flow_state(flow, batch.x1),  # type: ignore[arg-type]
         batch.mask,
         batch.residue_index,
         generator=generator,
         t=t,
+        weighting=reflow.distill_loss,
+        x_t=x_t,  # type: ignore[arg-type]
     )
 
 
@@ -166,10 +224,13 @@ class ReflowTrainOptions:
 
     Attributes:
         pairs: pair dataset folder; init: checkpoint to warm-start from (its config is the student's).
-        max_steps: optimiser steps; lr: learning rate (None: the init's); ema_decay: decay of the weight
-            average used for sampling (None: the init's; a short fine-tune wants a shorter average, since
-            the average starts at the init's weights).
-        distill_steps, uniform_prob, distill_grid: the ``reflow`` section (empty steps: reflow).
+        max_steps: optimiser steps; lr: learning rate (None: the init's); lr_decay_from: step from
+            which the learning rate follows a half-cosine to the init's ``train.lr_min`` (default 0) at
+            ``max_steps`` (:mod:`proteinflow.train.lr_schedule`; None: constant).
+        ema_decay: decay of the weight average used for sampling (None: the init's; a short fine-tune
+            wants a shorter average, since the average starts at the init's weights).
+        distill_steps, uniform_prob, distill_grid, distill_loss, distill_states: the ``reflow`` section
+            (empty steps: reflow).
         val_every, checkpoint_every, keep_every: ``train.*``; seed: None keeps the init's.
     """
 
@@ -177,10 +238,13 @@ class ReflowTrainOptions:
     init: str
     max_steps: int = 1000
     lr: float | None = None
+    lr_decay_from: int | None = None
     ema_decay: float | None = None
     distill_steps: tuple[int, ...] = ()
     uniform_prob: float = 0.25
     distill_grid: str = "uniform"
+    distill_loss: str = "velocity"
+    distill_states: str = "path"
     val_every: int = 0
     checkpoint_every: int = 100
     keep_every: int = 0
@@ -196,6 +260,7 @@ def reflow_config(options: ReflowTrainOptions) -> BackboneExperimentConfig:
         cfg.train,
         max_steps=options.max_steps,
         lr=cfg.train.lr if options.lr is None else options.lr,
+        lr_decay_from=options.lr_decay_from,
         ema_decay=cfg.train.ema_decay if options.ema_decay is None else options.ema_decay,
         val_every=options.val_every,
         checkpoint_every=options.checkpoint_every,
@@ -207,6 +272,8 @@ def reflow_config(options: ReflowTrainOptions) -> BackboneExperimentConfig:
         distill_steps=list(options.distill_steps),
         uniform_prob=options.uniform_prob,
         distill_grid=options.distill_grid,
+        distill_loss=options.distill_loss,
+        distill_states=options.distill_states,
     )
     suffix = "-distill" if options.distill_steps else "-reflow"
     seed = cfg.seed if options.seed is None else options.seed

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from proteinflow.flow.losses import PAIR_LOSS_WEIGHTINGS
 from proteinflow.flow.time_grids import GRIDS
+
+#: States of few-step distillation: the pair's geodesic points, or the student's own sampler states.
+DISTILL_STATES = ("path", "sampler")
 
 
 @dataclass
@@ -27,6 +31,14 @@ class ReflowConfig:
         uniform_prob: with ``distill_steps``, the probability that a batch's times are uniform instead.
         distill_grid: with ``distill_steps``, the time grid of those samplers
             (:data:`~proteinflow.flow.time_grids.GRIDS`; sample the student with the same ``--grid``).
+        distill_loss: with ``distill_steps``, the time weighting of the loss
+            (:data:`~proteinflow.flow.losses.PAIR_LOSS_WEIGHTINGS`): ``"velocity"`` (the training loss) or
+            ``"endpoint"`` (the x1-prediction error, weight 1 at every time: the error of a few-step
+            sampler's output).
+        distill_states: with ``distill_steps``, the states the loss sees at the grid times
+            (:data:`DISTILL_STATES`): ``"path"``, the geodesic points between the pair's endpoints;
+            ``"sampler"``, the states the student's own Euler sampler reaches from the pair's noise
+            (:func:`proteinflow.train.reflow.sampler_states`).
     """
 
     pairs: str | None = None
@@ -34,6 +46,8 @@ class ReflowConfig:
     distill_steps: list[int] = field(default_factory=list)
     uniform_prob: float = 0.25
     distill_grid: str = "uniform"
+    distill_loss: str = "velocity"
+    distill_states: str = "path"
 
     def problems(self) -> list[tuple[bool, str]]:
         """``(ok, message)`` checks of this section."""
@@ -42,4 +56,20 @@ class ReflowConfig:
             (0.0 <= self.uniform_prob <= 1.0, "reflow.uniform_prob must be in [0, 1]"),
             (not self.distill_steps or self.pairs is not None, "reflow.distill_steps needs reflow.pairs"),
             (self.distill_grid in GRIDS, f"reflow.distill_grid must be one of {', '.join(GRIDS)}"),
+            (
+                self.distill_loss in PAIR_LOSS_WEIGHTINGS,
+                f"reflow.distill_loss must be one of {', '.join(PAIR_LOSS_WEIGHTINGS)}",
+            ),
+            (
+                self.distill_states in DISTILL_STATES,
+                f"reflow.distill_states must be one of {', '.join(DISTILL_STATES)}",
+            ),
+            (
+                self.distill_states == "path" or bool(self.distill_steps),
+                "reflow.distill_states other than path needs reflow.distill_steps",
+            ),
+            (
+                self.distill_loss == "velocity" or bool(self.distill_steps),
+                "reflow.distill_loss other than velocity needs reflow.distill_steps",
+            ),
         ]
