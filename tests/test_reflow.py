@@ -255,7 +255,7 @@ def test_student_on_pairs_of_a_straight_flow_recovers_it() -> None:
 def test_sampler_states_are_the_students_own_euler_states() -> None:
     """``distill_states: sampler``: the state at grid index j is the student's Euler state (frames: the
     geodesic step ``Exp_x(h / (1 - t) Log_x(D(t, x)))`` per factor, checked at j = 1 against the
-    denoiser), j = 0 is the noise, and the time is the grid's."""
+    denoiser), j = 0 is the noise, the time is the grid's, and no sample gets the final time t_end."""
     from proteinflow.geometry.manifolds import SO3
 
     torch.manual_seed(0)
@@ -268,6 +268,7 @@ def test_sampler_states_are_the_students_own_euler_states() -> None:
     t, states = sampler_states(flow, x0, mask, res_idx, torch.Generator().manual_seed(2), times)
     grid = torch.tensor(time_grid("uniform", 4, 0.0, 0.999))
     assert states is not None and float((t[:, None] - grid).abs().min(1).values.max()) < 1e-6
+    assert float(t.max()) < 0.999 - 1e-3, "the final prediction (t_end) is left to the path"
     h = 0.999 / 4
     with torch.no_grad():
         x1_hat = flow.denoiser(mask, res_idx)(torch.zeros(6), x0)

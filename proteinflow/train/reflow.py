@@ -107,13 +107,17 @@ def sampler_states(
 
     With probability ``times.uniform_prob`` the batch gets uniform times from ``times.base`` and no
     states (the loss then uses the path's). Otherwise one step count ``k`` is drawn from ``times.steps``
-    for the batch and a grid index ``j_b`` in ``0..k`` per sample; the student's Euler sampler with ``k``
-    steps on ``times.grid_name`` runs from the pair's noise ``x0`` (no gradient, the flow's current
+    for the batch and a grid index ``j_b`` in ``0..k - 1`` per sample; the student's Euler sampler with
+    ``k`` steps on ``times.grid_name`` runs from the pair's noise ``x0`` (no gradient, the flow's current
     weights), and sample ``b`` is trained at ``t_b = g_k(j_b)`` on the state that sampler reached there
-    (``j = 0``: the noise; ``j = k``: the state at ``t_end`` before the final prediction). For a student
-    that predicts the pair's endpoint exactly these are the geodesic points, so the loss is unchanged
-    where the student is already right; elsewhere it learns to steer its own few-step trajectory back to
-    the teacher's endpoint (no exposure bias).
+    (``j = 0``: the noise). For a student that predicts the pair's endpoint exactly these are the geodesic
+    points, so the loss is unchanged where the student is already right; elsewhere it learns to steer its
+    own few-step trajectory back to the teacher's endpoint (no exposure bias).
+
+    The final prediction at ``t_end`` (``j = k``) is left to the path: trained on its own almost-final
+    state, the student learns one large last correction towards an endpoint it cannot reach, and that
+    correction blurs the local geometry (on the CPU recipe, 2,000 steps: CA-CA outside 0.26 at 4 steps,
+    against 0.035 for path distillation).
 
     Returns ``(t [B] float32, states)``: states like ``x0`` (leaves ``[B, ...]``) or None.
     """
@@ -124,7 +128,7 @@ def sampler_states(
         return times.base.sample(n, generator=generator, device=device, dtype=torch.float32), None
     k = times.steps[int(torch.randint(len(times.steps), (), generator=generator, device=device))]
     grid = time_grid(times.grid_name, k, 0.0, times.t_end)
-    j = torch.randint(k + 1, (n,), generator=generator, device=device)
+    j = torch.randint(k, (n,), generator=generator, device=device)
     out = flow.sample(
         mask, method="euler", steps=k, grid=times.grid_name, x_init=x0, return_times=grid, res_idx=res_idx
     )  # type: ignore[arg-type]
