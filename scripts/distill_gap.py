@@ -25,27 +25,21 @@ import torch
 from proteinflow.geometry.align import aligned_rmsd
 from proteinflow.models.frame_flow import FrameFlow
 from proteinflow.train.backbone_sampling import load_backbone_checkpoint
-from proteinflow.train.reflow_pairs import read_shard
+from proteinflow.train.reflow_pairs import PairBatch, PairDataset, collate_pairs
 
 PATH_TIMES = (0.0, 0.25, 0.5, 0.75)
 
 
-def load_pairs(folder: Path, length: int, limit: int) -> tuple[dict, dict]:
-    """The first ``limit`` frame pairs of length ``length`` in ``folder``: ``(x0, x1)``, dicts of
-    ``rots [P, N, 3, 3]`` and ``trans [P, N, 3]``."""
-    shards = sorted(folder.glob(f"L{length:04d}_i*.pt"))
-    if not shards:
-        raise SystemExit(f"{folder}: no pair shards of length {length} (L{length:04d}_i*.pt)")
-    parts: dict[str, dict[str, list]] = {"x0": {}, "x1": {}}
-    for path in shards:
-        shard = read_shard(path)
-        for side, state in parts.items():
-            if set(shard[side]) != {"rots", "trans"}:
-                raise SystemExit(f"{path}: not frame pairs (keys {sorted(shard[side])}); frames only")
-            for key, value in shard[side].items():
-                state.setdefault(key, []).append(value)
-    x0, x1 = ({key: torch.cat(v)[:limit] for key, v in parts[side].items()} for side in ("x0", "x1"))
-    return x0, x1
+def load_pairs(folder: Path, length: int, limit: int) -> PairBatch:
+    """The first ``limit`` frame pairs of length ``length`` in ``folder`` (in :class:`PairDataset` order)
+    as one batch."""
+    examples = [e for e in PairDataset(folder).examples if e.length == length][:limit]
+    if not examples:
+        raise SystemExit(f"{folder}: no pairs of length {length}")
+    batch = collate_pairs(examples)
+    if set(batch.x0) != {"rots", "trans"}:
+        raise SystemExit(f"{folder}: not frame pairs (keys {sorted(batch.x0)}); frames only")
+    return batch
 
 
 def main() -> None:
@@ -63,9 +57,9 @@ def main() -> None:
         if not isinstance(flow, FrameFlow):
             raise SystemExit(f"{ckpt}: not a frame flow; this diagnosis is for frames")
         for folder in args.pairs:
-            x0, x1 = load_pairs(folder, args.length, args.num)
+            batch = load_pairs(folder, args.length, args.num)
+            x0, x1, mask = batch.x0, batch.x1, batch.mask
             target = x1["trans"].double()
-            mask = torch.ones(target.shape[:2], dtype=torch.bool)
             denoise = flow.denoiser(mask)  # the sampler's x1_hat(t, x), self-conditioned like sampling
             cells = []
             with torch.no_grad():
