@@ -287,6 +287,11 @@ def test_sampler_states_are_the_students_own_euler_states() -> None:
             assert torch.allclose(states["rots"][b], step_rots[b], atol=1e-5)
             assert torch.allclose(states["trans"][b], step_trans[b], atol=1e-4)
     assert seen, f"no sample at j = 0 or 1 (times {t.tolist()})"
+    # with 1 step every sample is at t = 0, on the noise
+    one_step = StepGridTimeSampler((1,), 0.999, 0.0, UniformTimeSampler(0.01, 1.0))
+    t, states = sampler_states(flow, x0, mask, res_idx, torch.Generator().manual_seed(2), one_step)
+    assert states is not None and bool((t == 0).all())
+    assert all(torch.equal(states[key], x0[key]) for key in ("rots", "trans"))
     # a batch at uniform times gets no states: the loss uses the path's
     always_uniform = StepGridTimeSampler((4,), 0.999, 1.0, UniformTimeSampler(0.01, 1.0))
     t, states = sampler_states(flow, x0, mask, res_idx, torch.Generator().manual_seed(2), always_uniform)

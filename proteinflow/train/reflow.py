@@ -134,12 +134,14 @@ def sampler_states(
     k = times.steps[int(torch.randint(len(times.steps), (), generator=generator, device=device))]
     grid = time_grid(times.grid_name, k, 0.0, times.t_end)
     j = torch.randint(k, (n,), generator=generator, device=device)
+    t = torch.tensor(grid, dtype=torch.float32, device=device)[j]
+    if not bool(j.any()):  # every sample at t = 0 (always for k = 1): the state is the noise itself
+        return t, x0
     out = flow.sample(
         mask, method="euler", steps=k, grid=times.grid_name, x_init=x0, return_times=grid, res_idx=res_idx
     )  # type: ignore[arg-type]
     rows = torch.arange(n, device=device)
     states = tree_map(lambda leaf: leaf[j, rows], out.trajectory)  # trajectory: [k + 2, B, ...]
-    t = torch.tensor(grid, dtype=torch.float32, device=device)[j]
     return t, states
 
 
