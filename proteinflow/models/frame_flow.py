@@ -507,7 +507,7 @@ class FrameFlow(nn.Module):
                 # distances are errors of the clean-structure prediction, like the translations: by
                 # default weigh them as velocity errors too (w_trans(t)^2), or late times, where local
                 # geometry is settled, would count no more than early ones; "flat" weighs every t alike
-                velocity = self.cfg.dist_loss_time_weight == "velocity" and not endpoint
+                velocity = self.cfg.dist_loss_time_weight == "velocity"  # trans_weight is 1 with endpoint
                 dist = local_pair_distance_loss(
                     pred_atoms,
                     true_atoms,
