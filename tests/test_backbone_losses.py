@@ -15,7 +15,7 @@ from proteinflow.models.frame_flow import FrameFlow, FrameFlowConfig
 from proteinflow.models.ipa import IPAConfig
 
 
-def _reference(pred, true, mask, cutoff, unit, weight):
+def _reference(pred, true, mask, cutoff, unit, weight, bond_weight=1.0):
     """Loop over every pair of atoms: the formula of the module docstring, written out."""
     bsz, n, a, _ = pred.shape
     total = 0.0
@@ -27,22 +27,32 @@ def _reference(pred, true, mask, cutoff, unit, weight):
             d = torch.linalg.norm(true[b, i, p] - true[b, j, q]).item()
             dh = torch.linalg.norm(pred[b, i, p] - pred[b, j, q]).item()
             if min(d, dh) < cutoff:
-                sq += ((dh - d) / unit) ** 2
-                count += 1
+                c = bond_weight if abs(i - j) == 1 else 1.0
+                sq += c * ((dh - d) / unit) ** 2
+                count += c
         total += weight[b].item() * sq / max(count, 1)
     return total / bsz
 
 
-def test_matches_brute_force_reference() -> None:
+@pytest.mark.parametrize("bond_weight", [1.0, 10.0])
+def test_matches_brute_force_reference(bond_weight: float) -> None:
+    """Also with the sequence-adjacent pairs weighted (``bond_weight``: a weighted mean over the pairs)."""
     g = torch.Generator().manual_seed(0)
     true = torch.randn(3, 7, 3, 3, generator=g, dtype=torch.float64) * 4.0
     pred = true + torch.randn(3, 7, 3, 3, generator=g, dtype=torch.float64) * 1.5
     mask = torch.ones(3, 7, dtype=torch.bool)
     mask[1, 5:] = False
     weight = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
-    got = local_pair_distance_loss(pred, true, mask, cutoff=6.0, unit=10.0, weight=weight)
-    want = _reference(pred, true, mask, 6.0, 10.0, weight)
+    got = local_pair_distance_loss(
+        pred, true, mask, cutoff=6.0, unit=10.0, weight=weight, bond_weight=bond_weight
+    )
+    want = _reference(pred, true, mask, 6.0, 10.0, weight, bond_weight)
     assert got.item() == pytest.approx(want, rel=1e-9)
+    if bond_weight != 1.0:
+        plain = local_pair_distance_loss(pred, true, mask, cutoff=6.0, unit=10.0, weight=weight)
+        assert abs(got.item() - plain.item()) > 1e-3 * plain.item()
+    with pytest.raises(ValueError, match="bond_weight must be > 0"):
+        local_pair_distance_loss(pred, true, mask, cutoff=6.0, bond_weight=0.0)
 
 
 def test_invariant_under_rigid_motions_and_zero_at_truth() -> None:

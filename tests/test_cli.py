@@ -223,16 +223,18 @@ def test_sample_runs_on_documented_defaults(toy_ckpt: Path, tmp_path: Path) -> N
 
 
 def test_cli_solver_and_grid_names_are_the_librarys() -> None:
-    from proteinflow.cli.reflow import DISTILL_LOSSES, DISTILL_STATES
+    from proteinflow.cli.reflow import DISTILL_FINALS, DISTILL_LOSSES, DISTILL_STATES
     from proteinflow.cli.sample import GRIDS, SOLVERS
     from proteinflow.flow.losses import PAIR_LOSS_WEIGHTINGS
     from proteinflow.flow.time_grids import GRIDS as LIBRARY_GRIDS
     from proteinflow.models.sampling import SAMPLING_METHODS
 
     assert set(SOLVERS) == set(SAMPLING_METHODS) and GRIDS == LIBRARY_GRIDS
+    from proteinflow.train.reflow_config import DISTILL_FINALS as CONFIG_FINALS
     from proteinflow.train.reflow_config import DISTILL_STATES as CONFIG_STATES
 
     assert DISTILL_LOSSES == PAIR_LOSS_WEIGHTINGS and DISTILL_STATES == CONFIG_STATES
+    assert DISTILL_FINALS == CONFIG_FINALS
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:

@@ -5,6 +5,7 @@ grid, and ``proteinflow reflow pairs`` -> ``reflow train`` -> ``sample`` end to 
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -195,6 +196,94 @@ def test_endpoint_weighting_is_the_x1_error_at_every_time(model_kind: str) -> No
     ]
 
 
+@pytest.mark.parametrize("model_kind", ["frames", "atoms"])
+def test_global_weight_scales_only_the_global_terms(model_kind: str) -> None:
+    """``pair_loss(global_weight=w)``: the terms that compare global positions (frames: rotation,
+    translation and atom terms; Euclidean: the coordinate term) are linear in the per-sample ``w`` (the
+    one-hot weights sum to the unweighted loss, and 0 removes them); the frame pair-distance term keeps
+    its weight."""
+    flow_cfg = {"self_condition_prob": 0.0}
+    if model_kind == "frames":
+        flow_cfg.update(aux_loss_t_min=0.0, aux_loss_weight=1.0, dist_loss_weight=1.0)
+    torch.manual_seed(0)
+    flow = build_backbone_flow(model_kind, TINY_MODEL, flow_cfg)
+    flow.eval()
+    mask = torch.ones(3, 9, dtype=torch.bool)
+    mask[2, 7:] = False
+    x1 = flow.data_state(_backbones(3, 9, torch.Generator().manual_seed(0)), mask)
+    x0 = flow.sample_prior(mask, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([0.2, 0.6, 0.999])
+    full = flow.pair_loss(x0, x1, mask, t=t).terms()
+    one_hot = [flow.pair_loss(x0, x1, mask, t=t, global_weight=w).terms() for w in torch.eye(3)]
+    zero_loss = flow.pair_loss(x0, x1, mask, t=t, global_weight=torch.zeros(3))
+    zero = zero_loss.terms()
+    global_terms = ("rot", "trans", "aux") if model_kind == "frames" else ("coords",)
+    for key in global_terms:
+        assert full[key].item() > 0 and zero[key].item() == 0.0, key
+        assert sum(parts[key] for parts in one_hot).item() == pytest.approx(full[key].item(), rel=1e-5), key
+    if model_kind == "frames":
+        assert full["dist"].item() > 0 and torch.equal(zero["dist"], full["dist"])
+        assert zero_loss.total.item() == pytest.approx(
+            flow.cfg.dist_loss_weight * full["dist"].item(), rel=1e-6
+        )
+    with pytest.raises(ValueError, match="global_weight must have shape"):
+        flow.pair_loss(x0, x1, mask, t=t, global_weight=torch.ones(2))
+
+
+def test_distill_final_local_trains_the_final_prediction_on_local_terms() -> None:
+    """``distill_final: local``: the batch's samples at the last grid time (and only those) get global
+    weight 0, and their states are the student's own; the option needs sampler states and a frame flow
+    with a pair-distance loss."""
+    from proteinflow.train.reflow import pair_batch_losses
+
+    torch.manual_seed(0)
+    flow = build_backbone_flow("frames", TINY_MODEL, {"self_condition_prob": 0.0, "dist_loss_weight": 1.0})
+    flow.eval()
+    mask = torch.ones(8, 7, dtype=torch.bool)
+    x0 = flow.sample_prior(mask, generator=torch.Generator().manual_seed(1))
+    x1 = flow.data_state(_backbones(8, 7, torch.Generator().manual_seed(0)), mask)
+    examples = [
+        PairExample({k: v[i] for k, v in x0.items()}, {k: v[i] for k, v in x1.items()}, 7, i)
+        for i in range(8)
+    ]
+    batch = collate_pairs(examples)
+    seen: list[dict] = []
+    real = flow.pair_loss
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    flow.pair_loss = spy  # type: ignore[method-assign]
+    times = StepGridTimeSampler((2,), 0.999, 0.0, UniformTimeSampler(0.01, 1.0))
+    local = ReflowConfig(pairs="p", distill_steps=[2], distill_states="sampler", distill_final="local")
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        pair_batch_losses(flow, batch, gen, times, local)
+    final_seen = 0
+    for kwargs in seen:
+        t, weight = kwargs["t"], kwargs["global_weight"]
+        assert torch.equal(weight == 0, t == 0.999) and bool(((weight == 0) | (weight == 1)).all())
+        final_seen += int((weight == 0).sum())
+    assert final_seen > 0, "no final prediction drawn in 24 samples"
+    seen.clear()
+    pair_batch_losses(flow, batch, gen, times, dataclasses.replace(local, distill_final="path"))
+    assert seen[0]["global_weight"] is None and float(seen[0]["t"].max()) < 0.999
+    bad = ReflowConfig(pairs="p", distill_steps=[2], distill_final="local").problems()
+    assert [msg for ok, msg in bad if not ok] == [
+        "reflow.distill_final other than path needs reflow.distill_states: sampler"
+    ]
+    from proteinflow.train.backbone_config import backbone_config_from_dict
+    from proteinflow.train.config import ConfigError
+
+    section = {"pairs": "p", "distill_steps": [2], "distill_states": "sampler", "distill_final": "local"}
+    for model_kind, flow_section in (("frames", {"dist_loss_weight": 0.0}), ("ca", {})):
+        raw = {"model_kind": model_kind, "flow": flow_section, "reflow": section}
+        with pytest.raises(ConfigError, match="distill_final: local trains on the pair-distance loss alone"):
+            backbone_config_from_dict(raw, "cfg.yaml")
+    backbone_config_from_dict({"flow": {"dist_loss_weight": 2.0}, "reflow": section})
+
+
 class _ScaleNet(nn.Module):
     """``x1_hat = p x_t / (1 + q t)`` (starts as the identity, ``p = 1, q = 0``): the family that holds the
     flow of ``x1 = s x0`` (``p = s``, ``q = s - 1``)."""
@@ -255,7 +344,8 @@ def test_student_on_pairs_of_a_straight_flow_recovers_it() -> None:
 def test_sampler_states_are_the_students_own_euler_states() -> None:
     """``distill_states: sampler``: the state at grid index j is the student's Euler state (frames: the
     geodesic step ``Exp_x(h / (1 - t) Log_x(D(t, x)))`` per factor, checked at j = 1 against the
-    denoiser), j = 0 is the noise, the time is the grid's, and no sample gets the final time t_end."""
+    denoiser), j = 0 is the noise, the time is the grid's, and no sample gets the final time t_end unless
+    asked (then, with 1 step, its state is the Euler step to t_end and ``final`` marks it)."""
     from proteinflow.geometry.manifolds import SO3
 
     torch.manual_seed(0)
@@ -265,8 +355,9 @@ def test_sampler_states_are_the_students_own_euler_states() -> None:
     res_idx = torch.arange(9).expand(6, 9)
     x0 = flow.sample_prior(mask, generator=torch.Generator().manual_seed(1))
     times = StepGridTimeSampler((4,), 0.999, 0.0, UniformTimeSampler(0.01, 1.0))
-    t, states = sampler_states(flow, x0, mask, res_idx, torch.Generator().manual_seed(2), times)
+    t, states, final = sampler_states(flow, x0, mask, res_idx, torch.Generator().manual_seed(2), times)
     grid = torch.tensor(time_grid("uniform", 4, 0.0, 0.999))
+    assert not bool(final.any())
     assert states is not None and float((t[:, None] - grid).abs().min(1).values.max()) < 1e-6
     assert float(t.max()) < 0.999 - 1e-3, "the final prediction (t_end) is left to the path"
     h = 0.999 / 4
@@ -289,13 +380,25 @@ def test_sampler_states_are_the_students_own_euler_states() -> None:
     assert seen, f"no sample at j = 0 or 1 (times {t.tolist()})"
     # with 1 step every sample is at t = 0, on the noise
     one_step = StepGridTimeSampler((1,), 0.999, 0.0, UniformTimeSampler(0.01, 1.0))
-    t, states = sampler_states(flow, x0, mask, res_idx, torch.Generator().manual_seed(2), one_step)
+    t, states, _ = sampler_states(flow, x0, mask, res_idx, torch.Generator().manual_seed(2), one_step)
     assert states is not None and bool((t == 0).all())
     assert all(torch.equal(states[key], x0[key]) for key in ("rots", "trans"))
     # a batch at uniform times gets no states: the loss uses the path's
     always_uniform = StepGridTimeSampler((4,), 0.999, 1.0, UniformTimeSampler(0.01, 1.0))
-    t, states = sampler_states(flow, x0, mask, res_idx, torch.Generator().manual_seed(2), always_uniform)
-    assert states is None and bool((t >= 0.01).all())
+    t, states, final = sampler_states(
+        flow, x0, mask, res_idx, torch.Generator().manual_seed(2), always_uniform, include_final=True
+    )
+    assert states is None and bool((t >= 0.01).all()) and not bool(final.any())
+    # with the final prediction (distill_final: local), 1 step: j = 1 is the Euler state at t_end
+    gen = torch.Generator().manual_seed(5)
+    t, states, final = sampler_states(flow, x0, mask, res_idx, gen, one_step, include_final=True)
+    assert states is not None and torch.equal(final, t == 0.999) and 0 < int(final.sum()) < 6
+    end_rots = so3_man.expmap(x0["rots"], 0.999 * so3_man.logmap(x0["rots"], x1_hat["rots"]))
+    end_trans = x0["trans"] + 0.999 * (x1_hat["trans"] - x0["trans"])
+    for b in range(6):
+        rots, trans = (end_rots, end_trans) if final[b] else (x0["rots"], x0["trans"])
+        assert torch.allclose(states["rots"][b], rots[b], atol=1e-5)
+        assert torch.allclose(states["trans"][b], trans[b], atol=1e-4)
 
 
 def test_sampler_states_change_nothing_for_an_exact_student() -> None:
@@ -313,7 +416,7 @@ def test_sampler_states_change_nothing_for_an_exact_student() -> None:
         with torch.no_grad():
             flow.net.p.fill_(p)
             flow.net.q.fill_(q)
-        t, states = sampler_states(flow, x0, mask, res_idx, torch.Generator().manual_seed(3), times)
+        t, states, _ = sampler_states(flow, x0, mask, res_idx, torch.Generator().manual_seed(3), times)
         assert states is not None and len(set(t.tolist())) > 1
         own = flow.pair_loss(x0, s * x0, mask, t=t, x_t=states, weighting="endpoint").total.item()
         path = flow.pair_loss(x0, s * x0, mask, t=t, weighting="endpoint").total.item()
@@ -436,6 +539,10 @@ def test_reflow_cli_errors_name_the_flag(tmp_path: Path, capsys: pytest.CaptureF
     train = ["reflow", "train", "--pairs", str(pairs), "--init", str(ckpt), "--out", str(tmp_path / "o")]
     assert cli.main([*train, "--max-steps", "10", "--lr-decay-from", "10"]) == 2
     assert "--lr-decay-from must be below --max-steps (10), got 10" in capsys.readouterr().err
+    # the tiny teacher has no pair-distance loss: a local final prediction would train on nothing
+    local = ["--distill-steps", "2", "--distill-states", "sampler", "--distill-final", "local"]
+    assert cli.main([*train, "--max-steps", "2", *local]) == 2
+    assert "distill_final: local trains on the pair-distance loss alone" in capsys.readouterr().err
     argv = [
         "reflow",
         "pairs",
@@ -471,3 +578,25 @@ def test_frame_samples_straightness_is_zero_on_a_geodesic() -> None:
     for key in ("rots", "trans"):
         assert value.value[key].abs().max() < 1e-4 * value.chord[key].min()
     assert torch.allclose(value.chord["rots"], (so3.dist(r0, r1) ** 2).mean(-1), rtol=1e-4)
+
+
+def test_warm_start_takes_a_new_loss_but_not_a_new_model(tmp_path: Path) -> None:
+    """A student may change the loss-only flow settings (``LOSS_FIELDS``) of its init and starts from its
+    weights; a different network or sampling setting is refused, naming the file and the section."""
+    from proteinflow.train.backbone_config import BackboneExperimentConfig
+    from proteinflow.train.backbone_module import BackboneFlowModule
+    from proteinflow.train.checkpoints import CheckpointError
+    from proteinflow.train.reflow import warm_start
+
+    ckpt = write_tiny_checkpoint(tmp_path / "init.ckpt", seed=3)
+    teacher = torch.load(ckpt, weights_only=True)["state_dict"]
+    new_loss = {"dist_loss_weight": 2.0, "dist_loss_bond_weight": 10.0, "loss_t_cap": 0.8}
+    module = BackboneFlowModule(BackboneExperimentConfig(model=dict(TINY_MODEL), flow=new_loss).to_dict())
+    warm_start(module, ckpt)
+    for key, value in module.flow.state_dict().items():
+        assert torch.equal(value, teacher[f"flow.{key}"]), key
+    bad_model = {**TINY_MODEL, "c_s": 2 * TINY_MODEL["c_s"]}
+    for model, flow, section in ((TINY_MODEL, {"rot_schedule": "exp"}, "flow"), (bad_model, {}, "model")):
+        other = BackboneFlowModule(BackboneExperimentConfig(model=dict(model), flow=flow).to_dict())
+        with pytest.raises(CheckpointError, match=f"init.ckpt: its '{section}'"):
+            warm_start(other, ckpt)

@@ -29,6 +29,8 @@ from proteinflow.cli.sample import GRIDS, SOLVERS
 DISTILL_LOSSES = ("velocity", "endpoint")
 #: ``--distill-states`` (``proteinflow.train.reflow_config.DISTILL_STATES``).
 DISTILL_STATES = ("path", "sampler")
+#: ``--distill-final`` (``proteinflow.train.reflow_config.DISTILL_FINALS``).
+DISTILL_FINALS = ("path", "local")
 
 
 def add_pairs_arguments(parser: argparse.ArgumentParser) -> None:
@@ -150,6 +152,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "default) or on the states the student's own Euler sampler reaches from the pair's noise (sampler; "
         "each such batch runs the sampler once more, without gradient)",
     )
+    parser.add_argument(
+        "--distill-final",
+        choices=DISTILL_FINALS,
+        default="path",
+        help="with --distill-states sampler: train the sampler's final prediction only on the path "
+        "(path, default) or also on the student's own state at the last grid time with the local "
+        "pair-distance loss alone (local; frames with a pair-distance loss)",
+    )
     parser.add_argument("--val-every", type=int, default=0, help="validation sampling every N steps (0: off)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="save last.ckpt every N steps")
     parser.add_argument(
@@ -193,6 +203,7 @@ def run_train(args: argparse.Namespace) -> int:
         distill_grid=args.distill_grid,
         distill_loss=args.distill_loss,
         distill_states=args.distill_states,
+        distill_final=args.distill_final,
         val_every=args.val_every,
         checkpoint_every=args.checkpoint_every,
         keep_every=args.keep_every,

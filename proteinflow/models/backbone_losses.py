@@ -5,10 +5,12 @@ must not sit on top of each other, or that neighbours along the chain are 3.8 A 
 distance loss compares the inter-residue atom distances of the predicted clean structure with the true
 ones, over the pairs that are local in *either* structure:
 
-    L = (1/B) sum_b w_b  sum_{(p, q) in P_b} (d_hat_pq - d_pq)^2 / (|P_b| unit^2),
+    L = (1/B) sum_b w_b  sum_{(p, q) in P_b} c_pq (d_hat_pq - d_pq)^2 / (unit^2 sum_{(p, q) in P_b} c_pq),
     P_b = {(p, q): atoms of different residues, both present, min(d_pq, d_hat_pq) < cutoff},
 
-with ``d`` the true and ``d_hat`` the predicted atom-atom distances. Pairs that are close in the data
+with ``d`` the true and ``d_hat`` the predicted atom-atom distances, and ``c_pq`` the bond weight for
+atoms of sequence-adjacent residues (``|i - j| = 1``: the peptide bond, the CA-CA virtual bond), 1 for
+the others (by default 1 everywhere: the plain mean over ``P_b``). Pairs that are close in the data
 carry the local geometry (CA-CA bonds, hydrogen-bonded strands, helix turns); pairs that are close only
 in the prediction are clashes, penalised until they move apart. The loss is invariant under rigid
 motions of either structure (distances only).
@@ -56,6 +58,7 @@ def local_pair_distance_loss(
     cutoff: float,
     unit: float = 1.0,
     weight: Tensor | None = None,
+    bond_weight: float = 1.0,
 ) -> Tensor:
     """Squared error of local inter-residue atom distances -> scalar (formula in the module docstring).
 
@@ -65,11 +68,15 @@ def local_pair_distance_loss(
         cutoff: a pair counts when its true or predicted distance is below this (Angstrom).
         unit: distances are measured in this many Angstrom (e.g. 10 for nm).
         weight: ``[B]`` per-sample weights (e.g. a time gate); default 1.
+        bond_weight: ``c_pq`` of the pairs between sequence-adjacent residues (positions ``i``, ``i + 1``
+            of the chain), > 0; the other pairs weigh 1.
     """
     names = ("pred_atoms", "true_atoms")
     _check_structures("local_pair_distance_loss", names, pred_atoms, true_atoms, mask, "[B, N, A, 3]")
     if not cutoff > 0:
         raise ValueError(f"local_pair_distance_loss: cutoff must be > 0, got {cutoff!r}")
+    if not bond_weight > 0:
+        raise ValueError(f"local_pair_distance_loss: bond_weight must be > 0, got {bond_weight!r}")
     bsz, n, a, _ = pred_atoms.shape
     pred = pred_atoms.reshape(bsz, n * a, 3)
     true = true_atoms.reshape(bsz, n * a, 3)
@@ -81,10 +88,14 @@ def local_pair_distance_loss(
     present = mask.to(torch.bool).repeat_interleave(a, dim=1)
     pairs = present[:, :, None] & present[:, None, :] & other_residue
     pairs = pairs & (torch.minimum(d, d_hat.detach()) < cutoff)
+    pair_weight: Tensor = pairs
+    if bond_weight != 1.0:  # a weighted mask: cfm_loss divides by its sum, the weighted mean
+        adjacent = (residue[:, None] - residue[None, :]).abs() == 1
+        pair_weight = pairs * torch.where(adjacent, bond_weight, 1.0).to(d.dtype)
     return cfm_loss(
         (d_hat / unit).reshape(bsz, -1),
         (d / unit).reshape(bsz, -1),
-        mask=pairs.reshape(bsz, -1),
+        mask=pair_weight.reshape(bsz, -1),
         weight=weight,
     )
 

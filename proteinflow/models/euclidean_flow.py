@@ -35,6 +35,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -59,6 +60,9 @@ class EuclideanFlowConfig:
         self_condition_prob: probability that a training batch uses self-conditioning (when the network
             takes a self-conditioning input).
     """
+
+    #: Fields that shape only the training loss (a warm start may change them).
+    LOSS_FIELDS: ClassVar[tuple[str, ...]] = ("loss_norm_floor",)
 
     length_unit: float = 10.0
     t_min: float = 0.01
@@ -231,6 +235,7 @@ class EuclideanBackboneFlow(nn.Module, ABC):
         t: Tensor | None = None,
         weighting: str = "velocity",
         x_t: Tensor | None = None,
+        global_weight: Tensor | None = None,
     ) -> EuclideanFlowLoss:
         """The training loss (module docstring) on the straight path from given noise ``x0`` to data ``x1``
         (both ``[B, N, A, 3]``, CA-centred, Angstrom). :meth:`loss` is this with ``x0`` from the prior;
@@ -245,6 +250,9 @@ class EuclideanBackboneFlow(nn.Module, ABC):
                 weight ``1 / length_unit`` at every ``t``.
             x_t: the state at ``t`` (``[B, N, A, 3]``) instead of the straight-line point (few-step
                 distillation's sampler states); requires ``t``.
+            global_weight: ``[B]`` per-sample factor on the coordinate term, which compares global
+                positions (default 1; the frame flow's argument of the same name, where local terms keep
+                their weight; this loss has none).
         """
         if weighting not in PAIR_LOSS_WEIGHTINGS:
             raise ValueError(f"weighting must be one of {PAIR_LOSS_WEIGHTINGS}, got {weighting!r}")
@@ -266,6 +274,10 @@ class EuclideanBackboneFlow(nn.Module, ABC):
             x_t = self.path.sample(x0, x1, t).x_t
         elif x_t.shape != x1.shape:
             raise ValueError(f"x_t must have the shape of x1 {tuple(x1.shape)}, got {tuple(x_t.shape)}")
+        if global_weight is not None and global_weight.shape != (bsz,):
+            raise ValueError(
+                f"global_weight must have shape [B] = ({bsz},), got {tuple(global_weight.shape)}"
+            )
 
         self_cond = None
         if self.self_conditioning:
@@ -279,7 +291,8 @@ class EuclideanBackboneFlow(nn.Module, ABC):
         else:
             w = 1.0 / ((1.0 - t).clamp_min(self.cfg.loss_norm_floor) * self.cfg.length_unit)
         sq = ((w.reshape(-1, 1, 1, 1) * (x1_hat - x1)) ** 2).sum(-1).mean(-1)  # [B, N]
-        coords_term = masked_residue_mean(sq, mask).mean()
+        per_sample = masked_residue_mean(sq, mask)
+        coords_term = (per_sample if global_weight is None else per_sample * global_weight).mean()
         return EuclideanFlowLoss(total=coords_term, coords=coords_term)
 
     # -- sampling ---------------------------------------------------------------------------------------

@@ -287,6 +287,7 @@ class FrameFlow(nn.Module):
         t: Tensor | None = None,
         weighting: str = "velocity",
         x_t: dict[str, Tensor] | None = None,
+        global_weight: Tensor | None = None,
     ) -> FrameFlowLoss:
         """The training loss (module docstring) on given endpoints: the geodesic path from the noise
         frames ``x0`` to the data frames ``x1``, per factor. :meth:`loss` is this with ``x0`` drawn from
@@ -307,6 +308,10 @@ class FrameFlow(nn.Module):
             x_t: the state at ``t`` (leaves ``[B, N, ...]``, detached) instead of the geodesic point;
                 few-step distillation passes the student's own sampler states
                 (:mod:`proteinflow.train.reflow`). Requires ``t``; no rollout is drawn then.
+            global_weight: ``[B]`` factor on the terms that compare positions in the global frame (the
+                per-factor terms and the atom loss; default 1); the local pair-distance and clash terms
+                keep theirs. Few-step distillation passes 0 for a final prediction on the student's own
+                state (reflow ``distill_final: local``).
         """
         if weighting not in PAIR_LOSS_WEIGHTINGS:
             raise ValueError(f"weighting must be one of {PAIR_LOSS_WEIGHTINGS}, got {weighting!r}")
@@ -330,10 +335,16 @@ class FrameFlow(nn.Module):
             x_t = self._path_state(x0, x1, t, mask, res_idx, generator)
         elif set(x_t) != {"rots", "trans"} or x_t["trans"].shape != trans1.shape:
             raise ValueError(f"x_t must be a state like x1 {tuple(trans1.shape)}, got keys {sorted(x_t)}")
+        if global_weight is None:
+            global_weight = torch.ones_like(t)
+        elif global_weight.shape != t.shape:
+            raise ValueError(
+                f"global_weight must have shape [B] = {tuple(t.shape)}, got {tuple(global_weight.shape)}"
+            )
         x1_hat = self._training_prediction(x_t, t, mask, res_idx, generator)
         endpoint = weighting == "endpoint"
-        terms, weights = self._factor_losses(x_t, x1_hat, x1, t, mask, endpoint)
-        aux, dist = self._atom_losses(x1_hat, x1, t, mask, weights["trans"], endpoint)
+        terms, weights = self._factor_losses(x_t, x1_hat, x1, t, mask, endpoint, global_weight)
+        aux, dist = self._atom_losses(x1_hat, x1, t, mask, weights["trans"], endpoint, global_weight)
         clash = torch.zeros((), dtype=t.dtype, device=t.device)
         if self.cfg.clash_loss_weight > 0:
             clash = ca_clash_loss(
@@ -461,9 +472,10 @@ class FrameFlow(nn.Module):
         t: Tensor,
         mask: Tensor,
         endpoint: bool = False,
+        global_weight: Tensor | None = None,
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Per factor ``L_f`` (module docstring) and its weight ``w_f(t) [B]`` (1 with ``endpoint``):
-        ``(terms, weights)``."""
+        ``(terms, weights)``; each sample's ``w_f^2`` is multiplied by ``global_weight [B]`` (default 1)."""
         terms: dict[str, Tensor] = {}
         weights: dict[str, Tensor] = {}
         for key, man in self.manifold.factors.items():
@@ -476,7 +488,7 @@ class FrameFlow(nn.Module):
                 man.logmap(x_t[key], x1_hat[key]) * scale,
                 man.logmap(x_t[key], x1[key]) * scale,
                 mask=mask,
-                weight=w.pow(2),
+                weight=w.pow(2) if global_weight is None else w.pow(2) * global_weight,
             )
         return terms, weights
 
@@ -488,10 +500,12 @@ class FrameFlow(nn.Module):
         mask: Tensor,
         trans_weight: Tensor,
         endpoint: bool = False,
+        global_weight: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """``(aux, dist)``: backbone-atom and local pair distance losses of the ideal N, CA, C atoms built
         from predicted and true frames, for ``t >= aux_loss_t_min`` (every ``t``, weight 1, with
-        ``endpoint``; zero when their weight is 0)."""
+        ``endpoint``; zero when their weight is 0). The atom loss compares global positions: its
+        per-sample weight is multiplied by ``global_weight [B]`` (default 1)."""
         dtype, device = t.dtype, t.device
         aux = torch.zeros((), dtype=dtype, device=device)
         dist = torch.zeros((), dtype=dtype, device=device)
@@ -502,7 +516,8 @@ class FrameFlow(nn.Module):
             unit = self.cfg.length_unit
             if self.cfg.aux_loss_weight > 0:  # mean over the 3 atoms of each residue: weight / 3
                 n_atoms = pred_atoms.shape[-2]
-                aux = cfm_loss(pred_atoms / unit, true_atoms / unit, mask=mask, weight=gate / n_atoms)
+                atom_weight = gate / n_atoms if global_weight is None else gate * global_weight / n_atoms
+                aux = cfm_loss(pred_atoms / unit, true_atoms / unit, mask=mask, weight=atom_weight)
             if self.cfg.dist_loss_weight > 0:
                 # distances are errors of the clean-structure prediction, like the translations: by
                 # default weigh them as velocity errors too (w_trans(t)^2), or late times, where local
@@ -515,6 +530,7 @@ class FrameFlow(nn.Module):
                     cutoff=self.cfg.dist_loss_cutoff,
                     unit=unit,
                     weight=gate * trans_weight.pow(2) if velocity else gate,
+                    bond_weight=self.cfg.dist_loss_bond_weight,
                 )
         return aux, dist
 

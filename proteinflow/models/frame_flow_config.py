@@ -4,6 +4,7 @@ reasons are in the :mod:`proteinflow.models.frame_flow` docstring)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 __all__ = ["DIST_TIME_WEIGHTS", "ROT_PRIORS", "ROT_SCHEDULES", "TRANS_COUPLINGS", "FrameFlowConfig"]
 
@@ -46,6 +47,10 @@ class FrameFlowConfig:
             (``w_trans(t)^2``: 4 at ``t = 0.5``, 100 from ``loss_t_cap = 0.9`` on, for the linear schedule),
             ``"flat"`` by 1 at every ``t >= aux_loss_t_min`` (mid-flight predictions, where a fold's
             long-range contacts are decided, count as much as late ones).
+        dist_loss_bond_weight: weight of the pairs between atoms of sequence-adjacent residues (the
+            peptide bond and the CA-CA virtual bond) in the pair distance loss's weighted mean, relative
+            to 1 for the other local pairs; above 1 it stops the many uncertain non-bonded pairs from
+            drowning the bond lengths.
         clash_loss_dist: Angstrom; the CA clash loss pushes CA pairs with ``|i - j| >= 3`` apart to
             ``min(true distance, clash_loss_dist)``.
         clash_loss_t_min: the CA clash loss applies to samples with ``t >= clash_loss_t_min`` (earlier
@@ -57,6 +62,23 @@ class FrameFlowConfig:
         rollout_max_dt: the own state at ``t`` is one data-prediction step from the true path's state at
             ``t0 = max(t - rollout_max_dt * u, 0)``, ``u ~ U(0, 1)``.
     """
+
+    #: Fields that shape only the training loss, not the model or its sampler: a warm start
+    #: (:func:`proteinflow.train.reflow.warm_start`) may change them.
+    LOSS_FIELDS: ClassVar[tuple[str, ...]] = (
+        "loss_t_cap",
+        "rot_loss_weight",
+        "trans_loss_weight",
+        "aux_loss_weight",
+        "dist_loss_weight",
+        "aux_loss_t_min",
+        "dist_loss_cutoff",
+        "dist_loss_time_weight",
+        "dist_loss_bond_weight",
+        "clash_loss_weight",
+        "clash_loss_dist",
+        "clash_loss_t_min",
+    )
 
     rot_prior: str = "uniform"
     igso3_sigma: float = 1.5
@@ -76,6 +98,7 @@ class FrameFlowConfig:
     aux_loss_t_min: float = 0.5
     dist_loss_cutoff: float = 6.0
     dist_loss_time_weight: str = "velocity"
+    dist_loss_bond_weight: float = 1.0
     clash_loss_weight: float = 0.0
     clash_loss_dist: float = 3.8
     clash_loss_t_min: float = 0.25
@@ -108,6 +131,7 @@ class FrameFlowConfig:
             "length_unit",
             "velocity_floor",
             "dist_loss_cutoff",
+            "dist_loss_bond_weight",
             "clash_loss_dist",
         ):
             if not getattr(self, name) > 0:

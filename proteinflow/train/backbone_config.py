@@ -216,6 +216,13 @@ def backbone_config_from_dict(raw: Any, source: str = "<dict>") -> BackboneExper
         ),
         (cfg.train.val_steps >= 1, "train.val_steps must be >= 1"),
         *cfg.reflow.problems(),
+        (
+            cfg.reflow.distill_final != "local"
+            or (cfg.model_kind == "frames" and cfg.flow.get("dist_loss_weight", 0.0) > 0),
+            "reflow.distill_final: local trains on the pair-distance loss alone: it needs model_kind frames "
+            f"with flow.dist_loss_weight > 0 (got model_kind {cfg.model_kind!r}, "
+            f"dist_loss_weight {cfg.flow.get('dist_loss_weight')!r})",
+        ),
     ]
     raise_problems(checks, source)
     return cfg

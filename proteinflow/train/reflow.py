@@ -51,6 +51,12 @@ Two options address where that argument breaks (``reflow train --distill-states`
   time per step with 1, 2 and 4 steps). Measured at 4 steps on the CPU recipe it trades local geometry for
   fold-level accuracy: closer to the teacher's endpoint, more helix, better angle distributions, looser
   CA-CA distances (``scripts/reflow_report.py``; numbers in the README);
+* **the final prediction on the student's own state, locally** (``distill_final: local``): the samples
+  at the last grid time ``1 - final_gap`` are trained on the state the student's sampler reaches there,
+  with the local pair-distance loss alone (``pair_loss(global_weight=0)``). Its global position is out of
+  reach of one last correction (the whole loss there teaches a jump towards the mean that blurs the
+  backbone), but its local geometry is not: bond lengths, helix and strand distances of the teacher's
+  endpoint, which the path-trained final prediction never learned to restore on a blurred state;
 * **the endpoint weighting** (``distill_loss: endpoint``,
   :data:`~proteinflow.flow.losses.PAIR_LOSS_WEIGHTINGS`): the x1-prediction error at weight 1 at every
   time, since a k-step sample *is* its last prediction; the training loss's velocity weight puts up to
@@ -107,42 +113,47 @@ def sampler_states(
     res_idx: Tensor,
     generator: torch.Generator,
     times: StepGridTimeSampler,
-) -> tuple[Tensor, Tensor | State | None]:
+    include_final: bool = False,
+) -> tuple[Tensor, Tensor | State | None, Tensor]:
     """Times and states of a batch for distillation on the student's own sampler states.
 
     With probability ``times.uniform_prob`` the batch gets uniform times from ``times.base`` and no
     states (the loss then uses the path's). Otherwise one step count ``k`` is drawn from ``times.steps``
-    for the batch and a grid index ``j_b`` in ``0..k - 1`` per sample; the student's Euler sampler with
-    ``k`` steps on ``times.grid_name`` runs from the pair's noise ``x0`` (no gradient, the flow's current
-    weights), and sample ``b`` is trained at ``t_b = g_k(j_b)`` on the state that sampler reached there
-    (``j = 0``: the noise). For a student that predicts the pair's endpoint exactly these are the geodesic
-    points, so the loss is unchanged where the student is already right; elsewhere it learns to steer its
-    own few-step trajectory back to the teacher's endpoint (no exposure bias).
+    for the batch and a grid index ``j_b`` in ``0..k - 1`` per sample (``0..k`` with ``include_final``);
+    the student's Euler sampler with ``k`` steps on ``times.grid_name`` runs from the pair's noise ``x0``
+    (no gradient, the flow's current weights), and sample ``b`` is trained at ``t_b = g_k(j_b)`` on the
+    state that sampler reached there (``j = 0``: the noise; ``j = k``: the state at ``t_end`` from which
+    the sampler makes its final prediction). For a student that predicts the pair's endpoint exactly these
+    are the geodesic points, so the loss is unchanged where the student is already right; elsewhere it
+    learns to steer its own few-step trajectory back to the teacher's endpoint (no exposure bias).
 
-    The final prediction at ``t_end`` (``j = k``) is left to the path: trained on its own almost-final
-    state, the student learns one large last correction towards an endpoint it cannot reach, and that
-    correction blurs the local geometry (on the CPU recipe, 2,000 steps: CA-CA outside 0.26 at 4 steps,
-    against 0.035 for path distillation).
+    Without ``include_final`` the final prediction is left to the path: trained with the whole loss on
+    its own almost-final state, the student learns one large last correction towards an endpoint it
+    cannot reach, and that correction blurs the local geometry (on the CPU recipe, 2,000 steps: CA-CA
+    outside 0.26 at 4 steps, against 0.035 for path distillation). With it, the caller trains those
+    samples on local terms only (``reflow.distill_final: local``).
 
-    Returns ``(t [B] float32, states)``: states like ``x0`` (leaves ``[B, ...]``) or None.
+    Returns ``(t [B] float32, states, final [B] bool)``: states like ``x0`` (leaves ``[B, ...]``) or
+    None; ``final`` marks the samples at ``j = k``.
     """
     n = mask.shape[0]
     device = mask.device
     coin = torch.rand((), generator=generator, device=device)
+    none = torch.zeros(n, dtype=torch.bool, device=device)
     if coin.item() < times.uniform_prob:
-        return times.base.sample(n, generator=generator, device=device, dtype=torch.float32), None
+        return times.base.sample(n, generator=generator, device=device, dtype=torch.float32), None, none
     k = times.steps[int(torch.randint(len(times.steps), (), generator=generator, device=device))]
     grid = time_grid(times.grid_name, k, 0.0, times.t_end)
-    j = torch.randint(k, (n,), generator=generator, device=device)
+    j = torch.randint(k + 1 if include_final else k, (n,), generator=generator, device=device)
     t = torch.tensor(grid, dtype=torch.float32, device=device)[j]
-    if not bool(j.any()):  # every sample at t = 0 (always for k = 1): the state is the noise itself
-        return t, x0
+    if not bool(j.any()):  # every sample at t = 0 (always for k = 1 without the final): the noise itself
+        return t, x0, none
     out = flow.sample(
         mask, method="euler", steps=k, grid=times.grid_name, x_init=x0, return_times=grid, res_idx=res_idx
     )  # type: ignore[arg-type]
     rows = torch.arange(n, device=device)
     states = tree_map(lambda leaf: leaf[j, rows], out.trajectory)  # trajectory: [k + 2, B, ...]
-    return t, states
+    return t, states, j == k
 
 
 def pair_batch_losses(
@@ -155,16 +166,20 @@ def pair_batch_losses(
     """The flow's loss on a batch of coupled pairs (``pair_loss``), with times from ``times`` (None: the
     flow's own); ``reflow`` (default: all defaults) gives the loss weighting (``distill_loss``) and the
     states (``distill_states``: ``"sampler"`` draws times and states with :func:`sampler_states`, which
-    needs ``times`` to be a :class:`StepGridTimeSampler`)."""
+    needs ``times`` to be a :class:`StepGridTimeSampler`; ``distill_final: local`` adds the final
+    prediction on the student's own state, with weight 0 on the loss terms that compare global
+    positions: ``pair_loss(global_weight=...)``)."""
     reflow = reflow or ReflowConfig()
     x0 = flow_state(flow, batch.x0)
-    t, x_t = None, None
+    t, x_t, global_weight = None, None, None
     if reflow.distill_states == "sampler":
         if not isinstance(times, StepGridTimeSampler):
             raise ValueError(
                 "reflow.distill_states 'sampler' needs the few-step time grid (reflow.distill_steps)"
             )
-        t, x_t = sampler_states(flow, x0, batch.mask, batch.residue_index, generator, times)
+        local = reflow.distill_final == "local"
+        t, x_t, final = sampler_states(flow, x0, batch.mask, batch.residue_index, generator, times, local)
+        global_weight = (~final).to(t.dtype) if local else None
     elif times is not None:
         leaf = batch.mask
         t = times.sample(len(batch), generator=generator, device=leaf.device, dtype=torch.float32)
@@ -177,22 +192,26 @@ def pair_batch_losses(
         t=t,
         weighting=reflow.distill_loss,
         x_t=x_t,  # type: ignore[arg-type]
+        global_weight=global_weight,
     )
 
 
 def _model_sections(cfg: BackboneExperimentConfig) -> dict[str, Any]:
-    """``model_kind`` and the ``model`` / ``flow`` sections with every default filled in."""
+    """``model_kind`` and the ``model`` / ``flow`` sections with every default filled in, less the flow's
+    loss-only fields (``LOSS_FIELDS`` of its config class)."""
     spec = BACKBONE_MODELS[cfg.model_kind]
+    flow = dataclasses.asdict(spec.flow_config(**cfg.flow))
     return {
         "model_kind": cfg.model_kind,
         "model": dataclasses.asdict(spec.net_config(**cfg.model)),
-        "flow": dataclasses.asdict(spec.flow_config(**cfg.flow)),
+        "flow": {k: v for k, v in flow.items() if k not in spec.flow_config.LOSS_FIELDS},
     }
 
 
 def warm_start(module: Any, path: str | Path) -> None:
     """Load the sampling weights of checkpoint ``path`` (EMA if kept) into ``module.flow`` and restart the
-    EMA from them. Raises :class:`CheckpointError` naming the file when its model differs."""
+    EMA from them. The model and every flow setting but the loss's (``LOSS_FIELDS``: a fine-tune may change
+    its objective) must match; otherwise raises :class:`CheckpointError` naming the file and the section."""
     blob = read_checkpoint(path)
     other = _model_sections(backbone_config_from_dict(stored_config(blob), f"{path} (stored config)"))
     mine = _model_sections(module.cfg)
@@ -257,7 +276,8 @@ class ReflowTrainOptions:
             ``max_steps`` (:mod:`proteinflow.train.lr_schedule`; None: constant).
         ema_decay: decay of the weight average used for sampling (None: the init's; a short fine-tune
             wants a shorter average, since the average starts at the init's weights).
-        distill_steps, uniform_prob, distill_grid, distill_loss, distill_states: the ``reflow`` section
+        distill_steps, uniform_prob, distill_grid, distill_loss, distill_states, distill_final: the
+            ``reflow`` section
             (empty steps: reflow).
         val_every, checkpoint_every, keep_every: ``train.*``; seed: None keeps the init's.
     """
@@ -273,6 +293,7 @@ class ReflowTrainOptions:
     distill_grid: str = "uniform"
     distill_loss: str = "velocity"
     distill_states: str = "path"
+    distill_final: str = "path"
     val_every: int = 0
     checkpoint_every: int = 100
     keep_every: int = 0
@@ -302,6 +323,7 @@ def reflow_config(options: ReflowTrainOptions) -> BackboneExperimentConfig:
         distill_grid=options.distill_grid,
         distill_loss=options.distill_loss,
         distill_states=options.distill_states,
+        distill_final=options.distill_final,
     )
     suffix = "-distill" if options.distill_steps else "-reflow"
     seed = cfg.seed if options.seed is None else options.seed

@@ -14,6 +14,9 @@ from proteinflow.flow.time_grids import GRIDS
 
 #: States of few-step distillation: the pair's geodesic points, or the student's own sampler states.
 DISTILL_STATES = ("path", "sampler")
+#: The final prediction of few-step distillation: on the pair's geodesic with the whole loss, or on the
+#: student's own state at the last grid time with the local pair-distance loss only.
+DISTILL_FINALS = ("path", "local")
 
 
 @dataclass
@@ -39,6 +42,13 @@ class ReflowConfig:
             (:data:`DISTILL_STATES`): ``"path"``, the geodesic points between the pair's endpoints;
             ``"sampler"``, the states the student's own Euler sampler reaches from the pair's noise
             (:func:`proteinflow.train.reflow.sampler_states`).
+        distill_final: with ``distill_states: sampler``, how the few-step sampler's final prediction
+            (from its state at the last grid time ``1 - final_gap``) is trained (:data:`DISTILL_FINALS`):
+            ``"path"``, only through the uniform-time batches on the geodesic; ``"local"``, also on the
+            student's own state there, with the local pair-distance loss only (the terms that compare
+            global positions get weight 0: that endpoint is out of reach of one last correction, and
+            regressing towards it blurs the backbone). Needs a flow with a pair-distance loss
+            (``model_kind: frames``, ``flow.dist_loss_weight > 0``).
     """
 
     pairs: str | None = None
@@ -48,6 +58,7 @@ class ReflowConfig:
     distill_grid: str = "uniform"
     distill_loss: str = "velocity"
     distill_states: str = "path"
+    distill_final: str = "path"
 
     def problems(self) -> list[tuple[bool, str]]:
         """``(ok, message)`` checks of this section."""
@@ -67,6 +78,14 @@ class ReflowConfig:
             (
                 self.distill_states == "path" or bool(self.distill_steps),
                 "reflow.distill_states other than path needs reflow.distill_steps",
+            ),
+            (
+                self.distill_final in DISTILL_FINALS,
+                f"reflow.distill_final must be one of {', '.join(DISTILL_FINALS)}",
+            ),
+            (
+                self.distill_final == "path" or self.distill_states == "sampler",
+                "reflow.distill_final other than path needs reflow.distill_states: sampler",
             ),
             (
                 self.distill_loss == "velocity" or bool(self.distill_steps),
