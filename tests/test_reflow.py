@@ -483,6 +483,8 @@ def test_reflow_cli_pairs_train_sample(tmp_path: Path, capsys: pytest.CaptureFix
                 "endpoint",
                 "--lr-decay-from",
                 "1",
+                "--loss",
+                "loss_norm_floor=0.2",
             ]
         )
         == 0
@@ -493,7 +495,7 @@ def test_reflow_cli_pairs_train_sample(tmp_path: Path, capsys: pytest.CaptureFix
     config = stored_config(read_checkpoint(run / "last.ckpt"))
     assert config is not None and config["reflow"]["distill_steps"] == [1, 2]
     assert config["reflow"]["distill_grid"] == "log" and config["reflow"]["distill_loss"] == "endpoint"
-    assert config["train"]["lr_decay_from"] == 1
+    assert config["train"]["lr_decay_from"] == 1 and config["flow"]["loss_norm_floor"] == 0.2
     assert config["reflow"]["init"] == str(ckpt) and config["model_kind"] == "ca"
     # the student is an ordinary checkpoint: sample it, with the straightness columns
     out = tmp_path / "samples"
@@ -543,6 +545,14 @@ def test_reflow_cli_errors_name_the_flag(tmp_path: Path, capsys: pytest.CaptureF
     local = ["--distill-steps", "2", "--distill-states", "sampler", "--distill-final", "local"]
     assert cli.main([*train, "--max-steps", "2", *local]) == 2
     assert "distill_final: local trains on the pair-distance loss alone" in capsys.readouterr().err
+    # --loss changes only loss settings, each KEY=VALUE, of the right type
+    for items, message in (
+        (["dist_loss_weight"], "--loss takes KEY=VALUE items, got 'dist_loss_weight'"),
+        (["rot_rate=3"], "loss setting 'rot_rate' is not one of model_kind frames's: loss_t_cap, "),
+        (["dist_loss_bond_weight=abc"], "dist_loss_bond_weight"),
+    ):
+        assert cli.main([*train, "--max-steps", "2", "--loss", *items]) == 2
+        assert message in capsys.readouterr().err
     argv = [
         "reflow",
         "pairs",

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import yaml
+
 from proteinflow.cli.common import (
     error,
     existing_file_problem,
@@ -160,6 +162,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "(path, default) or also on the student's own state at the last grid time with the local "
         "pair-distance loss alone (local; frames with a pair-distance loss)",
     )
+    parser.add_argument(
+        "--loss",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a setting of the init's training loss (a flow key that shapes only the loss, e.g. "
+        "dist_loss_bond_weight=10; the model and sampler stay the init's)",
+    )
     parser.add_argument("--val-every", type=int, default=0, help="validation sampling every N steps (0: off)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="save last.ckpt every N steps")
     parser.add_argument(
@@ -184,6 +194,13 @@ def run_train(args: argparse.Namespace) -> int:
         problem = f"--uniform-prob must be in [0, 1], got {args.uniform_prob}"
     if problem is None and args.lr_decay_from is not None and args.lr_decay_from >= args.max_steps:
         problem = f"--lr-decay-from must be below --max-steps ({args.max_steps}), got {args.lr_decay_from}"
+    loss: list[tuple[str, object]] = []
+    for item in args.loss:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            problem = problem or f"--loss takes KEY=VALUE items, got {item!r}"
+        else:
+            loss.append((key, yaml.safe_load(value)))
     if problem is not None:
         return error(problem)
     from proteinflow.train.checkpoints import CheckpointError
@@ -204,6 +221,7 @@ def run_train(args: argparse.Namespace) -> int:
         distill_loss=args.distill_loss,
         distill_states=args.distill_states,
         distill_final=args.distill_final,
+        loss=tuple(loss),
         val_every=args.val_every,
         checkpoint_every=args.checkpoint_every,
         keep_every=args.keep_every,

@@ -91,6 +91,7 @@ from proteinflow.train.checkpoints import (
     read_checkpoint,
     stored_config,
 )
+from proteinflow.train.config import ConfigError
 from proteinflow.train.reflow_config import ReflowConfig
 from proteinflow.train.reflow_pairs import PairBatch, PairDataset, collate_pairs, flow_state
 
@@ -279,6 +280,9 @@ class ReflowTrainOptions:
         distill_steps, uniform_prob, distill_grid, distill_loss, distill_states, distill_final: the
             ``reflow`` section
             (empty steps: reflow).
+        loss: ``(key, value)`` settings of the flow's loss that replace the init's (keys from the flow
+            config's ``LOSS_FIELDS``, e.g. ``("dist_loss_bond_weight", 10.0)``): a student may change its
+            objective, not its model or sampler.
         val_every, checkpoint_every, keep_every: ``train.*``; seed: None keeps the init's.
     """
 
@@ -294,6 +298,7 @@ class ReflowTrainOptions:
     distill_loss: str = "velocity"
     distill_states: str = "path"
     distill_final: str = "path"
+    loss: tuple[tuple[str, Any], ...] = ()
     val_every: int = 0
     checkpoint_every: int = 100
     keep_every: int = 0
@@ -301,8 +306,9 @@ class ReflowTrainOptions:
 
 
 def reflow_config(options: ReflowTrainOptions) -> BackboneExperimentConfig:
-    """The student's experiment config: the init checkpoint's, with the ``reflow`` section and the
-    training options applied (name suffixed ``-reflow`` or ``-distill``)."""
+    """The student's experiment config: the init checkpoint's, with the ``reflow`` section, the loss
+    settings and the training options applied (name suffixed ``-reflow`` or ``-distill``). Raises
+    :class:`~proteinflow.train.config.ConfigError` for a loss key outside ``LOSS_FIELDS`` or a bad value."""
     blob = read_checkpoint(options.init)
     cfg = backbone_config_from_dict(stored_config(blob), f"{options.init} (stored config)")
     train = dataclasses.replace(
@@ -325,9 +331,16 @@ def reflow_config(options: ReflowTrainOptions) -> BackboneExperimentConfig:
         distill_states=options.distill_states,
         distill_final=options.distill_final,
     )
+    loss_fields = BACKBONE_MODELS[cfg.model_kind].flow_config.LOSS_FIELDS
+    for key, _ in options.loss:
+        if key not in loss_fields:
+            raise ConfigError(
+                f"loss setting {key!r} is not one of model_kind {cfg.model_kind}'s: {', '.join(loss_fields)}"
+            )
+    flow = {**cfg.flow, **dict(options.loss)}
     suffix = "-distill" if options.distill_steps else "-reflow"
     seed = cfg.seed if options.seed is None else options.seed
-    new = dataclasses.replace(cfg, name=cfg.name + suffix, train=train, reflow=reflow, seed=seed)
+    new = dataclasses.replace(cfg, name=cfg.name + suffix, flow=flow, train=train, reflow=reflow, seed=seed)
     return backbone_config_from_dict(new.to_dict(), "reflow options")  # validates the section
 
 
