@@ -335,9 +335,7 @@ class FrameFlow(nn.Module):
             x_t = self._path_state(x0, x1, t, mask, res_idx, generator)
         elif set(x_t) != {"rots", "trans"} or x_t["trans"].shape != trans1.shape:
             raise ValueError(f"x_t must be a state like x1 {tuple(trans1.shape)}, got keys {sorted(x_t)}")
-        if global_weight is None:
-            global_weight = torch.ones_like(t)
-        elif global_weight.shape != t.shape:
+        if global_weight is not None and global_weight.shape != t.shape:
             raise ValueError(
                 f"global_weight must have shape [B] = {tuple(t.shape)}, got {tuple(global_weight.shape)}"
             )
