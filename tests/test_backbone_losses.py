@@ -274,3 +274,33 @@ def test_frame_flow_dist_term_time_weight_velocity_or_flat() -> None:
             assert terms["velocity"] == pytest.approx(ratio * terms["flat"], rel=1e-5)
     with pytest.raises(ValueError, match="dist_loss_time_weight must be one of"):
         FrameFlowConfig(dist_loss_time_weight="uniform")
+
+
+def test_frame_flow_dist_term_uses_the_bond_weight() -> None:
+    """``dist_loss_bond_weight`` reaches the pair distance term: it equals the loss of the ideal atoms built
+    from the prediction and the data with that bond weight (flat time weight, so a weight of 1 at t)."""
+    from proteinflow.geometry import rigid
+
+    cfg = FrameFlowConfig(
+        aux_loss_t_min=0.5, dist_loss_weight=1.0, self_condition_prob=0.0, dist_loss_time_weight="flat"
+    )
+    flow, coords, mask = _tiny_flow_batch(cfg, 2)
+    # a compact chain, so that non-adjacent residues are local too (otherwise the weight cancels)
+    compact = coords - torch.arange(12)[None, :, None, None] * 2.3
+    x1 = flow.data_state(compact, mask)
+    x0 = flow.sample_prior(mask, generator=torch.Generator().manual_seed(5))
+    t = torch.tensor([0.8, 0.9])
+    x_t = flow.path.sample(x0, x1, t, mask=mask).x_t
+    with torch.no_grad():
+        x1_hat = flow.predict(x_t, t, mask, None, None)
+    pred = torch.stack(rigid.ideal_backbone_from_frames(x1_hat["rots"], x1_hat["trans"]), -2)
+    true = torch.stack(rigid.ideal_backbone_from_frames(x1["rots"], x1["trans"]), -2)
+    got = {}
+    for bond_weight in (1.0, 10.0):
+        flow.cfg = dataclasses.replace(cfg, dist_loss_bond_weight=bond_weight)
+        got[bond_weight] = flow.pair_loss(x0, x1, mask, t=t, x_t=x_t).dist.item()
+        want = local_pair_distance_loss(pred, true, mask, cutoff=6.0, unit=10.0, bond_weight=bond_weight)
+        assert got[bond_weight] == pytest.approx(want.item(), rel=1e-5)
+    assert got[10.0] != pytest.approx(got[1.0], rel=1e-3)
+    with pytest.raises(ValueError, match="dist_loss_bond_weight must be > 0"):
+        FrameFlowConfig(dist_loss_bond_weight=0.0)
