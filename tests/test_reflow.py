@@ -20,7 +20,7 @@ from proteinflow.flow.time_grids import time_grid
 from proteinflow.flow.time_samplers import StepGridTimeSampler, UniformTimeSampler
 from proteinflow.geometry import rigid, so3
 from proteinflow.models.euclidean_flow import EuclideanBackboneFlow, EuclideanFlowConfig
-from proteinflow.models.registry import build_backbone_flow
+from proteinflow.models.registry import BackboneFlow, build_backbone_flow
 from proteinflow.train.backbone_sampling import seeded_noise, trajectory_times
 from proteinflow.train.reflow import sampler_states
 from proteinflow.train.reflow_config import ReflowConfig
@@ -145,17 +145,24 @@ def test_pair_loss_is_the_training_loss_on_the_same_pairs(model_kind: str) -> No
     assert torch.allclose(got["loss"], ref.total, rtol=1e-6, atol=0)
 
 
+def _loss_test_flow(model_kind: str, aux_loss_t_min: float) -> BackboneFlow:
+    """A seeded tiny flow in eval mode, no self-conditioning; frames with the atom and distance terms on
+    from ``aux_loss_t_min``."""
+    flow_cfg: dict = {"self_condition_prob": 0.0}
+    if model_kind == "frames":
+        flow_cfg.update(aux_loss_t_min=aux_loss_t_min, aux_loss_weight=1.0, dist_loss_weight=1.0)
+    torch.manual_seed(0)
+    flow = build_backbone_flow(model_kind, TINY_MODEL, flow_cfg)
+    flow.eval()
+    return flow
+
+
 @pytest.mark.parametrize("model_kind", ["frames", "atoms"])
 def test_endpoint_weighting_is_the_x1_error_at_every_time(model_kind: str) -> None:
     """``weighting="endpoint"``: the translation / coordinate term is the mean squared x1-prediction error
     in ``length_unit`` (closed form from ``predict``) at every t, the velocity term is it times
     ``1 / max(1 - t, 1 - cap)^2``; the frame atom and distance terms count below ``aux_loss_t_min`` too."""
-    flow_cfg = {"self_condition_prob": 0.0}
-    if model_kind == "frames":
-        flow_cfg.update(aux_loss_t_min=0.5, aux_loss_weight=1.0, dist_loss_weight=1.0)
-    torch.manual_seed(0)
-    flow = build_backbone_flow(model_kind, TINY_MODEL, flow_cfg)
-    flow.eval()
+    flow = _loss_test_flow(model_kind, aux_loss_t_min=0.5)
     mask = torch.ones(1, 9, dtype=torch.bool)
     x1 = flow.data_state(_backbones(1, 9, torch.Generator().manual_seed(0)), mask)
     x0 = flow.sample_prior(mask, generator=torch.Generator().manual_seed(1))
@@ -202,12 +209,7 @@ def test_global_weight_scales_only_the_global_terms(model_kind: str) -> None:
     translation and atom terms; Euclidean: the coordinate term) are linear in the per-sample ``w`` (the
     one-hot weights sum to the unweighted loss, and 0 removes them); the frame pair-distance term keeps
     its weight."""
-    flow_cfg = {"self_condition_prob": 0.0}
-    if model_kind == "frames":
-        flow_cfg.update(aux_loss_t_min=0.0, aux_loss_weight=1.0, dist_loss_weight=1.0)
-    torch.manual_seed(0)
-    flow = build_backbone_flow(model_kind, TINY_MODEL, flow_cfg)
-    flow.eval()
+    flow = _loss_test_flow(model_kind, aux_loss_t_min=0.0)
     mask = torch.ones(3, 9, dtype=torch.bool)
     mask[2, 7:] = False
     x1 = flow.data_state(_backbones(3, 9, torch.Generator().manual_seed(0)), mask)
