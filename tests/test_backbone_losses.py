@@ -15,7 +15,7 @@ from proteinflow.models.frame_flow import FrameFlow, FrameFlowConfig
 from proteinflow.models.ipa import IPAConfig
 
 
-def _reference(pred, true, mask, cutoff, unit, weight, bond_weight=1.0):
+def _reference(pred, true, mask, cutoff, unit, weight, bond_weight=1.0, bond_span=1):
     """Loop over every pair of atoms: the formula of the module docstring, written out."""
     bsz, n, a, _ = pred.shape
     total = 0.0
@@ -26,17 +26,18 @@ def _reference(pred, true, mask, cutoff, unit, weight, bond_weight=1.0):
                 continue
             d = torch.linalg.norm(true[b, i, p] - true[b, j, q]).item()
             dh = torch.linalg.norm(pred[b, i, p] - pred[b, j, q]).item()
-            if min(d, dh) < cutoff:
-                c = bond_weight if abs(i - j) == 1 else 1.0
+            if min(d, dh) < cutoff or abs(i - j) <= bond_span:
+                c = bond_weight if abs(i - j) <= bond_span else 1.0
                 sq += c * ((dh - d) / unit) ** 2
                 count += c
         total += weight[b].item() * sq / max(count, 1)
     return total / bsz
 
 
-@pytest.mark.parametrize("bond_weight", [1.0, 10.0])
-def test_matches_brute_force_reference(bond_weight: float) -> None:
-    """Also with the sequence-adjacent pairs weighted (``bond_weight``: a weighted mean over the pairs)."""
+@pytest.mark.parametrize(("bond_weight", "bond_span"), [(1.0, 1), (10.0, 1), (1.0, 2), (10.0, 2), (3.0, 3)])
+def test_matches_brute_force_reference(bond_weight: float, bond_span: int) -> None:
+    """Also with the sequence-local pairs weighted (``bond_weight``: a weighted mean over the pairs) and
+    counted whatever their distances (many of them lie beyond the cutoff in this random data)."""
     g = torch.Generator().manual_seed(0)
     true = torch.randn(3, 7, 3, 3, generator=g, dtype=torch.float64) * 4.0
     pred = true + torch.randn(3, 7, 3, 3, generator=g, dtype=torch.float64) * 1.5
@@ -44,15 +45,34 @@ def test_matches_brute_force_reference(bond_weight: float) -> None:
     mask[1, 5:] = False
     weight = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
     got = local_pair_distance_loss(
-        pred, true, mask, cutoff=6.0, unit=10.0, weight=weight, bond_weight=bond_weight
+        pred, true, mask, cutoff=6.0, unit=10.0, weight=weight, bond_weight=bond_weight, bond_span=bond_span
     )
-    want = _reference(pred, true, mask, 6.0, 10.0, weight, bond_weight)
+    want = _reference(pred, true, mask, 6.0, 10.0, weight, bond_weight, bond_span)
     assert got.item() == pytest.approx(want, rel=1e-9)
     if bond_weight != 1.0:
         plain = local_pair_distance_loss(pred, true, mask, cutoff=6.0, unit=10.0, weight=weight)
         assert abs(got.item() - plain.item()) > 1e-3 * plain.item()
     with pytest.raises(ValueError, match="bond_weight must be > 0"):
         local_pair_distance_loss(pred, true, mask, cutoff=6.0, bond_weight=0.0)
+    with pytest.raises(ValueError, match="bond_span must be >= 1"):
+        local_pair_distance_loss(pred, true, mask, cutoff=6.0, bond_span=0)
+
+
+def test_bond_span_keeps_a_strand_like_ca_angle_beyond_the_cutoff_in_the_loss() -> None:
+    """A straight CA trace 3.8 A per step (i, i + 2 at 7.6 A, beyond a 6 A cutoff) bent by the prediction
+    into a wider angle: only the span-2 loss sees the CA(i)-CA(i+2) distances change."""
+    n = 5
+    true = torch.zeros(1, n, 1, 3, dtype=torch.float64)
+    true[0, :, 0, 0] = torch.arange(n, dtype=torch.float64) * 3.8
+    # zig-zag with the same bond lengths: CA angle 150 degrees, |CA_i CA_i+2| = 7.34 A
+    half = torch.deg2rad(torch.tensor(75.0, dtype=torch.float64))
+    pred = torch.zeros_like(true)
+    pred[0, :, 0, 0] = torch.arange(n, dtype=torch.float64) * 3.8 * torch.sin(half)
+    pred[0, 1::2, 0, 1] = 3.8 * torch.cos(half)
+    mask = torch.ones(1, n, dtype=torch.bool)
+    assert local_pair_distance_loss(pred, true, mask, cutoff=6.0).item() == pytest.approx(0.0, abs=1e-12)
+    spanned = local_pair_distance_loss(pred, true, mask, cutoff=6.0, bond_span=2).item()
+    assert spanned > 1e-3
 
 
 def test_invariant_under_rigid_motions_and_zero_at_truth() -> None:

@@ -552,6 +552,7 @@ def test_reflow_cli_errors_name_the_flag(tmp_path: Path, capsys: pytest.CaptureF
         (["dist_loss_weight"], "--loss takes KEY=VALUE items, got 'dist_loss_weight'"),
         (["rot_rate=3"], "loss setting 'rot_rate' is not one of model_kind frames's: loss_t_cap, "),
         (["dist_loss_bond_weight=abc"], "dist_loss_bond_weight"),
+        (["dist_loss_bond_span=0"], "dist_loss_bond_span must be >= 1, got 0"),
     ):
         assert cli.main([*train, "--max-steps", "2", "--loss", *items]) == 2
         assert message in capsys.readouterr().err
@@ -602,7 +603,12 @@ def test_warm_start_takes_a_new_loss_but_not_a_new_model(tmp_path: Path) -> None
 
     ckpt = write_tiny_checkpoint(tmp_path / "init.ckpt", seed=3)
     teacher = torch.load(ckpt, weights_only=True)["state_dict"]
-    new_loss = {"dist_loss_weight": 2.0, "dist_loss_bond_weight": 10.0, "loss_t_cap": 0.8}
+    new_loss = {
+        "dist_loss_weight": 2.0,
+        "dist_loss_bond_weight": 10.0,
+        "dist_loss_bond_span": 2,
+        "loss_t_cap": 0.8,
+    }
     module = BackboneFlowModule(BackboneExperimentConfig(model=dict(TINY_MODEL), flow=new_loss).to_dict())
     warm_start(module, ckpt)
     for key, value in module.flow.state_dict().items():

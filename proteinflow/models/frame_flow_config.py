@@ -51,6 +51,9 @@ class FrameFlowConfig:
             peptide bond and the CA-CA virtual bond) in the pair distance loss's weighted mean, relative
             to 1 for the other local pairs; above 1 it stops the many uncertain non-bonded pairs from
             drowning the bond lengths.
+        dist_loss_bond_span: the bond weight applies to the pairs of residues up to this far apart in
+            sequence (>= 1); 2 also weighs the ``i, i + 2`` pairs that fix the CA angles. Those pairs
+            enter the pair distance loss whatever their distances.
         clash_loss_dist: Angstrom; the CA clash loss pushes CA pairs with ``|i - j| >= 3`` apart to
             ``min(true distance, clash_loss_dist)``.
         clash_loss_t_min: the CA clash loss applies to samples with ``t >= clash_loss_t_min`` (earlier
@@ -75,6 +78,7 @@ class FrameFlowConfig:
         "dist_loss_cutoff",
         "dist_loss_time_weight",
         "dist_loss_bond_weight",
+        "dist_loss_bond_span",
         "clash_loss_weight",
         "clash_loss_dist",
         "clash_loss_t_min",
@@ -99,6 +103,7 @@ class FrameFlowConfig:
     dist_loss_cutoff: float = 6.0
     dist_loss_time_weight: str = "velocity"
     dist_loss_bond_weight: float = 1.0
+    dist_loss_bond_span: int = 1
     clash_loss_weight: float = 0.0
     clash_loss_dist: float = 3.8
     clash_loss_t_min: float = 0.25
@@ -149,6 +154,10 @@ class FrameFlowConfig:
             raise ValueError(f"FrameFlowConfig.rollout_max_dt must be in (0, 1], got {self.rollout_max_dt!r}")
         if self.t_min >= 1.0:
             raise ValueError(f"FrameFlowConfig.t_min must be < 1, got {self.t_min}")
+        if self.dist_loss_bond_span < 1:
+            raise ValueError(
+                f"FrameFlowConfig.dist_loss_bond_span must be >= 1, got {self.dist_loss_bond_span!r}"
+            )
         for name in (
             "rot_loss_weight",
             "trans_loss_weight",
