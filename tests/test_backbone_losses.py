@@ -15,7 +15,7 @@ from proteinflow.models.frame_flow import FrameFlow, FrameFlowConfig
 from proteinflow.models.ipa import IPAConfig
 
 
-def _reference(pred, true, mask, cutoff, unit, weight, bond_weight=1.0, bond_span=1):
+def _reference(pred, true, mask, cutoff, unit, weight, bond_weight=1.0, angle_weight=None):
     """Loop over every pair of atoms: the formula of the module docstring, written out."""
     bsz, n, a, _ = pred.shape
     total = 0.0
@@ -26,18 +26,21 @@ def _reference(pred, true, mask, cutoff, unit, weight, bond_weight=1.0, bond_spa
                 continue
             d = torch.linalg.norm(true[b, i, p] - true[b, j, q]).item()
             dh = torch.linalg.norm(pred[b, i, p] - pred[b, j, q]).item()
-            if min(d, dh) < cutoff or abs(i - j) <= bond_span:
-                c = bond_weight if abs(i - j) <= bond_span else 1.0
+            sep = abs(i - j)
+            if min(d, dh) < cutoff or sep == 1 or (sep == 2 and angle_weight is not None):
+                c = {1: bond_weight, 2: angle_weight or 1.0}.get(sep, 1.0)
                 sq += c * ((dh - d) / unit) ** 2
                 count += c
         total += weight[b].item() * sq / max(count, 1)
     return total / bsz
 
 
-@pytest.mark.parametrize(("bond_weight", "bond_span"), [(1.0, 1), (10.0, 1), (1.0, 2), (10.0, 2), (3.0, 3)])
-def test_matches_brute_force_reference(bond_weight: float, bond_span: int) -> None:
-    """Also with the sequence-local pairs weighted (``bond_weight``: a weighted mean over the pairs) and
-    counted whatever their distances (many of them lie beyond the cutoff in this random data)."""
+@pytest.mark.parametrize(
+    ("bond_weight", "angle_weight"), [(1.0, None), (10.0, None), (1.0, 1.0), (30.0, 5.0)]
+)
+def test_matches_brute_force_reference(bond_weight: float, angle_weight: float | None) -> None:
+    """Also with the sequence-local pairs weighted (a weighted mean over the pairs) and counted whatever
+    their distances (many of them lie beyond the cutoff in this random data)."""
     g = torch.Generator().manual_seed(0)
     true = torch.randn(3, 7, 3, 3, generator=g, dtype=torch.float64) * 4.0
     pred = true + torch.randn(3, 7, 3, 3, generator=g, dtype=torch.float64) * 1.5
@@ -45,22 +48,30 @@ def test_matches_brute_force_reference(bond_weight: float, bond_span: int) -> No
     mask[1, 5:] = False
     weight = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
     got = local_pair_distance_loss(
-        pred, true, mask, cutoff=6.0, unit=10.0, weight=weight, bond_weight=bond_weight, bond_span=bond_span
+        pred,
+        true,
+        mask,
+        cutoff=6.0,
+        unit=10.0,
+        weight=weight,
+        bond_weight=bond_weight,
+        angle_weight=angle_weight,
     )
-    want = _reference(pred, true, mask, 6.0, 10.0, weight, bond_weight, bond_span)
+    want = _reference(pred, true, mask, 6.0, 10.0, weight, bond_weight, angle_weight)
     assert got.item() == pytest.approx(want, rel=1e-9)
-    if bond_weight != 1.0:
+    if bond_weight != 1.0 or angle_weight is not None:
         plain = local_pair_distance_loss(pred, true, mask, cutoff=6.0, unit=10.0, weight=weight)
         assert abs(got.item() - plain.item()) > 1e-3 * plain.item()
     with pytest.raises(ValueError, match="bond_weight must be > 0"):
         local_pair_distance_loss(pred, true, mask, cutoff=6.0, bond_weight=0.0)
-    with pytest.raises(ValueError, match="bond_span must be >= 1"):
-        local_pair_distance_loss(pred, true, mask, cutoff=6.0, bond_span=0)
+    with pytest.raises(ValueError, match="angle_weight must be None or > 0"):
+        local_pair_distance_loss(pred, true, mask, cutoff=6.0, angle_weight=0.0)
 
 
-def test_bond_span_keeps_a_strand_like_ca_angle_beyond_the_cutoff_in_the_loss() -> None:
+def test_angle_weight_keeps_a_strand_like_ca_angle_beyond_the_cutoff_in_the_loss() -> None:
     """A straight CA trace 3.8 A per step (i, i + 2 at 7.6 A, beyond a 6 A cutoff) bent by the prediction
-    into a wider angle: only the span-2 loss sees the CA(i)-CA(i+2) distances change."""
+    into a narrower angle: only with an angle weight does the loss see the CA(i)-CA(i+2) distances
+    change."""
     n = 5
     true = torch.zeros(1, n, 1, 3, dtype=torch.float64)
     true[0, :, 0, 0] = torch.arange(n, dtype=torch.float64) * 3.8
@@ -71,8 +82,8 @@ def test_bond_span_keeps_a_strand_like_ca_angle_beyond_the_cutoff_in_the_loss() 
     pred[0, 1::2, 0, 1] = 3.8 * torch.cos(half)
     mask = torch.ones(1, n, dtype=torch.bool)
     assert local_pair_distance_loss(pred, true, mask, cutoff=6.0).item() == pytest.approx(0.0, abs=1e-12)
-    spanned = local_pair_distance_loss(pred, true, mask, cutoff=6.0, bond_span=2).item()
-    assert spanned > 1e-3
+    angled = local_pair_distance_loss(pred, true, mask, cutoff=6.0, angle_weight=1.0).item()
+    assert angled > 1e-3
 
 
 def test_invariant_under_rigid_motions_and_zero_at_truth() -> None:

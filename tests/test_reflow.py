@@ -547,12 +547,16 @@ def test_reflow_cli_errors_name_the_flag(tmp_path: Path, capsys: pytest.CaptureF
     local = ["--distill-steps", "2", "--distill-states", "sampler", "--distill-final", "local"]
     assert cli.main([*train, "--max-steps", "2", *local]) == 2
     assert "distill_final: local trains on the pair-distance loss alone" in capsys.readouterr().err
-    # --loss changes only loss settings, each KEY=VALUE, of the right type
+    # --loss changes only loss settings, each KEY=VALUE once, of the right type
     for items, message in (
         (["dist_loss_weight"], "--loss takes KEY=VALUE items, got 'dist_loss_weight'"),
         (["rot_rate=3"], "loss setting 'rot_rate' is not one of model_kind frames's: loss_t_cap, "),
         (["dist_loss_bond_weight=abc"], "dist_loss_bond_weight"),
-        (["dist_loss_bond_span=0"], "dist_loss_bond_span must be >= 1, got 0"),
+        (["dist_loss_angle_weight=0"], "dist_loss_angle_weight must be None or > 0, got 0"),
+        # a repeated --loss adds to the earlier ones (the bad first value is not dropped) ...
+        (["dist_loss_weight=abc", "--loss", "loss_t_cap=0.8"], "dist_loss_weight"),
+        # ... and a key set twice is refused rather than one value silently winning
+        (["loss_t_cap=0.8", "--loss", "loss_t_cap=0.7"], "--loss sets 'loss_t_cap' twice"),
     ):
         assert cli.main([*train, "--max-steps", "2", "--loss", *items]) == 2
         assert message in capsys.readouterr().err
@@ -606,7 +610,7 @@ def test_warm_start_takes_a_new_loss_but_not_a_new_model(tmp_path: Path) -> None
     new_loss = {
         "dist_loss_weight": 2.0,
         "dist_loss_bond_weight": 10.0,
-        "dist_loss_bond_span": 2,
+        "dist_loss_angle_weight": 5.0,
         "loss_t_cap": 0.8,
     }
     module = BackboneFlowModule(BackboneExperimentConfig(model=dict(TINY_MODEL), flow=new_loss).to_dict())

@@ -165,10 +165,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--loss",
         nargs="+",
+        action="extend",
         default=[],
         metavar="KEY=VALUE",
         help="change a setting of the init's training loss (a flow key that shapes only the loss, e.g. "
-        "dist_loss_bond_weight=10; the model and sampler stay the init's)",
+        "dist_loss_bond_weight=10; repeatable; the model and sampler stay the init's)",
     )
     parser.add_argument("--val-every", type=int, default=0, help="validation sampling every N steps (0: off)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="save last.ckpt every N steps")
@@ -199,6 +200,8 @@ def run_train(args: argparse.Namespace) -> int:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
             problem = problem or f"--loss takes KEY=VALUE items, got {item!r}"
+        elif key in dict(loss):
+            problem = problem or f"--loss sets {key!r} twice"
         else:
             loss.append((key, yaml.safe_load(value)))
     if problem is not None:

@@ -6,15 +6,17 @@ distance loss compares the inter-residue atom distances of the predicted clean s
 ones, over the pairs that are local in *either* structure:
 
     L = (1/B) sum_b w_b  sum_{(p, q) in P_b} c_pq (d_hat_pq - d_pq)^2 / (unit^2 sum_{(p, q) in P_b} c_pq),
-    P_b = {(p, q): atoms of residues i != j, both present, min(d_pq, d_hat_pq) < cutoff or |i - j| <= s},
+    P_b = {(p, q): atoms of residues i != j, both present, min(d_pq, d_hat_pq) < cutoff or |i - j| in S},
 
-with ``d`` the true and ``d_hat`` the predicted atom-atom distances, ``s`` the bond span, and ``c_pq``
-the bond weight for atoms of sequence-local residues (``1 <= |i - j| <= s``), 1 for the others (by
-default 1 everywhere: the plain mean over ``P_b``). With ``s = 1`` (default) the weighted pairs are the
-peptide bond and the CA-CA virtual bond; with ``s = 2`` also the pairs that fix the CA angle
-``CA_{i-1} CA_i CA_{i+1}`` (``|CA_{i-1} CA_{i+1}|`` is 5.4 A in a helix, 6.5 A in a strand: beyond a 6 A
-cutoff, so without the span a strand's angles would not be in the loss at all). Sequence-local pairs count
-whatever their distances, so a stretched bond stays in the loss. Pairs that are close in the data
+with ``d`` the true and ``d_hat`` the predicted atom-atom distances and ``S`` the sequence-local
+separations, whose pairs count whatever their distances (so a stretched bond stays in the loss). The
+weight ``c_pq`` is the bond weight for atoms of sequence-adjacent residues (``|i - j| = 1``: the peptide
+bond, the CA-CA virtual bond; ``1 in S``), 1 for the others (by default 1 everywhere: the plain mean over
+``P_b``). With an angle weight the ``|i - j| = 2`` pairs, which fix the CA virtual-bond angle
+``CA_{i-1} CA_i CA_{i+1}``, weigh that much and join ``S``: ``|CA_{i-1} CA_{i+1}|`` is 5.4 A in a helix but
+6.5 A in a strand, beyond a 6 A cutoff, so without it a strand's CA angles are not in the loss at all.
+Every weight enters one weighted mean, so only their ratios matter: raising one lowers the share of
+the others. Pairs that are close in the data
 carry the local geometry (CA-CA bonds, hydrogen-bonded strands, helix turns); pairs that are close only
 in the prediction are clashes, penalised until they move apart. The loss is invariant under rigid
 motions of either structure (distances only).
@@ -63,7 +65,7 @@ def local_pair_distance_loss(
     unit: float = 1.0,
     weight: Tensor | None = None,
     bond_weight: float = 1.0,
-    bond_span: int = 1,
+    angle_weight: float | None = None,
 ) -> Tensor:
     """Squared error of local inter-residue atom distances -> scalar (formula in the module docstring).
 
@@ -73,10 +75,10 @@ def local_pair_distance_loss(
         cutoff: a pair counts when its true or predicted distance is below this (Angstrom).
         unit: distances are measured in this many Angstrom (e.g. 10 for nm).
         weight: ``[B]`` per-sample weights (e.g. a time gate); default 1.
-        bond_weight: ``c_pq`` of the pairs between sequence-local residues (``1 <= |i - j| <= bond_span``
-            along the chain), > 0; the other pairs weigh 1.
-        bond_span: ``s``, the largest sequence separation of the bond-weighted pairs, >= 1; those pairs
-            always count, whatever their distances.
+        bond_weight: ``c_pq`` of the pairs between sequence-adjacent residues (``|i - j| = 1``), > 0;
+            they always count, whatever their distances.
+        angle_weight: ``c_pq`` of the pairs with ``|i - j| = 2``, > 0, which then always count; None
+            (default): they are ordinary pairs (weight 1, counted within the cutoff).
     """
     names = ("pred_atoms", "true_atoms")
     _check_structures("local_pair_distance_loss", names, pred_atoms, true_atoms, mask, "[B, N, A, 3]")
@@ -84,8 +86,8 @@ def local_pair_distance_loss(
         raise ValueError(f"local_pair_distance_loss: cutoff must be > 0, got {cutoff!r}")
     if not bond_weight > 0:
         raise ValueError(f"local_pair_distance_loss: bond_weight must be > 0, got {bond_weight!r}")
-    if bond_span < 1:
-        raise ValueError(f"local_pair_distance_loss: bond_span must be >= 1, got {bond_span!r}")
+    if angle_weight is not None and not angle_weight > 0:
+        raise ValueError(f"local_pair_distance_loss: angle_weight must be None or > 0, got {angle_weight!r}")
     bsz, n, a, _ = pred_atoms.shape
     pred = pred_atoms.reshape(bsz, n * a, 3)
     true = true_atoms.reshape(bsz, n * a, 3)
@@ -94,13 +96,16 @@ def local_pair_distance_loss(
     d = torch.cdist(true, true)
     residue = torch.arange(n, device=mask.device).repeat_interleave(a)
     separation = (residue[:, None] - residue[None, :]).abs()
-    seq_local = (separation >= 1) & (separation <= bond_span)
+    seq_local = separation <= (1 if angle_weight is None else 2)
     present = mask.to(torch.bool).repeat_interleave(a, dim=1)
     pairs = present[:, :, None] & present[:, None, :] & (separation >= 1)
     pairs = pairs & ((torch.minimum(d, d_hat.detach()) < cutoff) | seq_local)
     pair_weight: Tensor = pairs
-    if bond_weight != 1.0:  # a weighted mask: cfm_loss divides by its sum, the weighted mean
-        pair_weight = pairs * torch.where(seq_local, bond_weight, 1.0).to(d.dtype)
+    if bond_weight != 1.0 or angle_weight is not None:  # weighted: cfm_loss divides by the weight sum
+        c = torch.where(separation == 1, bond_weight, 1.0)
+        if angle_weight is not None:
+            c = torch.where(separation == 2, angle_weight, c)
+        pair_weight = pairs * c.to(d.dtype)
     return cfm_loss(
         (d_hat / unit).reshape(bsz, -1),
         (d / unit).reshape(bsz, -1),

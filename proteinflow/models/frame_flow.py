@@ -529,7 +529,7 @@ class FrameFlow(nn.Module):
                     unit=unit,
                     weight=gate * trans_weight.pow(2) if velocity else gate,
                     bond_weight=self.cfg.dist_loss_bond_weight,
-                    bond_span=self.cfg.dist_loss_bond_span,
+                    angle_weight=self.cfg.dist_loss_angle_weight,
                 )
         return aux, dist
 

@@ -51,9 +51,10 @@ class FrameFlowConfig:
             peptide bond and the CA-CA virtual bond) in the pair distance loss's weighted mean, relative
             to 1 for the other local pairs; above 1 it stops the many uncertain non-bonded pairs from
             drowning the bond lengths.
-        dist_loss_bond_span: the bond weight applies to the pairs of residues up to this far apart in
-            sequence (>= 1); 2 also weighs the ``i, i + 2`` pairs that fix the CA angles. Those pairs
-            enter the pair distance loss whatever their distances.
+        dist_loss_angle_weight: weight of the pairs between atoms of residues ``i, i + 2`` (which fix the
+            CA virtual-bond angles) in that mean, which then always enter it (in a strand they lie beyond
+            a 6 A cutoff); None (default): ordinary local pairs. The weights share one mean, so raising
+            this one lowers the bonds' share: raise the bond weight with it.
         clash_loss_dist: Angstrom; the CA clash loss pushes CA pairs with ``|i - j| >= 3`` apart to
             ``min(true distance, clash_loss_dist)``.
         clash_loss_t_min: the CA clash loss applies to samples with ``t >= clash_loss_t_min`` (earlier
@@ -78,7 +79,7 @@ class FrameFlowConfig:
         "dist_loss_cutoff",
         "dist_loss_time_weight",
         "dist_loss_bond_weight",
-        "dist_loss_bond_span",
+        "dist_loss_angle_weight",
         "clash_loss_weight",
         "clash_loss_dist",
         "clash_loss_t_min",
@@ -103,7 +104,7 @@ class FrameFlowConfig:
     dist_loss_cutoff: float = 6.0
     dist_loss_time_weight: str = "velocity"
     dist_loss_bond_weight: float = 1.0
-    dist_loss_bond_span: int = 1
+    dist_loss_angle_weight: float | None = None
     clash_loss_weight: float = 0.0
     clash_loss_dist: float = 3.8
     clash_loss_t_min: float = 0.25
@@ -154,9 +155,10 @@ class FrameFlowConfig:
             raise ValueError(f"FrameFlowConfig.rollout_max_dt must be in (0, 1], got {self.rollout_max_dt!r}")
         if self.t_min >= 1.0:
             raise ValueError(f"FrameFlowConfig.t_min must be < 1, got {self.t_min}")
-        if self.dist_loss_bond_span < 1:
+        angle_weight = self.dist_loss_angle_weight
+        if angle_weight is not None and not angle_weight > 0:
             raise ValueError(
-                f"FrameFlowConfig.dist_loss_bond_span must be >= 1, got {self.dist_loss_bond_span!r}"
+                f"FrameFlowConfig.dist_loss_angle_weight must be None or > 0, got {angle_weight!r}"
             )
         for name in (
             "rot_loss_weight",
