@@ -62,8 +62,10 @@ Two options address where that argument breaks (``reflow train --distill-states`
   pairs weigh more in that loss (``flow.dist_loss_bond_weight``, ``reflow train --loss
   dist_loss_bond_weight=10``), since the many uncertain non-bonded pairs otherwise drown them. With both,
   the 4-step student is within 15 % of the teacher's 100-step sampler on every metric of
-  ``scripts/reflow_report.py``, though with little margin on the distribution of CA angles, which other
-  noise or another training seed push past it (README);
+  ``scripts/reflow_report.py`` but one, or none, depending on the noise and the training seed: the bond
+  weight narrows the distribution of CA angles. Weighing the ``i, i + 2`` pairs too
+  (``flow.dist_loss_angle_weight``, with the bond weight raised to keep its share) keeps the bonds tight
+  (tighter than the teacher's) and widens the angles only a little (README);
 * **the endpoint weighting** (``distill_loss: endpoint``,
   :data:`~proteinflow.flow.losses.PAIR_LOSS_WEIGHTINGS`): the x1-prediction error at weight 1 at every
   time, since a k-step sample *is* its last prediction; the training loss's velocity weight puts up to
