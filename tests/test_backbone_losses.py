@@ -307,9 +307,10 @@ def test_frame_flow_dist_term_time_weight_velocity_or_flat() -> None:
         FrameFlowConfig(dist_loss_time_weight="uniform")
 
 
-def test_frame_flow_dist_term_uses_the_bond_weight() -> None:
-    """``dist_loss_bond_weight`` reaches the pair distance term: it equals the loss of the ideal atoms built
-    from the prediction and the data with that bond weight (flat time weight, so a weight of 1 at t)."""
+def test_frame_flow_dist_term_uses_the_bond_and_angle_weights() -> None:
+    """``dist_loss_bond_weight`` and ``dist_loss_angle_weight`` reach the pair distance term: it equals the
+    loss of the ideal atoms built from the prediction and the data with those weights (flat time weight, so
+    a weight of 1 at t)."""
     from proteinflow.geometry import rigid
 
     cfg = FrameFlowConfig(
@@ -327,11 +328,17 @@ def test_frame_flow_dist_term_uses_the_bond_weight() -> None:
     pred = torch.stack(rigid.ideal_backbone_from_frames(x1_hat["rots"], x1_hat["trans"]), -2)
     true = torch.stack(rigid.ideal_backbone_from_frames(x1["rots"], x1["trans"]), -2)
     got = {}
-    for bond_weight in (1.0, 10.0):
-        flow.cfg = dataclasses.replace(cfg, dist_loss_bond_weight=bond_weight)
-        got[bond_weight] = flow.pair_loss(x0, x1, mask, t=t, x_t=x_t).dist.item()
-        want = local_pair_distance_loss(pred, true, mask, cutoff=6.0, unit=10.0, bond_weight=bond_weight)
-        assert got[bond_weight] == pytest.approx(want.item(), rel=1e-5)
-    assert got[10.0] != pytest.approx(got[1.0], rel=1e-3)
+    for weights in ((1.0, None), (10.0, None), (10.0, 5.0)):
+        bond_weight, angle_weight = weights
+        flow.cfg = dataclasses.replace(
+            cfg, dist_loss_bond_weight=bond_weight, dist_loss_angle_weight=angle_weight
+        )
+        got[weights] = flow.pair_loss(x0, x1, mask, t=t, x_t=x_t).dist.item()
+        want = local_pair_distance_loss(
+            pred, true, mask, cutoff=6.0, unit=10.0, bond_weight=bond_weight, angle_weight=angle_weight
+        )
+        assert got[weights] == pytest.approx(want.item(), rel=1e-5)
+    assert got[(10.0, None)] != pytest.approx(got[(1.0, None)], rel=1e-3)
+    assert got[(10.0, 5.0)] != pytest.approx(got[(10.0, None)], rel=1e-3)
     with pytest.raises(ValueError, match="dist_loss_bond_weight must be > 0"):
         FrameFlowConfig(dist_loss_bond_weight=0.0)
