@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from proteinflow.geometry import so3
-from proteinflow.models.backbone_losses import ca_clash_loss, local_pair_distance_loss
+from proteinflow.models.backbone_losses import (
+    ca_angle_distribution_loss,
+    ca_clash_loss,
+    ca_virtual_bond_angles,
+    local_pair_distance_loss,
+)
 from proteinflow.models.frame_flow import FrameFlow, FrameFlowConfig
 from proteinflow.models.ipa import IPAConfig
 
@@ -342,3 +347,138 @@ def test_frame_flow_dist_term_uses_the_bond_and_angle_weights() -> None:
     assert got[(10.0, 5.0)] != pytest.approx(got[(10.0, None)], rel=1e-3)
     with pytest.raises(ValueError, match="dist_loss_bond_weight must be > 0"):
         FrameFlowConfig(dist_loss_bond_weight=0.0)
+
+
+def _ca_trace(angles_deg: list[float], dihedrals_deg: list[float]) -> torch.Tensor:
+    """A CA trace ``[len(angles) + 2, 3]`` (float64) with 3.8 A virtual bonds, the given CA angles (at
+    residues 1..N-2) and dihedrals (of residues i-1..i+2, for i = 2..N-2), built residue by residue."""
+    bond = 3.8
+    ca = [torch.zeros(3, dtype=torch.float64), torch.tensor([bond, 0.0, 0.0], dtype=torch.float64)]
+    theta0 = torch.deg2rad(torch.tensor(angles_deg[0], dtype=torch.float64))
+    ca.append(
+        ca[1]
+        + bond * torch.stack([-torch.cos(theta0), torch.sin(theta0), torch.zeros((), dtype=torch.float64)])
+    )
+    for theta_deg, phi_deg in zip(angles_deg[1:], dihedrals_deg, strict=True):
+        a, b, c = ca[-3], ca[-2], ca[-1]
+        theta = torch.deg2rad(torch.tensor(theta_deg, dtype=torch.float64))
+        phi = torch.deg2rad(torch.tensor(phi_deg, dtype=torch.float64))
+        bc = (c - b) / (c - b).norm()
+        normal = torch.linalg.cross(b - a, bc)
+        normal = normal / normal.norm()
+        m = torch.stack([bc, torch.linalg.cross(normal, bc), normal], -1)
+        local = torch.stack(
+            [-torch.cos(theta), torch.sin(theta) * torch.cos(phi), torch.sin(theta) * torch.sin(phi)]
+        )
+        ca.append(c + bond * (m @ local))
+    return torch.stack(ca)
+
+
+def test_ca_trace_helper_and_angles_match_numpy() -> None:
+    """The angles of the trace helper are the ones asked for, by an arccos written independently."""
+    import numpy as np
+
+    angles = [91.0, 120.0, 105.0, 133.0, 88.0]
+    ca = _ca_trace(angles, [50.0, -170.0, 20.0, 195.0]).numpy()
+    u, v = ca[:-2] - ca[1:-1], ca[2:] - ca[1:-1]
+    cos = (u * v).sum(-1) / np.linalg.norm(u, axis=-1) / np.linalg.norm(v, axis=-1)
+    assert np.degrees(np.arccos(cos)) == pytest.approx(angles, abs=1e-9)
+    theta, valid = ca_virtual_bond_angles(
+        torch.from_numpy(ca)[None], torch.ones(1, len(ca), dtype=torch.bool)
+    )
+    assert torch.rad2deg(theta[0]).tolist() == pytest.approx(angles, abs=1e-9) and bool(valid.all())
+
+
+def test_ca_angle_distribution_loss_matches_an_assignment_reference() -> None:
+    """Per structure, the squared W2 between equal-size empirical measures is the optimal assignment with
+    squared cost (scipy's linear_sum_assignment), over the angles whose three residues are present; the
+    batch mean uses the per-sample weights."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    g = torch.Generator().manual_seed(4)
+    true = torch.randn(3, 11, 3, generator=g, dtype=torch.float64).cumsum(1) * 3.0
+    pred = true + torch.randn(3, 11, 3, generator=g, dtype=torch.float64) * 1.5
+    mask = torch.ones(3, 11, dtype=torch.bool)
+    mask[1, 5] = False  # a gap: the angles at residues 4, 5 and 6 drop out
+    mask[2, 8:] = False  # padding
+    weight = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
+    want = []
+    for b in range(3):
+        p, q, m = pred[b].numpy(), true[b].numpy(), mask[b].numpy()
+        sets = []
+        for x in (p, q):
+            got = []
+            for i in range(1, 10):
+                if m[i - 1] and m[i] and m[i + 1]:
+                    u, v = x[i - 1] - x[i], x[i + 1] - x[i]
+                    got.append(np.arccos(u @ v / np.linalg.norm(u) / np.linalg.norm(v)))
+            sets.append(np.array(got))
+        cost = (sets[0][:, None] - sets[1][None, :]) ** 2
+        rows, cols = linear_sum_assignment(cost)
+        want.append(weight[b].item() * cost[rows, cols].mean())
+    got = ca_angle_distribution_loss(pred, true, mask, weight=weight)
+    assert got.item() == pytest.approx(float(np.mean(want)), rel=1e-9)
+    assert got.item() > 1e-3
+
+
+def test_ca_angle_distribution_loss_ignores_which_residue_has_which_angle() -> None:
+    """The data's angles in another order (and other dihedrals) cost nothing, unlike in the pair distance
+    loss; a prediction whose angles are pulled towards their mean (an unsure prediction's compromise)
+    costs its lost spread. Invariant under rigid motions, finite gradients for collinear CAs."""
+    angles = [91.0, 92.0, 90.0, 120.0, 118.0, 122.0, 93.0, 121.0]
+    true = _ca_trace(angles, [50.0] * 7)[None]
+    pred = _ca_trace(angles[::-1], [-160.0, 50.0, 50.0, 180.0, 50.0, -170.0, 50.0])[None]
+    mask = torch.ones(1, 10, dtype=torch.bool)
+    assert ca_angle_distribution_loss(pred, true, mask).item() == pytest.approx(0.0, abs=1e-20)
+    assert (
+        local_pair_distance_loss(pred[:, :, None], true[:, :, None], mask, cutoff=6.0, angle_weight=1.0) > 0.1
+    )
+    mean = sum(angles) / len(angles)
+    narrow = _ca_trace([mean + 0.5 * (a - mean) for a in angles], [50.0] * 7)[None]
+    spread = torch.deg2rad(torch.tensor([0.5 * (a - mean) for a in angles], dtype=torch.float64))
+    loss = ca_angle_distribution_loss(narrow, true, mask).item()
+    assert loss == pytest.approx(spread.pow(2).mean().item(), rel=1e-9)
+    rot = so3.random_uniform(1, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    moved = torch.einsum("bij,bnj->bni", rot, narrow) + 5.0
+    assert ca_angle_distribution_loss(moved, true, mask).item() == pytest.approx(loss, rel=1e-9)
+    straight = torch.zeros(1, 4, 3, dtype=torch.float64)
+    straight[0, :, 0] = torch.arange(4) * 3.8
+    straight.requires_grad_(True)
+    ca_angle_distribution_loss(straight, true[:, :4], mask[:, :4]).backward()
+    assert torch.isfinite(straight.grad).all()
+    with pytest.raises(ValueError, match="ca_angle_distribution_loss: weight must have shape"):
+        ca_angle_distribution_loss(pred, true, mask, weight=torch.ones(2))
+
+
+def test_ca_angle_distribution_loss_gradient_matches_finite_differences() -> None:
+    g = torch.Generator().manual_seed(7)
+    true = torch.randn(2, 7, 3, generator=g, dtype=torch.float64).cumsum(1) * 3.0
+    pred = (true + torch.randn(2, 7, 3, generator=g, dtype=torch.float64)).requires_grad_(True)
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[1, 6] = False
+    assert torch.autograd.gradcheck(lambda x: ca_angle_distribution_loss(x, true, mask), (pred,))
+
+
+def test_frame_flow_angle_term_is_logged_weighted_and_enters_the_total() -> None:
+    """``ca_angle_loss_weight`` switches on the CA-angle term: it is the distribution loss of the predicted
+    and true CA positions, time-weighted like the pair distance term, and enters the total with its
+    weight; a negative weight is refused."""
+    cfg = FrameFlowConfig(aux_loss_t_min=0.5, self_condition_prob=0.0, dist_loss_time_weight="velocity")
+    flow, coords, mask = _tiny_flow_batch(cfg, 2)
+    x1 = flow.data_state(coords, mask)
+    x0 = flow.sample_prior(mask, generator=torch.Generator().manual_seed(5))
+    t = torch.tensor([0.4, 0.95])
+    x_t = flow.path.sample(x0, x1, t, mask=mask).x_t
+    off = flow.pair_loss(x0, x1, mask, t=t, x_t=x_t)
+    flow.cfg = dataclasses.replace(cfg, ca_angle_loss_weight=3.0)
+    on = flow.pair_loss(x0, x1, mask, t=t, x_t=x_t)
+    with torch.no_grad():
+        x1_hat = flow.predict(x_t, t, mask, None, None)
+    # t = 0.4 is below aux_loss_t_min; t = 0.95 weighs w_trans^2 = (1 / (1 - 0.9))^2 (loss_t_cap 0.9)
+    want = ca_angle_distribution_loss(x1_hat["trans"], x1["trans"], mask, weight=torch.tensor([0.0, 100.0]))
+    assert off.angle.item() == 0.0 and on.angle.item() == pytest.approx(want.item(), rel=1e-5)
+    assert on.angle.item() > 0.0 and "angle" in on.terms()
+    assert (on.total - off.total).item() == pytest.approx(3.0 * on.angle.item(), rel=1e-4)
+    with pytest.raises(ValueError, match="ca_angle_loss_weight must be >= 0"):
+        FrameFlowConfig(ca_angle_loss_weight=-1.0)

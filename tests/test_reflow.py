@@ -611,6 +611,7 @@ def test_warm_start_takes_a_new_loss_but_not_a_new_model(tmp_path: Path) -> None
         "dist_loss_weight": 2.0,
         "dist_loss_bond_weight": 10.0,
         "dist_loss_angle_weight": 5.0,
+        "ca_angle_loss_weight": 2.0,
         "loss_t_cap": 0.8,
     }
     module = BackboneFlowModule(BackboneExperimentConfig(model=dict(TINY_MODEL), flow=new_loss).to_dict())

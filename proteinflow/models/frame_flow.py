@@ -70,7 +70,10 @@ loss compares ideal backbone atoms (N, CA, C) built from predicted and true fram
 (:func:`~proteinflow.models.backbone_losses.local_pair_distance_loss`) compares their inter-residue
 distances over pairs closer than ``dist_loss_cutoff`` in the data or the prediction (CA-CA bonds,
 contacts and clashes), gated the same way and weighted like the translation term (``w_trans(t)^2``), or
-by 1 at every gated time (``dist_loss_time_weight: flat``).
+by 1 at every gated time (``dist_loss_time_weight: flat``). The CA-angle distribution loss
+(:func:`~proteinflow.models.backbone_losses.ca_angle_distribution_loss`, ``ca_angle_loss_weight``, off by
+default) compares each structure's predicted and true CA virtual-bond angles as distributions (sorted),
+gated and weighted like the pair distance loss.
 The CA clash loss (:func:`~proteinflow.models.backbone_losses.ca_clash_loss`) is a hinge on predicted CA
 pairs with ``|i - j| >= 3`` closer than ``clash_loss_dist``, for ``t >= clash_loss_t_min`` and not
 time-weighted: the chain must not pass through itself in any prediction, and a sample's long-range fold
@@ -111,7 +114,11 @@ from proteinflow.geometry import rigid, so3
 from proteinflow.geometry.igso3 import IGSO3Sampler
 from proteinflow.geometry.manifolds import SO3, ProductManifold, ZeroCentreEuclidean
 from proteinflow.geometry.masked import masked_centre
-from proteinflow.models.backbone_losses import ca_clash_loss, local_pair_distance_loss
+from proteinflow.models.backbone_losses import (
+    ca_angle_distribution_loss,
+    ca_clash_loss,
+    local_pair_distance_loss,
+)
 from proteinflow.models.frame_flow_config import ROT_PRIORS, ROT_SCHEDULES, TRANS_COUPLINGS, FrameFlowConfig
 from proteinflow.models.ipa import FrameDenoiser, IPAConfig
 from proteinflow.models.sampling import check_generators, sample_to_data, standard_normal, x1_predictor
@@ -130,18 +137,27 @@ __all__ = [
 
 @dataclass
 class FrameFlowLoss:
-    """Training losses (scalars). ``total = w_r rot + w_t trans + w_a aux + w_d dist + w_c clash``."""
+    """Training losses (scalars).
+    ``total = w_r rot + w_t trans + w_a aux + w_d dist + w_g angle + w_c clash``."""
 
     total: Tensor
     rot: Tensor
     trans: Tensor
     aux: Tensor
     dist: Tensor
+    angle: Tensor
     clash: Tensor
 
     def terms(self) -> dict[str, Tensor]:
         """Named loss terms (for logging)."""
-        return {"rot": self.rot, "trans": self.trans, "aux": self.aux, "dist": self.dist, "clash": self.clash}
+        return {
+            "rot": self.rot,
+            "trans": self.trans,
+            "aux": self.aux,
+            "dist": self.dist,
+            "angle": self.angle,
+            "clash": self.clash,
+        }
 
 
 @dataclass
@@ -342,7 +358,7 @@ class FrameFlow(nn.Module):
         x1_hat = self._training_prediction(x_t, t, mask, res_idx, generator)
         endpoint = weighting == "endpoint"
         terms, weights = self._factor_losses(x_t, x1_hat, x1, t, mask, endpoint, global_weight)
-        aux, dist = self._atom_losses(x1_hat, x1, t, mask, weights["trans"], endpoint, global_weight)
+        aux, dist, angle = self._atom_losses(x1_hat, x1, t, mask, weights["trans"], endpoint, global_weight)
         clash = torch.zeros((), dtype=t.dtype, device=t.device)
         if self.cfg.clash_loss_weight > 0:
             clash = ca_clash_loss(
@@ -358,10 +374,17 @@ class FrameFlow(nn.Module):
             + self.cfg.trans_loss_weight * terms["trans"]
             + self.cfg.aux_loss_weight * aux
             + self.cfg.dist_loss_weight * dist
+            + self.cfg.ca_angle_loss_weight * angle
             + self.cfg.clash_loss_weight * clash
         )
         return FrameFlowLoss(
-            total=total, rot=terms["rots"], trans=terms["trans"], aux=aux, dist=dist, clash=clash
+            total=total,
+            rot=terms["rots"],
+            trans=terms["trans"],
+            aux=aux,
+            dist=dist,
+            angle=angle,
+            clash=clash,
         )
 
     def _path_state(
@@ -499,39 +522,44 @@ class FrameFlow(nn.Module):
         trans_weight: Tensor,
         endpoint: bool = False,
         global_weight: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """``(aux, dist)``: backbone-atom and local pair distance losses of the ideal N, CA, C atoms built
-        from predicted and true frames, for ``t >= aux_loss_t_min`` (every ``t``, weight 1, with
-        ``endpoint``; zero when their weight is 0). The atom loss compares global positions: its
-        per-sample weight is multiplied by ``global_weight [B]`` (default 1)."""
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(aux, dist, angle)``: backbone-atom, local pair distance and CA-angle distribution losses of
+        the ideal N, CA, C atoms built from predicted and true frames, for ``t >= aux_loss_t_min`` (every
+        ``t``, weight 1, with ``endpoint``; zero when their weight is 0). The atom loss compares global
+        positions: its per-sample weight is multiplied by ``global_weight [B]`` (default 1); the other two
+        are local."""
         dtype, device = t.dtype, t.device
         aux = torch.zeros((), dtype=dtype, device=device)
         dist = torch.zeros((), dtype=dtype, device=device)
+        angle = torch.zeros((), dtype=dtype, device=device)
+        gate = torch.ones_like(t) if endpoint else (t >= self.cfg.aux_loss_t_min).to(dtype)
+        # the local terms are errors of the clean-structure prediction, like the translations: by default
+        # weigh them as velocity errors too (w_trans(t)^2), or late times, where local geometry is
+        # settled, would count no more than early ones; "flat" weighs every t alike
+        velocity = self.cfg.dist_loss_time_weight == "velocity"  # trans_weight is 1 with endpoint
+        local_weight = gate * trans_weight.pow(2) if velocity else gate
         if self.cfg.aux_loss_weight > 0 or self.cfg.dist_loss_weight > 0:
             pred_atoms = torch.stack(rigid.ideal_backbone_from_frames(x1_hat["rots"], x1_hat["trans"]), -2)
             true_atoms = torch.stack(rigid.ideal_backbone_from_frames(x1["rots"], x1["trans"]), -2)
-            gate = torch.ones_like(t) if endpoint else (t >= self.cfg.aux_loss_t_min).to(dtype)
             unit = self.cfg.length_unit
             if self.cfg.aux_loss_weight > 0:  # mean over the 3 atoms of each residue: weight / 3
                 n_atoms = pred_atoms.shape[-2]
                 atom_weight = gate / n_atoms if global_weight is None else gate * global_weight / n_atoms
                 aux = cfm_loss(pred_atoms / unit, true_atoms / unit, mask=mask, weight=atom_weight)
             if self.cfg.dist_loss_weight > 0:
-                # distances are errors of the clean-structure prediction, like the translations: by
-                # default weigh them as velocity errors too (w_trans(t)^2), or late times, where local
-                # geometry is settled, would count no more than early ones; "flat" weighs every t alike
-                velocity = self.cfg.dist_loss_time_weight == "velocity"  # trans_weight is 1 with endpoint
                 dist = local_pair_distance_loss(
                     pred_atoms,
                     true_atoms,
                     mask,
                     cutoff=self.cfg.dist_loss_cutoff,
                     unit=unit,
-                    weight=gate * trans_weight.pow(2) if velocity else gate,
+                    weight=local_weight,
                     bond_weight=self.cfg.dist_loss_bond_weight,
                     angle_weight=self.cfg.dist_loss_angle_weight,
                 )
-        return aux, dist
+        if self.cfg.ca_angle_loss_weight > 0:  # the frames' translations are the CA positions
+            angle = ca_angle_distribution_loss(x1_hat["trans"], x1["trans"], mask, weight=local_weight)
+        return aux, dist, angle
 
     # -- sampling ---------------------------------------------------------------------------------------
     @torch.no_grad()

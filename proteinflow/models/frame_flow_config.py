@@ -55,6 +55,11 @@ class FrameFlowConfig:
             CA virtual-bond angles) in that mean, which then always enter it (in a strand they lie beyond
             a 6 A cutoff); None (default): ordinary local pairs. The weights share one mean, so raising
             this one lowers the bonds' share: raise the bond weight with it.
+        ca_angle_loss_weight: weight of the CA-angle distribution loss (radians^2; per structure, the
+            squared 1-D Wasserstein-2 distance between the predicted and true CA virtual-bond angles,
+            :func:`~proteinflow.models.backbone_losses.ca_angle_distribution_loss`), gated and
+            time-weighted like the pair distance loss; 0 (default): off. It restores the spread of
+            angles that residue-wise errors narrow in an uncertain prediction.
         clash_loss_dist: Angstrom; the CA clash loss pushes CA pairs with ``|i - j| >= 3`` apart to
             ``min(true distance, clash_loss_dist)``.
         clash_loss_t_min: the CA clash loss applies to samples with ``t >= clash_loss_t_min`` (earlier
@@ -80,6 +85,7 @@ class FrameFlowConfig:
         "dist_loss_time_weight",
         "dist_loss_bond_weight",
         "dist_loss_angle_weight",
+        "ca_angle_loss_weight",
         "clash_loss_weight",
         "clash_loss_dist",
         "clash_loss_t_min",
@@ -105,6 +111,7 @@ class FrameFlowConfig:
     dist_loss_time_weight: str = "velocity"
     dist_loss_bond_weight: float = 1.0
     dist_loss_angle_weight: float | None = None
+    ca_angle_loss_weight: float = 0.0
     clash_loss_weight: float = 0.0
     clash_loss_dist: float = 3.8
     clash_loss_t_min: float = 0.25
@@ -165,6 +172,7 @@ class FrameFlowConfig:
             "trans_loss_weight",
             "aux_loss_weight",
             "dist_loss_weight",
+            "ca_angle_loss_weight",
             "clash_loss_weight",
         ):
             if getattr(self, name) < 0:
