@@ -55,3 +55,24 @@ def test_few_step_rows_sample_on_the_requested_grid(tmp_path: Path, monkeypatch:
     report.sample(str(ckpt), tmp_path / "s" / "student_euler4", args, 4, True)
     assert commands[0][commands[0].index("--grid") + 1] == "log"
     assert "--grid" not in commands[1]
+
+
+def test_targets_are_checked_for_every_student_named() -> None:
+    """Each ``--student`` label gets its own verdict: within 15 % of the teacher or better passes (a helix
+    fraction nearer the val set's, a lower W1), a helix fraction 16 % below the teacher's misses, named."""
+    report = _script()
+    teacher = {"helix": 0.25, "ref_helix": 0.34, "w1_angle": 2.8}
+    keys = ["helix", "w1_angle"]
+    rows = [
+        {"model": "teacher", "steps": 1, "grid": "uniform", "rmsd_mean": 12.0},
+        {"model": "a", "steps": 4, "grid": "uniform", "helix": 0.30, "w1_angle": 2.5},
+        {"model": "a", "steps": 1, "grid": "uniform", "rmsd_mean": 3.0},
+        {"model": "b", "steps": 4, "grid": "uniform", "helix": 0.21, "w1_angle": 3.2},
+        {"model": "b", "steps": 1, "grid": "uniform", "rmsd_mean": 6.5},
+    ]
+    lines, out = report.target_lines(rows, teacher, keys, ["a", "b"], ["uniform"], 100)
+    assert out["target_4step_misses_a_uniform"] == []
+    assert out["target_4step_misses_b_uniform"] == ["helix 0.210 vs teacher 0.250"]
+    assert out["target_1step_a_uniform"] is True and out["target_1step_b_uniform"] is False
+    assert lines[0].startswith("- a at 4 steps") and lines[0].endswith("MET")
+    assert lines[2].endswith("MISSED on helix 0.210 vs teacher 0.250")
