@@ -54,6 +54,19 @@ EVAL_COLUMNS = {
     "P-SEA E": "strand",
     "P-SEA C": "coil",
 }
+#: the eval metrics of the issue's 4-step target, in report order.
+TARGET_KEYS = (
+    "ca_ca_mad",
+    "ca_ca_outside",
+    "ca_clash",
+    "atom_clash",
+    "rg_ratio",
+    "helix",
+    "strand",
+    "coil",
+    "w1_angle",
+    "w1_dihedral",
+)
 LOWER_BETTER = {"ca_ca_mad", "ca_ca_outside", "ca_clash", "atom_clash", "w1_angle", "w1_dihedral"}
 
 
@@ -313,18 +326,7 @@ def main() -> None:
         "|---|---:|---:|",
     ]
     lines += [f"| {k} | {v['S_rot']:.4f} | {v['S_trans']:.2f} |" for k, v in straight.items()]
-    keys = [
-        "ca_ca_mad",
-        "ca_ca_outside",
-        "ca_clash",
-        "atom_clash",
-        "rg_ratio",
-        "helix",
-        "strand",
-        "coil",
-        "w1_angle",
-        "w1_dihedral",
-    ]
+    keys = list(TARGET_KEYS)
     lines += [
         "",
         f"## CA RMSD to the teacher's Euler-{args.ref_steps} endpoint (same noise) and eval vs "

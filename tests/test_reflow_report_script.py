@@ -76,3 +76,35 @@ def test_targets_are_checked_for_every_student_named() -> None:
     assert out["target_1step_a_uniform"] is True and out["target_1step_b_uniform"] is False
     assert lines[0].startswith("- a at 4 steps") and lines[0].endswith("MET")
     assert lines[2].endswith("MISSED on helix 0.210 vs teacher 0.250")
+
+
+def test_target_noise_compares_the_teacher_with_itself_across_draws(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Two draws whose teachers differ by 20 % in CA-CA outside: the worse teacher misses the better
+    one's target (and not the other way round); a student is judged per draw, and a draw without its
+    row is not counted."""
+    import json
+    import sys
+
+    spec = importlib.util.spec_from_file_location("target_noise", SCRIPT.parent / "target_noise.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    base = dict.fromkeys(_script().TARGET_KEYS, 1.0)
+    folders = []
+    for seed, outside, student in ((0, 1.0, 1.1), (1, 1.2, None)):
+        teacher = {**base, "ca_ca_outside": outside}
+        rows = [{"model": "s", "steps": 4, "grid": "uniform", **base, "ca_ca_outside": student}]
+        folder = tmp_path / f"seed{seed}"
+        folder.mkdir()
+        report = {"args": {"seed": seed}, "teacher_ref": teacher, "rows": rows if student else []}
+        (folder / "report.json").write_text(json.dumps(report))
+        folders.append(str(folder))
+    monkeypatch.setattr(sys, "argv", ["target_noise.py", *folders])
+    module.main()
+    out = capsys.readouterr().out
+    assert "teacher on seed 0 vs target of seed 1: MET" in out
+    assert "teacher on seed 1 vs target of seed 0: MISSED ca_ca_outside 1.200 vs 1.000" in out
+    assert "met in 1 of 2 ordered pairs" in out
+    assert "- s: met on 1 of 1 draws | seed 0: MET | seed 1: -" in out
