@@ -65,7 +65,12 @@ Two options address where that argument breaks (``reflow train --distill-states`
   ``scripts/reflow_report.py`` but one, or none, depending on the noise and the training seed: the bond
   weight narrows the distribution of CA angles. Weighing the ``i, i + 2`` pairs too
   (``flow.dist_loss_angle_weight``, with the bond weight raised to keep its share) keeps the bonds tight
-  (tighter than the teacher's) and widens the angles only a little (README);
+  (tighter than the teacher's) and widens the angles only a little: a residue-wise loss on an uncertain
+  prediction splits the difference between a helix and a strand angle. The CA-angle distribution loss
+  (``flow.ca_angle_loss_weight``: per structure, the squared 1-D W2 between the sorted predicted and true
+  CA angles, blind to which residue has which angle) restores the spread; with weight 1 on top of the
+  pair weights the 4-step student's CA-angle distribution is as close to the val set's as the teacher's,
+  and its bonds stay inside the target (numbers in the README);
 * **the endpoint weighting** (``distill_loss: endpoint``,
   :data:`~proteinflow.flow.losses.PAIR_LOSS_WEIGHTINGS`): the x1-prediction error at weight 1 at every
   time, since a k-step sample *is* its last prediction; the training loss's velocity weight puts up to
