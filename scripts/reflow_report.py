@@ -182,6 +182,12 @@ def within_target(key: str, value: float, teacher: float, ref: float | None) -> 
     return ref is not None and abs(value - ref) <= abs(teacher - ref)
 
 
+def missed_keys(metrics: dict, teacher: dict, keys: list[str] | tuple[str, ...]) -> list[str]:
+    """The metrics of ``keys`` on which ``metrics`` misses the target set by the teacher eval ``teacher``
+    (:func:`within_target`; the val set's values are ``teacher["ref_" + key]``)."""
+    return [k for k in keys if not within_target(k, metrics[k], teacher[k], teacher.get("ref_" + k))]
+
+
 def target_lines(
     rows: list[dict],
     teacher_eval: dict,
@@ -208,8 +214,7 @@ def target_lines(
             if student4 and teacher_eval:
                 misses = [
                     f"{k} {student4[k]:.3f} vs teacher {teacher_eval[k]:.3f}"
-                    for k in keys
-                    if not within_target(k, student4[k], teacher_eval[k], teacher_eval.get("ref_" + k))
+                    for k in missed_keys(student4, teacher_eval, keys)
                 ]
                 out[f"target_4step_misses_{label}_{grid}"] = misses
                 lines.append(

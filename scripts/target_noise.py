@@ -36,8 +36,7 @@ def misses(report, metrics: dict, teacher: dict) -> list[str]:
     """The metrics of ``metrics`` outside the target set by the teacher eval ``teacher``."""
     return [
         f"{k} {metrics[k]:.3f} vs {teacher[k]:.3f}"
-        for k in report.TARGET_KEYS
-        if not report.within_target(k, metrics[k], teacher[k], teacher.get("ref_" + k))
+        for k in report.missed_keys(metrics, teacher, report.TARGET_KEYS)
     ]
 
 
@@ -75,6 +74,7 @@ def main() -> None:
     ]
     for label in dict.fromkeys(labels):
         verdicts = []
+        met = measured = 0
         for name, data in draws.items():
             row = next(
                 (r for r in data["rows"] if (r["model"], r["steps"], r["grid"]) == (label, 4, "uniform")),
@@ -84,9 +84,9 @@ def main() -> None:
                 verdicts.append(f"{name}: -")
                 continue
             miss = misses(report, row, data["teacher_ref"])
+            measured += 1
+            met += not miss
             verdicts.append(f"{name}: " + ("MET" if not miss else "MISSED " + "; ".join(miss)))
-        met = sum(v.endswith("MET") for v in verdicts)
-        measured = sum(not v.endswith(": -") for v in verdicts)
         print(f"- {label}: met on {met} of {measured} draws | " + " | ".join(verdicts))
 
 

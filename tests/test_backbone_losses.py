@@ -351,26 +351,19 @@ def test_frame_flow_dist_term_uses_the_bond_and_angle_weights() -> None:
 
 def _ca_trace(angles_deg: list[float], dihedrals_deg: list[float]) -> torch.Tensor:
     """A CA trace ``[len(angles) + 2, 3]`` (float64) with 3.8 A virtual bonds, the given CA angles (at
-    residues 1..N-2) and dihedrals (of residues i-1..i+2, for i = 2..N-2), built residue by residue."""
+    residues 1..N-2) and dihedrals (of residues i-1..i+2, for i = 2..N-2), placed residue by residue by
+    the project's NeRF (:func:`~proteinflow.protein.backbone.place_atom`)."""
+    from proteinflow.protein.backbone import place_atom
+
     bond = 3.8
-    ca = [torch.zeros(3, dtype=torch.float64), torch.tensor([bond, 0.0, 0.0], dtype=torch.float64)]
     theta0 = torch.deg2rad(torch.tensor(angles_deg[0], dtype=torch.float64))
-    ca.append(
-        ca[1]
-        + bond * torch.stack([-torch.cos(theta0), torch.sin(theta0), torch.zeros((), dtype=torch.float64)])
-    )
+    ca = [
+        torch.zeros(3, dtype=torch.float64),
+        torch.tensor([bond, 0.0, 0.0], dtype=torch.float64),
+        torch.tensor([bond * (1.0 - torch.cos(theta0)), bond * torch.sin(theta0), 0.0], dtype=torch.float64),
+    ]
     for theta_deg, phi_deg in zip(angles_deg[1:], dihedrals_deg, strict=True):
-        a, b, c = ca[-3], ca[-2], ca[-1]
-        theta = torch.deg2rad(torch.tensor(theta_deg, dtype=torch.float64))
-        phi = torch.deg2rad(torch.tensor(phi_deg, dtype=torch.float64))
-        bc = (c - b) / (c - b).norm()
-        normal = torch.linalg.cross(b - a, bc)
-        normal = normal / normal.norm()
-        m = torch.stack([bc, torch.linalg.cross(normal, bc), normal], -1)
-        local = torch.stack(
-            [-torch.cos(theta), torch.sin(theta) * torch.cos(phi), torch.sin(theta) * torch.sin(phi)]
-        )
-        ca.append(c + bond * (m @ local))
+        ca.append(place_atom(ca[-3], ca[-2], ca[-1], bond, theta_deg, phi_deg))
     return torch.stack(ca)
 
 

@@ -11,8 +11,8 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reflow_report.py"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("reflow_report", SCRIPT)
+def _script(path: Path = SCRIPT):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -87,10 +87,7 @@ def test_target_noise_compares_the_teacher_with_itself_across_draws(
     import json
     import sys
 
-    spec = importlib.util.spec_from_file_location("target_noise", SCRIPT.parent / "target_noise.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script(SCRIPT.parent / "target_noise.py")
     base = dict.fromkeys(_script().TARGET_KEYS, 1.0)
     folders = []
     for seed, outside, student in ((0, 1.0, 1.1), (1, 1.2, None)):

@@ -71,6 +71,12 @@ def _check_structures(
         raise ValueError(f"{fn}: mask must have shape {tuple(pred.shape[:2])}, got {tuple(mask.shape)}")
 
 
+def _check_weight(fn: str, weight: Tensor | None, bsz: int) -> None:
+    """Raise a ValueError naming ``fn`` unless ``weight`` is None or ``[B]`` with ``B = bsz``."""
+    if weight is not None and weight.shape != (bsz,):
+        raise ValueError(f"{fn}: weight must have shape [B] = [{bsz}], got {tuple(weight.shape)}")
+
+
 def local_pair_distance_loss(
     pred_atoms: Tensor,
     true_atoms: Tensor,
@@ -156,8 +162,7 @@ def ca_clash_loss(
     if min_sep < 1:
         raise ValueError(f"ca_clash_loss: min_sep must be >= 1, got {min_sep!r}")
     bsz, n, _ = pred_ca.shape
-    if weight is not None and weight.shape != (bsz,):
-        raise ValueError(f"ca_clash_loss: weight must have shape [B] = [{bsz}], got {tuple(weight.shape)}")
+    _check_weight("ca_clash_loss", weight, bsz)
     # eps inside the root keeps the gradient finite for coincident predicted atoms (a total clash).
     d_hat = (pred_ca[:, :, None, :] - pred_ca[:, None, :, :]).pow(2).sum(-1).add(1e-8).sqrt()
     floor = torch.cdist(true_ca, true_ca).clamp_max(min_dist)
@@ -201,11 +206,7 @@ def ca_angle_distribution_loss(
     """
     names = ("pred_ca", "true_ca")
     _check_structures("ca_angle_distribution_loss", names, pred_ca, true_ca, mask, "[B, N, 3]")
-    bsz = pred_ca.shape[0]
-    if weight is not None and weight.shape != (bsz,):
-        raise ValueError(
-            f"ca_angle_distribution_loss: weight must have shape [B] = [{bsz}], got {tuple(weight.shape)}"
-        )
+    _check_weight("ca_angle_distribution_loss", weight, pred_ca.shape[0])
     if pred_ca.shape[1] < 3:
         return pred_ca.new_zeros(())
     theta_hat, valid = ca_virtual_bond_angles(pred_ca, mask)
